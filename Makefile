@@ -1,0 +1,35 @@
+# Two commands do all set-up on a fresh machine:
+#   make run    fetch MNIST, train a small STN, evaluate, save checkpoint + picture
+#   make test   run the test suite
+# Both create .venv and install stn-deploy into it on first use.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+CLI    := $(VENV)/bin/stn-deploy
+EXTRAS ?= cpu,plots,dev
+OUT    ?= runs/main
+STAMP  := $(VENV)/.installed-$(EXTRAS)
+
+.PHONY: setup run test lint clean
+
+$(STAMP): pyproject.toml constraints/cpu.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints/cpu.txt -e '.[$(EXTRAS)]'
+	touch $@
+
+setup: $(STAMP)
+
+run: setup
+	$(CLI) data fetch
+	$(CLI) train --model mnist-affine --distortion rts --epochs 3 --out $(OUT)
+
+test: setup
+	$(PY) -m pytest -n 2 -q
+
+lint: setup
+	$(VENV)/bin/ruff check stn_deploy tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

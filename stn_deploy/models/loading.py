@@ -1,0 +1,175 @@
+"""Load a model from anything a user may name: a zoo name, a checkpoint file, or ``module:factory``."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from stn_deploy.errors import StnDeployError
+from stn_deploy.models.checkpoint import ModelConfig, check_state_dict, read_checkpoint
+from stn_deploy.models.zoo import ZOO, build_model, resolve_args
+
+FACTORY_RE = re.compile(r"^(?P<module>[^:]+):(?P<attr>[A-Za-z_][A-Za-z0-9_.]*)$")
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode with the config that says how to feed it."""
+
+    model: nn.Module
+    config: ModelConfig
+    source: str
+    train_state: dict[str, Any] | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.config.input_shape)
+
+
+def parse_shape(text: str | tuple | list | None) -> tuple[int, int, int] | None:
+    """``"1,28,28"``, ``"1x28x28"`` or ``(1, 28, 28)`` -> ``(C, H, W)``; a leading batch dim is dropped."""
+    if text is None:
+        return None
+    if isinstance(text, str):
+        parts = [p for p in re.split(r"[,x× ]+", text.strip()) if p]
+        try:
+            dims = tuple(int(p) for p in parts)
+        except ValueError:
+            raise StnDeployError(f"input shape must be integers like 1,28,28, got {text!r}") from None
+    else:
+        dims = tuple(int(v) for v in text)
+    if len(dims) == 4:
+        dims = dims[1:]
+    if len(dims) != 3 or any(d <= 0 for d in dims):
+        raise StnDeployError(f"input shape must be C,H,W (or N,C,H,W) with positive sizes, got {text!r}")
+    return dims
+
+
+def _import_factory(ref: str):
+    m = FACTORY_RE.match(ref)
+    if not m:
+        raise StnDeployError(f"factory reference must look like 'package.module:callable', got {ref!r}")
+    module_name, attr = m["module"], m["attr"]
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name)
+            if not path.is_file():
+                raise StnDeployError(f"factory file not found: {path}")
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            if "" not in sys.path and str(Path.cwd()) not in sys.path:
+                sys.path.insert(0, str(Path.cwd()))
+            module = importlib.import_module(module_name)
+    except StnDeployError:
+        raise
+    except Exception as exc:  # user code: any failure becomes one line
+        raise StnDeployError(f"cannot import factory module {module_name!r}: {type(exc).__name__}: {exc}") from None
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise StnDeployError(f"factory {ref!r}: module {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise StnDeployError(f"factory {ref!r} is not callable")
+    return obj
+
+
+def check_input_shape(model: nn.Module, shape: tuple[int, int, int], origin: str) -> None:
+    """Run ``model`` once on zeros of ``(2, *shape)``; a failure is a one-line error naming the shape."""
+    model.eval()
+    try:
+        with torch.inference_mode():
+            out = model(torch.zeros(2, *shape))
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StnDeployError(f"{origin} does not accept input shape {tuple(shape)}: {msg[:300]}") from None
+    if not isinstance(out, torch.Tensor):
+        raise StnDeployError(f"{origin} must return one tensor, it returned {type(out).__name__}")
+
+
+def load_factory(ref: str, input_shape, *, check: bool = True) -> LoadedModel:
+    """Call a user's ``module:callable`` (no arguments) and check it runs on ``input_shape``."""
+    shape = parse_shape(input_shape)
+    if shape is None:
+        raise StnDeployError(f"factory {ref!r} needs an input shape (--input-shape C,H,W)")
+    fn = _import_factory(ref)
+    try:
+        model = fn()
+    except Exception as exc:
+        raise StnDeployError(f"factory {ref!r} failed: {type(exc).__name__}: {exc}") from None
+    if not isinstance(model, nn.Module):
+        raise StnDeployError(f"factory {ref!r} returned {type(model).__name__}, expected a torch.nn.Module")
+    if check:
+        check_input_shape(model, shape, f"factory model {ref!r}")
+    config = ModelConfig(arch=ref, args={}, input_shape=list(shape))
+    return LoadedModel(model.eval(), config, source=ref)
+
+
+def model_from_config(config: ModelConfig, origin: str) -> nn.Module:
+    """Rebuild the (untrained) module a config describes."""
+    if config.arch in ZOO:
+        return build_model(config.arch, **config.args)
+    if FACTORY_RE.match(config.arch):
+        return load_factory(config.arch, config.input_shape, check=False).model
+    raise StnDeployError(f"{origin}: unknown architecture {config.arch!r}")
+
+
+def load_checkpoint(path: str | Path) -> LoadedModel:
+    """Load a checkpoint written by :func:`save_checkpoint` (``torch.load(weights_only=True)``)."""
+    payload = read_checkpoint(path)
+    origin = f"checkpoint {path}"
+    config = ModelConfig.from_json(payload["config"], origin)
+    model = model_from_config(config, origin)
+    check_state_dict(model, payload["state_dict"], origin)
+    model.load_state_dict(payload["state_dict"])
+    return LoadedModel(model.eval(), config, source=str(path), train_state=payload.get("train_state"))
+
+
+def zoo_config(name: str, *, normalization=None, class_labels=None, **args) -> ModelConfig:
+    """The config of zoo model ``name`` with its arguments resolved."""
+    full = resolve_args(name, **args)
+    shape = [full["in_channels"], full["in_size"], full["in_size"]]
+    return ModelConfig(
+        arch=name,
+        args=full,
+        input_shape=shape,
+        normalization=normalization or {"mean": [0.0] * shape[0], "std": [1.0] * shape[0]},
+        class_labels=list(class_labels) if class_labels else [str(i) for i in range(full["num_classes"])],
+    )
+
+
+def load_model(
+    source: str, *, checkpoint: str | Path | None = None, input_shape=None, **zoo_args
+) -> LoadedModel:
+    """Resolve ``source`` wherever a model is expected.
+
+    - a zoo name (``mnist-affine``), with ``checkpoint`` for trained weights;
+    - a checkpoint path (``runs/x/checkpoint.pt``);
+    - a factory ``package.module:callable`` or ``path/to/file.py:callable`` with ``input_shape``.
+    """
+    if source in ZOO:
+        if checkpoint is not None:
+            loaded = load_checkpoint(checkpoint)
+            if loaded.config.arch != source:
+                raise StnDeployError(f"checkpoint {checkpoint} holds {loaded.config.arch!r}, not {source!r}")
+            return loaded
+        config = zoo_config(source, **zoo_args)
+        return LoadedModel(model_from_config(config, source).eval(), config, source=source)
+    if Path(source).suffix in (".pt", ".pth") or Path(source).is_file():
+        return load_checkpoint(source)
+    if FACTORY_RE.match(source):
+        return load_factory(source, input_shape)
+    raise StnDeployError(
+        f"unknown model {source!r}: expected a zoo name ({', '.join(ZOO)}), a checkpoint file, "
+        "or a module:callable factory"
+    )

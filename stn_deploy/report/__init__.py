@@ -1,0 +1,1 @@
+"""Reports: images, tables, plots (no torch)."""
