@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from stn_deploy.errors import StnDeployError
-from stn_deploy.models import build_model, load_checkpoint, load_factory, load_model, parse_shape, save_checkpoint, zoo_config
+from stn_deploy.models import (
+    build_model,
+    load_checkpoint,
+    load_factory,
+    load_model,
+    parse_shape,
+    save_checkpoint,
+    zoo_config,
+)
 from stn_deploy.models.checkpoint import FORMAT
 
 
@@ -22,9 +30,15 @@ def _saved(tmp_path, name="mnist-affine", **args):
     return path, model.eval(), config
 
 
-@pytest.mark.parametrize("name", ["mnist-affine", "mnist-tps", "mnist-cnn", "mnist-affine-parallel"])
+@pytest.mark.parametrize(
+    "name", ["mnist-affine", "mnist-tps", "mnist-cnn", "mnist-affine-parallel"]
+)
 def test_round_trip_gives_identical_outputs(tmp_path, name):
-    path, model, config = _saved(tmp_path, name, in_size=42, mode="bicubic")  if name != "mnist-cnn" else _saved(tmp_path, name, in_size=42)
+    path, model, config = (
+        _saved(tmp_path, name, in_size=42, mode="bicubic")
+        if name != "mnist-cnn"
+        else _saved(tmp_path, name, in_size=42)
+    )
     loaded = load_checkpoint(path)
     assert loaded.config == config
     assert loaded.input_shape == (1, 42, 42)
@@ -50,7 +64,10 @@ def test_config_mismatch_names_first_key(tmp_path):
         p["config"] = json.dumps(cfg)
 
     _rewrite(path, change_size)
-    with pytest.raises(StnDeployError, match=r"key 'stn\.fc_loc\.0\.weight' has shape \(32, 490\), the model expects \(32, 90\)"):
+    with pytest.raises(
+        StnDeployError,
+        match=r"key 'stn\.fc_loc\.0\.weight' has shape \(32, 490\), the model expects \(32, 90\)",
+    ):
         load_checkpoint(path)
 
 
@@ -122,7 +139,9 @@ def test_factory_loading_and_errors(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     loaded = load_factory("user_models:make", "1,8,8")
     assert loaded.input_shape == (1, 8, 8) and loaded.config.arch == "user_models:make"
-    assert load_model("user_models:make", input_shape=(1, 1, 8, 8)).model(torch.zeros(2, 1, 8, 8)).shape == (2, 3)
+    assert load_model("user_models:make", input_shape=(1, 1, 8, 8)).model(
+        torch.zeros(2, 1, 8, 8)
+    ).shape == (2, 3)
     by_path = load_factory(f"{tmp_path / 'user_models.py'}:make", "1x8x8")
     assert by_path.model(torch.zeros(1, 1, 8, 8)).shape == (1, 3)
     with pytest.raises(StnDeployError, match=r"does not accept input shape \(1, 28, 28\)"):
@@ -159,7 +178,10 @@ def test_load_model_resolution(tmp_path):
         load_model("resnet")
 
 
-@pytest.mark.parametrize("text,shape", [("1,28,28", (1, 28, 28)), ("1x42x42", (1, 42, 42)), ("8,3,224,224", (3, 224, 224))])
+@pytest.mark.parametrize(
+    "text,shape",
+    [("1,28,28", (1, 28, 28)), ("1x42x42", (1, 42, 42)), ("8,3,224,224", (3, 224, 224))],
+)
 def test_parse_shape(text, shape):
     assert parse_shape(text) == shape
 

@@ -8,7 +8,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from stn_deploy.errors import StnDeployError
-from stn_deploy.models import SamplerConfig, SpatialTransformer, STNParallel, STNSeries, make_transform
+from stn_deploy.models import (
+    SamplerConfig,
+    SpatialTransformer,
+    STNParallel,
+    STNSeries,
+    make_transform,
+)
 from stn_deploy.models.transforms import TRANSFORMS, base_grid, rotation_theta
 
 MODES = ("bilinear", "nearest", "bicubic")
@@ -16,7 +22,9 @@ PADDINGS = ("zeros", "border", "reflection")
 MATRIX = list(itertools.product(TRANSFORMS, MODES, PADDINGS, (False, True)))
 
 
-def small_stn(transform: str, mode="bilinear", padding="zeros", align=False, out_size=None, in_ch=1):
+def small_stn(
+    transform: str, mode="bilinear", padding="zeros", align=False, out_size=None, in_ch=1
+):
     loc = nn.Sequential(nn.Conv2d(in_ch, 4, 5), nn.ReLU(), nn.AdaptiveAvgPool2d(3))
     sampler = SamplerConfig(mode=mode, padding_mode=padding, align_corners=align, out_size=out_size)
     return SpatialTransformer(loc, 36, make_transform(transform), sampler)
@@ -82,13 +90,17 @@ def test_affine_rotation_by_90_degrees_is_rot90():
     grid = t.grid(rotation_theta(90.0)[None], (1, 1, 6, 6), align_corners=False)
     out = F.grid_sample(x, grid, mode="nearest", align_corners=False)
     # output (i, j) reads input at (x', y') = (-y, x): a quarter turn
-    assert torch.equal(out, torch.rot90(x, k=1, dims=(2, 3))) or torch.equal(out, torch.rot90(x, k=-1, dims=(2, 3)))
+    assert torch.equal(out, torch.rot90(x, k=1, dims=(2, 3))) or torch.equal(
+        out, torch.rot90(x, k=-1, dims=(2, 3))
+    )
     assert not torch.equal(out, x)
 
 
 def test_attention_equals_affine_with_scale_and_translation():
     size = (2, 1, 9, 11)
-    att = make_transform("attention").grid(torch.tensor([[0.5, 0.1, -0.2], [1.3, -0.4, 0.0]]), size, False)
+    att = make_transform("attention").grid(
+        torch.tensor([[0.5, 0.1, -0.2], [1.3, -0.4, 0.0]]), size, False
+    )
     aff = make_transform("affine").grid(
         torch.tensor([[0.5, 0, 0.1, 0, 0.5, -0.2], [1.3, 0, -0.4, 0, 1.3, 0.0]]), size, False
     )
@@ -128,7 +140,9 @@ def test_tps_reproduces_affine_maps():
 
 def test_tps_interpolates_its_control_points():
     t = make_transform("tps", grid_size=(4, 4))
-    theta = t.identity()[None] + 0.05 * torch.randn(1, 32, generator=torch.Generator().manual_seed(0))
+    theta = t.identity()[None] + 0.05 * torch.randn(
+        1, 32, generator=torch.Generator().manual_seed(0)
+    )
     # with align_corners=True, a 4x4 output grid samples exactly at the control points
     g = t.grid(theta, (1, 1, 4, 4), True)
     torch.testing.assert_close(g.view(-1, 2), theta.view(-1, 2), atol=1e-5, rtol=0)
@@ -140,12 +154,16 @@ def test_series_and_parallel_compose():
     series = STNSeries([small_stn("affine"), small_stn("tps", out_size=(16, 16))])
     assert series(x).shape == (2, 1, 16, 16)
     assert series.out_shape((1, 24, 24)) == (1, 16, 16)
-    par = STNParallel([small_stn("affine", out_size=(16, 16)), small_stn("attention", out_size=(16, 16))])
+    par = STNParallel(
+        [small_stn("affine", out_size=(16, 16)), small_stn("attention", out_size=(16, 16))]
+    )
     out = par(x)
     assert out.shape == (2, 2, 16, 16)
     torch.testing.assert_close(out[:, :1], out[:, 1:])  # both identity at init
     with pytest.raises(StnDeployError, match="share an output size"):
-        STNParallel([small_stn("affine", out_size=(16, 16)), small_stn("affine")]).out_shape((1, 24, 24))
+        STNParallel([small_stn("affine", out_size=(16, 16)), small_stn("affine")]).out_shape(
+            (1, 24, 24)
+        )
 
 
 @pytest.mark.parametrize(

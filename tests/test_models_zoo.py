@@ -56,7 +56,9 @@ def test_mnist_affine_is_the_tutorial_network():
         ref.fc_loc[2].weight.normal_(0, 0.05)
     ours = build_model("mnist-affine")
     mapped = from_tutorial_state_dict(ref.state_dict())
-    assert {k: tuple(v.shape) for k, v in mapped.items()} == {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in mapped.items()} == {
+        k: tuple(v.shape) for k, v in ours.state_dict().items()
+    }
     ours.load_state_dict(mapped)
     assert count_parameters(ours) == count_parameters(ref) == 27360
     x = torch.rand(5, 1, 28, 28)
@@ -97,9 +99,20 @@ def test_every_zoo_model_builds_runs_and_trains(name, in_size):
 
 
 def test_zoo_arguments_and_errors():
-    m = build_model("mnist-tps", in_size=42, mode="bicubic", padding_mode="border", align_corners=True, grid_size=[3, 3])
+    m = build_model(
+        "mnist-tps",
+        in_size=42,
+        mode="bicubic",
+        padding_mode="border",
+        align_corners=True,
+        grid_size=[3, 3],
+    )
     assert m.stn.transform.num_params == 18
-    assert (m.stn.sampler.mode, m.stn.sampler.padding_mode, m.stn.sampler.align_corners) == ("bicubic", "border", True)
+    assert (m.stn.sampler.mode, m.stn.sampler.padding_mode, m.stn.sampler.align_corners) == (
+        "bicubic",
+        "border",
+        True,
+    )
     with pytest.raises(StnDeployError, match="unknown model 'mnist-foo'"):
         build_model("mnist-foo")
     with pytest.raises(StnDeployError, match="has no argument 'grid_size'"):

@@ -2,7 +2,14 @@
 
 from stn_deploy.models.checkpoint import ModelConfig, save_checkpoint
 from stn_deploy.models.classifier import STNClassifier, from_tutorial_state_dict
-from stn_deploy.models.loading import LoadedModel, load_checkpoint, load_factory, load_model, parse_shape, zoo_config
+from stn_deploy.models.loading import (
+    LoadedModel,
+    load_checkpoint,
+    load_factory,
+    load_model,
+    parse_shape,
+    zoo_config,
+)
 from stn_deploy.models.sampler import SamplerConfig
 from stn_deploy.models.stn import SpatialTransformer, STNParallel, STNSeries
 from stn_deploy.models.transforms import TRANSFORMS, make_transform

@@ -35,7 +35,9 @@ class ModelConfig:
     arch: str
     args: dict[str, Any]
     input_shape: list[int]
-    normalization: dict[str, list[float]] = field(default_factory=lambda: {"mean": [0.0], "std": [1.0]})
+    normalization: dict[str, list[float]] = field(
+        default_factory=lambda: {"mean": [0.0], "std": [1.0]}
+    )
     class_labels: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -53,12 +55,19 @@ class ModelConfig:
         missing = [k for k in ("arch", "args", "input_shape") if k not in d]
         if missing:
             raise StnDeployError(f"{origin}: config lacks {', '.join(missing)}")
-        known = {k: d[k] for k in ("arch", "args", "input_shape", "normalization", "class_labels", "extra") if k in d}
+        known = {
+            k: d[k]
+            for k in ("arch", "args", "input_shape", "normalization", "class_labels", "extra")
+            if k in d
+        }
         return cls(**known)
 
 
 def save_checkpoint(
-    path: str | Path, model: nn.Module, config: ModelConfig, train_state: dict[str, Any] | None = None
+    path: str | Path,
+    model: nn.Module,
+    config: ModelConfig,
+    train_state: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``model``'s weights and ``config`` to ``path`` atomically."""
     payload: dict[str, Any] = {
@@ -82,9 +91,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad archive
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StnDeployError(f"cannot read checkpoint {path}: not a valid stn-deploy checkpoint ({first[:200]})") from None
+        raise StnDeployError(
+            f"cannot read checkpoint {path}: not a valid stn-deploy checkpoint ({first[:200]})"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise StnDeployError(f"cannot read checkpoint {path}: not a stn-deploy checkpoint (no '{FORMAT}' marker)")
+        raise StnDeployError(
+            f"cannot read checkpoint {path}: not a stn-deploy checkpoint (no '{FORMAT}' marker)"
+        )
     for key in ("config", "state_dict"):
         if key not in payload:
             raise StnDeployError(f"cannot read checkpoint {path}: it has no {key!r}")

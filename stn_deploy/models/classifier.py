@@ -27,7 +27,9 @@ def flat_features(module: nn.Module, in_shape: tuple[int, int, int]) -> int:
         with torch.no_grad():
             out = module(torch.zeros(1, *in_shape))
     except RuntimeError as exc:
-        raise StnDeployError(f"input shape {tuple(in_shape)} is too small for this network: {exc}") from None
+        raise StnDeployError(
+            f"input shape {tuple(in_shape)} is too small for this network: {exc}"
+        ) from None
     return int(out[0].numel())
 
 
@@ -48,7 +50,9 @@ class STNClassifier(nn.Module):
     Returns (forward): log-probabilities ``(N, num_classes)``.
     """
 
-    def __init__(self, stn: nn.Module | None, in_shape: tuple[int, int, int], num_classes: int = 10) -> None:
+    def __init__(
+        self, stn: nn.Module | None, in_shape: tuple[int, int, int], num_classes: int = 10
+    ) -> None:
         super().__init__()
         self.in_shape = tuple(int(v) for v in in_shape)
         self.stn = stn

@@ -43,20 +43,26 @@ def parse_shape(text: str | tuple | list | None) -> tuple[int, int, int] | None:
         try:
             dims = tuple(int(p) for p in parts)
         except ValueError:
-            raise StnDeployError(f"input shape must be integers like 1,28,28, got {text!r}") from None
+            raise StnDeployError(
+                f"input shape must be integers like 1,28,28, got {text!r}"
+            ) from None
     else:
         dims = tuple(int(v) for v in text)
     if len(dims) == 4:
         dims = dims[1:]
     if len(dims) != 3 or any(d <= 0 for d in dims):
-        raise StnDeployError(f"input shape must be C,H,W (or N,C,H,W) with positive sizes, got {text!r}")
+        raise StnDeployError(
+            f"input shape must be C,H,W (or N,C,H,W) with positive sizes, got {text!r}"
+        )
     return dims
 
 
 def _import_factory(ref: str):
     m = FACTORY_RE.match(ref)
     if not m:
-        raise StnDeployError(f"factory reference must look like 'package.module:callable', got {ref!r}")
+        raise StnDeployError(
+            f"factory reference must look like 'package.module:callable', got {ref!r}"
+        )
     module_name, attr = m["module"], m["attr"]
     try:
         if module_name.endswith(".py"):
@@ -73,11 +79,15 @@ def _import_factory(ref: str):
     except StnDeployError:
         raise
     except Exception as exc:  # user code: any failure becomes one line
-        raise StnDeployError(f"cannot import factory module {module_name!r}: {type(exc).__name__}: {exc}") from None
+        raise StnDeployError(
+            f"cannot import factory module {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from None
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise StnDeployError(f"factory {ref!r}: module {module_name!r} has no attribute {attr!r}")
+            raise StnDeployError(
+                f"factory {ref!r}: module {module_name!r} has no attribute {attr!r}"
+            )
         obj = getattr(obj, part)
     if not callable(obj):
         raise StnDeployError(f"factory {ref!r} is not callable")
@@ -92,7 +102,9 @@ def check_input_shape(model: nn.Module, shape: tuple[int, int, int], origin: str
             out = model(torch.zeros(2, *shape))
     except Exception as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StnDeployError(f"{origin} does not accept input shape {tuple(shape)}: {msg[:300]}") from None
+        raise StnDeployError(
+            f"{origin} does not accept input shape {tuple(shape)}: {msg[:300]}"
+        ) from None
     if not isinstance(out, torch.Tensor):
         raise StnDeployError(f"{origin} must return one tensor, it returned {type(out).__name__}")
 
@@ -108,7 +120,9 @@ def load_factory(ref: str, input_shape, *, check: bool = True) -> LoadedModel:
     except Exception as exc:
         raise StnDeployError(f"factory {ref!r} failed: {type(exc).__name__}: {exc}") from None
     if not isinstance(model, nn.Module):
-        raise StnDeployError(f"factory {ref!r} returned {type(model).__name__}, expected a torch.nn.Module")
+        raise StnDeployError(
+            f"factory {ref!r} returned {type(model).__name__}, expected a torch.nn.Module"
+        )
     if check:
         check_input_shape(model, shape, f"factory model {ref!r}")
     config = ModelConfig(arch=ref, args={}, input_shape=list(shape))
@@ -132,7 +146,9 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
     model = model_from_config(config, origin)
     check_state_dict(model, payload["state_dict"], origin)
     model.load_state_dict(payload["state_dict"])
-    return LoadedModel(model.eval(), config, source=str(path), train_state=payload.get("train_state"))
+    return LoadedModel(
+        model.eval(), config, source=str(path), train_state=payload.get("train_state")
+    )
 
 
 def zoo_config(name: str, *, normalization=None, class_labels=None, **args) -> ModelConfig:
@@ -144,7 +160,9 @@ def zoo_config(name: str, *, normalization=None, class_labels=None, **args) -> M
         args=full,
         input_shape=shape,
         normalization=normalization or {"mean": [0.0] * shape[0], "std": [1.0] * shape[0]},
-        class_labels=list(class_labels) if class_labels else [str(i) for i in range(full["num_classes"])],
+        class_labels=list(class_labels)
+        if class_labels
+        else [str(i) for i in range(full["num_classes"])],
     )
 
 
@@ -161,7 +179,9 @@ def load_model(
         if checkpoint is not None:
             loaded = load_checkpoint(checkpoint)
             if loaded.config.arch != source:
-                raise StnDeployError(f"checkpoint {checkpoint} holds {loaded.config.arch!r}, not {source!r}")
+                raise StnDeployError(
+                    f"checkpoint {checkpoint} holds {loaded.config.arch!r}, not {source!r}"
+                )
             return loaded
         config = zoo_config(source, **zoo_args)
         return LoadedModel(model_from_config(config, source).eval(), config, source=source)

@@ -35,7 +35,9 @@ class SamplerConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise StnDeployError(f"unknown sampler mode {self.mode!r}: expected one of {', '.join(MODES)}")
+            raise StnDeployError(
+                f"unknown sampler mode {self.mode!r}: expected one of {', '.join(MODES)}"
+            )
         if self.padding_mode not in PADDING_MODES:
             raise StnDeployError(
                 f"unknown padding mode {self.padding_mode!r}: expected one of {', '.join(PADDING_MODES)}"
@@ -45,7 +47,9 @@ class SamplerConfig:
         if self.out_size is not None:
             size = tuple(self.out_size)
             if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
-                raise StnDeployError(f"out_size must be two positive integers (H, W), got {self.out_size!r}")
+                raise StnDeployError(
+                    f"out_size must be two positive integers (H, W), got {self.out_size!r}"
+                )
             object.__setattr__(self, "out_size", size)
 
     def out_hw(self, in_hw: tuple[int, int]) -> tuple[int, int]:

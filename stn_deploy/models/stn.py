@@ -130,7 +130,9 @@ class STNParallel(nn.Module):
     def out_shape(self, in_shape: tuple[int, int, int]) -> tuple[int, int, int]:
         shapes = [stn.out_shape(in_shape) for stn in self.stns]
         if len({s[1:] for s in shapes}) != 1:
-            raise StnDeployError(f"parallel STNs must share an output size, got {[s[1:] for s in shapes]}")
+            raise StnDeployError(
+                f"parallel STNs must share an output size, got {[s[1:] for s in shapes]}"
+            )
         return (sum(s[0] for s in shapes), *shapes[0][1:])
 
     def forward(self, x: Tensor) -> Tensor:

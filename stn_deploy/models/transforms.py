@@ -224,7 +224,9 @@ def make_transform(name: str, **kwargs) -> Transform:
     return cls(**kwargs)
 
 
-def rotation_theta(angle_deg: float, scale: float = 1.0, tx: float = 0.0, ty: float = 0.0) -> Tensor:
+def rotation_theta(
+    angle_deg: float, scale: float = 1.0, tx: float = 0.0, ty: float = 0.0
+) -> Tensor:
     """Affine θ ``(6,)`` for a rotation by ``angle_deg`` with scale and translation (tests, stress inputs)."""
     a = math.radians(angle_deg)
     c, s = math.cos(a) * scale, math.sin(a) * scale

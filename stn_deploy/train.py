@@ -1,0 +1,404 @@
+"""Training loop: progress, per-epoch evaluation, atomic checkpoints, resume, metrics and picture.
+
+Deterministic for a given seed on CPU: the distorted training set of each epoch, the shuffle
+order and the torch RNG (dropout) all derive from ``seed`` and the epoch number, and
+``--resume`` restores the optimiser, schedule and RNG state so a resumed run continues exactly
+as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+import stn_deploy
+from stn_deploy.data import CANVAS, MNIST_MEAN, MNIST_STD, load_mnist, make_split, synthetic_mnist
+from stn_deploy.errors import StnDeployError
+from stn_deploy.io.atomic import ensure_writable_dir, write_text_atomic
+from stn_deploy.models.checkpoint import save_checkpoint
+from stn_deploy.models.loading import LoadedModel, load_checkpoint, load_factory, zoo_config
+from stn_deploy.models.zoo import ZOO, count_parameters
+from stn_deploy.report.png import save_rectification_png
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.json"
+PICTURE = "rectification.png"
+DEFAULT_EPOCHS = 10
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("none", "step", "cosine", "onecycle")
+
+
+@dataclass
+class TrainOptions:
+    """Everything that defines a training run (stored in the checkpoint for ``--resume``)."""
+
+    model: str = "mnist-affine"
+    distortion: str = "rts"
+    epochs: int | None = None  # None: DEFAULT_EPOCHS, or the stored run's with --resume
+    batch_size: int = 128
+    lr: float = 0.01
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "step"
+    step_epochs: int = 0  # 0: decay at 1/2 and 3/4 of the run (step schedule)
+    gamma: float = 0.1
+    seed: int = 0
+    mode: str | None = None
+    padding_mode: str | None = None
+    align_corners: bool | None = None
+    data_dir: str | None = None
+    synthetic: bool = False
+    limit_train: int | None = None
+    limit_test: int | None = None
+    max_minutes: float | None = None
+    threads: int | None = None
+    picture_count: int = 32
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.epochs is None or self.epochs < 1:
+            raise StnDeployError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise StnDeployError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise StnDeployError(f"--lr must be a positive number, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise StnDeployError(
+                f"unknown optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}"
+            )
+        if self.schedule not in SCHEDULES:
+            raise StnDeployError(
+                f"unknown schedule {self.schedule!r}: expected one of {', '.join(SCHEDULES)}"
+            )
+        if self.distortion.lower() not in CANVAS:
+            raise StnDeployError(
+                f"unknown distortion {self.distortion!r}: expected one of {', '.join(CANVAS)}"
+            )
+        if self.model not in ZOO and ":" not in self.model:
+            raise StnDeployError(
+                f"unknown model {self.model!r}: expected one of {', '.join(ZOO)} or module:callable"
+            )
+
+
+@dataclass
+class Normalizer:
+    mean: float
+    std: float
+
+    def __call__(self, x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy((x - self.mean) / self.std).float()
+
+    def display(self, x: torch.Tensor) -> np.ndarray:
+        return (x.detach().cpu().numpy() * self.std + self.mean).clip(0, 1)
+
+
+def machine_info() -> dict[str, Any]:
+    """A short description of where a result was measured."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def _build(opts: TrainOptions, canvas: int) -> LoadedModel:
+    norm = {"mean": [MNIST_MEAN], "std": [MNIST_STD]}
+    if opts.model in ZOO:
+        sampler_args = {
+            "mode": opts.mode,
+            "padding_mode": opts.padding_mode,
+            "align_corners": opts.align_corners,
+        }
+        if ZOO[opts.model].transform == "none":
+            if any(v is not None for v in sampler_args.values()):
+                raise StnDeployError(
+                    f"model {opts.model!r} has no STN: sampler options do not apply"
+                )
+            sampler_args = {}
+        config = zoo_config(opts.model, in_size=canvas, normalization=norm, **sampler_args)
+        from stn_deploy.models.loading import model_from_config
+
+        return LoadedModel(model_from_config(config, opts.model), config, source=opts.model)
+    loaded = load_factory(opts.model, (1, canvas, canvas))
+    loaded.config.normalization = norm
+    loaded.config.class_labels = [str(i) for i in range(10)]
+    return loaded
+
+
+def _make_optimizer(opts: TrainOptions, model: torch.nn.Module, steps_per_epoch: int):
+    params = model.parameters()
+    if opts.optimizer == "sgd":
+        opt = torch.optim.SGD(
+            params, lr=opts.lr, momentum=opts.momentum, weight_decay=opts.weight_decay
+        )
+    else:
+        opt = torch.optim.Adam(params, lr=opts.lr, weight_decay=opts.weight_decay)
+    total = opts.epochs * steps_per_epoch
+    if opts.schedule == "step":
+        if opts.step_epochs > 0:
+            milestones = list(range(opts.step_epochs, opts.epochs, opts.step_epochs))
+        else:
+            milestones = sorted({max(1, opts.epochs // 2), max(1, (3 * opts.epochs) // 4)})
+        sched = torch.optim.lr_scheduler.MultiStepLR(
+            opt, [m * steps_per_epoch for m in milestones], opts.gamma
+        )
+    elif opts.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    elif opts.schedule == "onecycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=opts.lr, total_steps=total)
+    else:
+        sched = None
+    return opt, sched
+
+
+def _scheduler_state(scheduler) -> dict[str, Any]:
+    """The scheduler's state in types ``torch.load(weights_only=True)`` accepts (no Counter)."""
+    return {
+        k: (dict(v) if isinstance(v, Counter) else v) for k, v in scheduler.state_dict().items()
+    }
+
+
+def _load_scheduler(scheduler, state: dict[str, Any]) -> None:
+    scheduler.load_state_dict(state)
+    if isinstance(getattr(scheduler, "milestones", None), dict):
+        scheduler.milestones = Counter(scheduler.milestones)
+
+
+def evaluate(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000
+) -> dict[str, float]:
+    """Test loss, error % and accuracy % of ``model`` on normalised ``x (N, C, H, W)``, labels ``y (N,)``."""
+    model.eval()
+    loss, correct = 0.0, 0
+    with torch.inference_mode():
+        for i in range(0, len(x), batch_size):
+            out = model(x[i : i + batch_size])
+            loss += F.cross_entropy(out, y[i : i + batch_size], reduction="sum").item()
+            correct += (out.argmax(1) == y[i : i + batch_size]).sum().item()
+    n = max(1, len(x))
+    return {
+        "test_loss": loss / n,
+        "test_error": 100.0 * (1 - correct / n),
+        "test_accuracy": 100.0 * correct / n,
+    }
+
+
+def _load_data(opts: TrainOptions, cache_dir: Path | None):
+    if opts.synthetic:
+        n_train = opts.limit_train or 512
+        n_test = opts.limit_test or 256
+        return synthetic_mnist(n_train=n_train, n_test=n_test, seed=opts.seed)
+    return load_mnist(opts.data_dir, cache_dir=cache_dir)
+
+
+def _limit(images: np.ndarray, labels: np.ndarray, n: int | None):
+    return (images, labels) if n is None else (images[:n], labels[:n])
+
+
+def _resume_options(stored: TrainOptions, given: TrainOptions) -> TrainOptions:
+    """The stored run's options; only the budget, threads and (constant-lr runs) epochs may change."""
+    if given.epochs is not None and given.epochs != stored.epochs:
+        if stored.schedule != "none":
+            raise StnDeployError(
+                f"this run was planned for {stored.epochs} epochs with a {stored.schedule} schedule; "
+                f"resume continues it as planned (drop --epochs, or start a new run)"
+            )
+        stored.epochs = given.epochs
+    stored.max_minutes = given.max_minutes
+    stored.threads = given.threads
+    return stored
+
+
+def train(
+    opts: TrainOptions,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    cache_dir: Path | None = None,
+    progress: bool | None = None,
+    log=print,
+) -> dict[str, Any]:
+    """Train ``opts.model`` on distorted MNIST, writing checkpoint, metrics and picture to ``out``.
+
+    Returns the metrics dict written to ``out/metrics.json``.
+    """
+    out = Path(out)
+    ckpt_path = out / CHECKPOINT
+    start_epoch, history, train_state = 0, [], None
+    if resume:
+        if not ckpt_path.is_file():
+            raise StnDeployError(f"nothing to resume: {ckpt_path} does not exist")
+        resumed = load_checkpoint(ckpt_path)
+        train_state = resumed.train_state
+        if not train_state or "options" not in train_state:
+            raise StnDeployError(f"{ckpt_path} holds no training state to resume from")
+        opts = _resume_options(TrainOptions(**json.loads(train_state["options"])), opts)
+        start_epoch = int(train_state["epoch"])
+        history = json.loads(train_state["history"])
+    elif ckpt_path.exists() and not force:
+        raise StnDeployError(
+            f"{out} already holds a run: pass --resume to continue it or --force to start over"
+        )
+    elif opts.epochs is None:
+        opts.epochs = DEFAULT_EPOCHS
+    opts.validate()
+    ensure_writable_dir(out)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+    kind = opts.distortion.lower()
+    canvas = CANVAS[kind]
+    data = _load_data(opts, cache_dir)
+    train_images, train_labels = _limit(data.train_images, data.train_labels, opts.limit_train)
+    test_images, test_labels = _limit(data.test_images, data.test_labels, opts.limit_test)
+    norm = Normalizer(MNIST_MEAN, MNIST_STD)
+    tx, ty = make_split(test_images, test_labels, kind, opts.seed, split="test")
+    x_test, y_test = norm(tx), torch.from_numpy(ty).long()
+
+    torch.manual_seed(opts.seed)
+    loaded = _build(opts, canvas)
+    model, config = loaded.model, loaded.config
+    config.extra = {"trained_on": {"distortion": kind, "seed": opts.seed, "data": data.source}}
+    steps_per_epoch = math.ceil(len(train_images) / opts.batch_size)
+    optimizer, scheduler = _make_optimizer(opts, model, steps_per_epoch)
+    if train_state is not None:
+        model.load_state_dict(resumed.model.state_dict())
+        optimizer.load_state_dict(train_state["optimizer"])
+        if scheduler is not None and "scheduler" in train_state:
+            _load_scheduler(scheduler, train_state["scheduler"])
+        torch.set_rng_state(train_state["torch_rng"])
+    log(
+        f"training {opts.model} ({count_parameters(model):,} params) on {kind.upper()} MNIST "
+        f"{len(train_images)} train / {len(test_images)} test, {canvas}x{canvas}, data: {data.source}"
+    )
+
+    t_start = time.perf_counter()
+    trained_seconds = sum(h["seconds"] for h in history)
+    stopped = None
+    for epoch in range(start_epoch, opts.epochs):
+        t_epoch = time.perf_counter()
+        x_np, y_np = make_split(
+            train_images, train_labels, kind, opts.seed, split="train", epoch=epoch
+        )
+        order = np.random.default_rng([opts.seed, epoch]).permutation(len(x_np))
+        x_all, y_all = norm(x_np), torch.from_numpy(y_np).long()
+        model.train()
+        seen, loss_sum, correct = 0, 0.0, 0
+        bar = tqdm(
+            range(steps_per_epoch),
+            desc=f"epoch {epoch + 1}/{opts.epochs}",
+            disable=(None if progress is None else not progress),
+            leave=False,
+            unit="batch",
+        )
+        for step in bar:
+            idx = torch.from_numpy(order[step * opts.batch_size : (step + 1) * opts.batch_size])
+            xb, yb = x_all[idx], y_all[idx]
+            optimizer.zero_grad(set_to_none=True)
+            out_b = model(xb)
+            loss = F.cross_entropy(out_b, yb)
+            if not torch.isfinite(loss):
+                raise StnDeployError(
+                    f"training diverged at epoch {epoch + 1}: loss is {loss.item()}; lower --lr"
+                )
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            seen += len(yb)
+            loss_sum += loss.item() * len(yb)
+            correct += (out_b.argmax(1) == yb).sum().item()
+            if step % 20 == 0 or step == steps_per_epoch - 1:
+                rate = seen / max(1e-9, time.perf_counter() - t_epoch)
+                bar.set_postfix(
+                    loss=f"{loss_sum / seen:.4f}",
+                    acc=f"{100 * correct / seen:.2f}%",
+                    img_s=f"{rate:.0f}",
+                )
+        bar.close()
+        train_seconds = time.perf_counter() - t_epoch
+        metrics = evaluate(model, x_test, y_test)
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / seen,
+            "train_accuracy": 100.0 * correct / seen,
+            **metrics,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - t_epoch,
+            "images_per_s": seen / train_seconds,
+        }
+        history.append(record)
+        log(
+            f"epoch {epoch + 1}/{opts.epochs}: train loss {record['train_loss']:.4f}, "
+            f"test error {record['test_error']:.2f}% ({record['seconds']:.1f} s, {record['images_per_s']:.0f} img/s)"
+        )
+        train_state = {
+            "epoch": epoch + 1,
+            "options": json.dumps(asdict(opts)),
+            "history": json.dumps(history),
+            "optimizer": optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        if scheduler is not None:
+            train_state["scheduler"] = _scheduler_state(scheduler)
+        save_checkpoint(ckpt_path, model, config, train_state)
+        if opts.max_minutes is not None:
+            elapsed = trained_seconds + time.perf_counter() - t_start
+            if elapsed + record["seconds"] > opts.max_minutes * 60 and epoch + 1 < opts.epochs:
+                stopped = f"time budget of {opts.max_minutes} min reached after epoch {epoch + 1}"
+                log(stopped)
+                break
+
+    final = dict(history[-1]) if history else evaluate(model, x_test, y_test)
+    result = {
+        "stn_deploy": stn_deploy.__version__,
+        "model": config.arch,
+        "params": count_parameters(model),
+        "config": json.loads(config.to_json()),
+        "options": asdict(opts),
+        "history": history,
+        "final": {k: final[k] for k in ("test_error", "test_accuracy", "test_loss")},
+        "epochs_run": len(history),
+        "train_seconds": sum(h["seconds"] for h in history),
+        "stopped_early": stopped,
+        "data": data.source,
+        "machine": machine_info(),
+        "checkpoint": CHECKPOINT,
+    }
+    stn = getattr(model, "stn", None)
+    if stn is not None and hasattr(model, "rectify"):
+        n = min(opts.picture_count, len(x_test))
+        model.eval()
+        with torch.inference_mode():
+            rect = model.rectify(x_test[:n])
+        save_rectification_png(norm.display(x_test[:n, 0]), norm.display(rect[:, 0]), out / PICTURE)
+        result["picture"] = PICTURE
+    write_text_atomic(out / METRICS, json.dumps(result, indent=2))
+    return result

@@ -1,0 +1,149 @@
+"""Training on generated data: outputs, learning, determinism, resume."""
+
+import json
+
+import pytest
+import torch
+
+from stn_deploy.errors import StnDeployError
+from stn_deploy.models import load_checkpoint
+from stn_deploy.train import TrainOptions, train
+
+QUIET = {"progress": False, "log": lambda *_: None}
+
+
+def _opts(**kw):
+    base = dict(
+        model="mnist-affine",
+        distortion="rts",
+        epochs=2,
+        batch_size=64,
+        lr=0.003,
+        optimizer="adam",
+        schedule="step",
+        synthetic=True,
+        limit_train=256,
+        limit_test=128,
+        seed=7,
+        threads=1,
+    )
+    base.update(kw)
+    return TrainOptions(**base)
+
+
+def test_run_directory_contents(tmp_path):
+    result = train(_opts(), tmp_path / "run", **QUIET)
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.iterdir()) == [
+        "checkpoint.pt",
+        "metrics.json",
+        "rectification.png",
+    ]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(result))
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    for h in metrics["history"]:
+        assert 0 <= h["test_error"] <= 100 and h["images_per_s"] > 0 and h["train_loss"] > 0
+    assert metrics["machine"]["cores"] >= 1
+    assert (run / "rectification.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    loaded = load_checkpoint(run / "checkpoint.pt")
+    assert loaded.input_shape == (1, 42, 42)
+    assert loaded.config.normalization == {"mean": [0.1307], "std": [0.3081]}
+    assert loaded.config.extra["trained_on"]["distortion"] == "rts"
+
+
+@pytest.mark.slow
+def test_learns_generated_digits(tmp_path):
+    result = train(
+        _opts(
+            distortion="none",
+            epochs=4,
+            limit_train=2048,
+            limit_test=512,
+            batch_size=32,
+            lr=0.003,
+            schedule="none",
+        ),
+        tmp_path / "run",
+        **QUIET,
+    )
+    errors = [h["test_error"] for h in result["history"]]
+    assert errors[-1] < 40.0, errors  # chance is 90 %
+    assert errors[-1] < errors[0] or errors[0] < 40.0
+
+
+def _weights(path):
+    return load_checkpoint(path).model.state_dict()
+
+
+def test_deterministic_for_a_seed(tmp_path):
+    train(_opts(), tmp_path / "a", **QUIET)
+    train(_opts(), tmp_path / "b", **QUIET)
+    train(_opts(seed=8), tmp_path / "c", **QUIET)
+    a, b, c = (_weights(tmp_path / n / "checkpoint.pt") for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+@pytest.mark.parametrize("schedule", ["step", "onecycle"])
+def test_resume_continues_an_interrupted_run_exactly(tmp_path, schedule):
+    kw = dict(epochs=3, schedule=schedule, optimizer="sgd", lr=0.02)
+    train(_opts(**kw), tmp_path / "full", **QUIET)
+    stopped = train(
+        _opts(max_minutes=1e-9, **kw), tmp_path / "part", **QUIET
+    )  # "interrupted" after epoch 1
+    assert stopped["epochs_run"] == 1 and stopped["stopped_early"]
+    resumed = train(_opts(epochs=None), tmp_path / "part", resume=True, **QUIET)
+    assert resumed["epochs_run"] == 3 and resumed["options"]["schedule"] == schedule
+    full, part = (
+        _weights(tmp_path / "full" / "checkpoint.pt"),
+        _weights(tmp_path / "part" / "checkpoint.pt"),
+    )
+    for k in full:
+        torch.testing.assert_close(part[k], full[k], atol=0, rtol=0, msg=k)
+
+
+def test_resume_extends_only_constant_lr_runs(tmp_path):
+    train(_opts(epochs=1, schedule="none"), tmp_path / "flat", **QUIET)
+    assert train(_opts(epochs=2), tmp_path / "flat", resume=True, **QUIET)["epochs_run"] == 2
+    train(_opts(epochs=1, schedule="step"), tmp_path / "step", **QUIET)
+    with pytest.raises(StnDeployError, match="planned for 1 epochs with a step schedule"):
+        train(_opts(epochs=2), tmp_path / "step", resume=True, **QUIET)
+
+
+def test_refuses_to_overwrite_or_resume_nothing(tmp_path):
+    train(_opts(epochs=1), tmp_path / "run", **QUIET)
+    with pytest.raises(StnDeployError, match="already holds a run"):
+        train(_opts(epochs=1), tmp_path / "run", **QUIET)
+    train(_opts(epochs=1), tmp_path / "run", force=True, **QUIET)
+    with pytest.raises(StnDeployError, match="nothing to resume"):
+        train(_opts(epochs=1), tmp_path / "empty", resume=True, **QUIET)
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"epochs": 0}, "--epochs"),
+        ({"batch_size": 0}, "--batch-size"),
+        ({"lr": -1.0}, "--lr"),
+        ({"distortion": "xyz"}, "unknown distortion"),
+        ({"model": "resnet"}, "unknown model"),
+        ({"model": "mnist-cnn", "mode": "bicubic"}, "has no STN"),
+    ],
+)
+def test_bad_options_fail_before_writing(tmp_path, kw, match):
+    with pytest.raises(StnDeployError, match=match):
+        train(_opts(**kw), tmp_path / "run", **QUIET)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_cnn_baseline_and_tps_train(tmp_path):
+    r = train(_opts(model="mnist-cnn", epochs=1), tmp_path / "cnn", **QUIET)
+    assert "picture" not in r
+    r = train(
+        _opts(model="mnist-tps", epochs=1, mode="bicubic", padding_mode="border"),
+        tmp_path / "tps",
+        **QUIET,
+    )
+    assert r["picture"] == "rectification.png"
+    assert load_checkpoint(tmp_path / "tps" / "checkpoint.pt").model.stn.sampler.mode == "bicubic"
