@@ -23,7 +23,8 @@ setup: $(STAMP)
 
 run: setup
 	$(CLI) data fetch
-	$(CLI) train --model mnist-affine --distortion rts --epochs 3 --out $(OUT)
+	$(CLI) train --model mnist-affine --distortion rts --epochs 5 --out $(OUT) --force
+	$(CLI) evaluate $(OUT)/checkpoint.pt
 
 test: setup
 	$(PY) -m pytest -n 2 -q

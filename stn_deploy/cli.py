@@ -13,7 +13,11 @@ from pathlib import Path
 import click
 
 from stn_deploy import __version__
+from stn_deploy.data.distortions import CANVAS
 from stn_deploy.errors import StnDeployError
+from stn_deploy.train_options import DEFAULT_EPOCHS, OPTIMIZERS, SCHEDULES, TrainOptions
+
+_D = TrainOptions()  # the CLI's defaults are the API's
 
 
 class _Group(click.Group):
@@ -121,20 +125,66 @@ def data_info(cache_dir: Path | None, data_dir: Path | None) -> None:
     click.echo(f"test:  {d.test_images.shape} labels {d.test_labels.shape}")
 
 
+@data_group.command("preview")
+@click.option(
+    "--distortion",
+    default="rts",
+    show_default=True,
+    type=click.Choice(list(CANVAS), case_sensitive=False),
+    help="Which variant to draw.",
+)
+@click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--count", type=click.IntRange(1, 256), default=32, show_default=True)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="PNG file to write.",
+)
+@cache_option
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="A directory with the four standard MNIST IDX files instead of the cache.",
+)
+@click.option(
+    "--synthetic", is_flag=True, help="Draw generated digit-like images instead of MNIST."
+)
+@click.version_option(__version__, "--version", "-V", prog_name="stn-deploy")
+def data_preview(distortion, split, seed, count, out, cache_dir, data_dir, synthetic) -> None:
+    """Write a PNG grid of distorted images, with their labels printed."""
+    from stn_deploy.data import load_mnist, make_split, synthetic_mnist
+    from stn_deploy.io.atomic import write_bytes_atomic
+    from stn_deploy.report.png import encode_png, image_grid
+
+    d = synthetic_mnist(seed=seed) if synthetic else load_mnist(data_dir, cache_dir=cache_dir)
+    images, labels = (
+        (d.train_images, d.train_labels) if split == "train" else (d.test_images, d.test_labels)
+    )
+    x, y = make_split(images[:count], labels[:count], distortion.lower(), seed, split=split)
+    write_bytes_atomic(out, encode_png(image_grid(x[:, 0], ncols=8, scale=2)))
+    click.echo(
+        f"wrote {out}: {len(y)} {distortion.upper()} {split} images, labels {' '.join(map(str, y))}"
+    )
+
+
 # --------------------------------------------------------------------------- train
 @main.command("train")
 @click.option(
     "--model",
     "model",
-    default="mnist-affine",
+    default=_D.model,
     show_default=True,
     help="Zoo name (see `stn-deploy models`) or a module:callable factory.",
 )
 @click.option(
     "--distortion",
-    default="rts",
+    default=_D.distortion,
     show_default=True,
-    type=click.Choice(["none", "r", "rts", "p", "e", "tc"], case_sensitive=False),
+    type=click.Choice(list(CANVAS), case_sensitive=False),
     help="The paper's MNIST variant: rotated, rotated-translated-scaled (42x42), projective, "
     "elastic, translated-cluttered (60x60).",
 )
@@ -142,30 +192,34 @@ def data_info(cache_dir: Path | None, data_dir: Path | None) -> None:
     "--epochs",
     type=int,
     default=None,
-    help="Epochs to train [default: 10; with --resume: the run's own].",
+    help=f"Epochs to train [default: {DEFAULT_EPOCHS}; with --resume: the run's own].",
 )
-@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--batch-size", type=int, default=_D.batch_size, show_default=True)
 @click.option(
-    "--lr", type=float, default=0.01, show_default=True, help="Learning rate (peak for onecycle)."
+    "--lr", type=float, default=_D.lr, show_default=True, help="Learning rate (peak for onecycle)."
 )
-@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
-@click.option("--momentum", type=float, default=0.9, show_default=True, help="SGD momentum.")
-@click.option("--weight-decay", type=float, default=0.0, show_default=True)
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=_D.optimizer, show_default=True)
+@click.option(
+    "--momentum", type=float, default=_D.momentum, show_default=True, help="SGD momentum."
+)
+@click.option("--weight-decay", type=float, default=_D.weight_decay, show_default=True)
 @click.option(
     "--schedule",
-    type=click.Choice(["none", "step", "cosine", "onecycle"]),
-    default="step",
+    type=click.Choice(SCHEDULES),
+    default=_D.schedule,
     show_default=True,
-    help="Learning-rate schedule.",
+    help="Learning-rate schedule (onecycle: warm up to --lr, then anneal to ~0).",
 )
 @click.option(
     "--step-epochs",
     type=int,
-    default=0,
+    default=_D.step_epochs,
     show_default=True,
     help="Step schedule: divide the lr by 1/gamma every N epochs (0: at 1/2 and 3/4 of the run).",
 )
-@click.option("--gamma", type=float, default=0.1, show_default=True, help="Step schedule factor.")
+@click.option(
+    "--gamma", type=float, default=_D.gamma, show_default=True, help="Step schedule factor."
+)
 @click.option(
     "--mode",
     type=click.Choice(["bilinear", "nearest", "bicubic"]),
@@ -186,7 +240,7 @@ def data_info(cache_dir: Path | None, data_dir: Path | None) -> None:
 @click.option(
     "--seed",
     type=int,
-    default=0,
+    default=_D.seed,
     show_default=True,
     help="Seeds data distortion, shuffling and init.",
 )
@@ -280,7 +334,7 @@ def train_cmd(
 @click.option(
     "--distortion",
     default=None,
-    type=click.Choice(["none", "r", "rts", "p", "e", "tc"], case_sensitive=False),
+    type=click.Choice(list(CANVAS), case_sensitive=False),
     help="Test set variant [default: the one the checkpoint was trained on].",
 )
 @click.option("--seed", type=int, default=None, help="Test-set seed [default: the training seed].")

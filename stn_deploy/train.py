@@ -13,7 +13,7 @@ import math
 import platform
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,66 +30,11 @@ from stn_deploy.models.checkpoint import save_checkpoint
 from stn_deploy.models.loading import LoadedModel, load_checkpoint, load_factory, zoo_config
 from stn_deploy.models.zoo import ZOO, count_parameters
 from stn_deploy.report.png import save_rectification_png
+from stn_deploy.train_options import DEFAULT_EPOCHS, TrainOptions
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"
 PICTURE = "rectification.png"
-DEFAULT_EPOCHS = 10
-OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("none", "step", "cosine", "onecycle")
-
-
-@dataclass
-class TrainOptions:
-    """Everything that defines a training run (stored in the checkpoint for ``--resume``)."""
-
-    model: str = "mnist-affine"
-    distortion: str = "rts"
-    epochs: int | None = None  # None: DEFAULT_EPOCHS, or the stored run's with --resume
-    batch_size: int = 128
-    lr: float = 0.01
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: str = "step"
-    step_epochs: int = 0  # 0: decay at 1/2 and 3/4 of the run (step schedule)
-    gamma: float = 0.1
-    seed: int = 0
-    mode: str | None = None
-    padding_mode: str | None = None
-    align_corners: bool | None = None
-    data_dir: str | None = None
-    synthetic: bool = False
-    limit_train: int | None = None
-    limit_test: int | None = None
-    max_minutes: float | None = None
-    threads: int | None = None
-    picture_count: int = 32
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def validate(self) -> None:
-        if self.epochs is None or self.epochs < 1:
-            raise StnDeployError(f"--epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise StnDeployError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise StnDeployError(f"--lr must be a positive number, got {self.lr}")
-        if self.optimizer not in OPTIMIZERS:
-            raise StnDeployError(
-                f"unknown optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}"
-            )
-        if self.schedule not in SCHEDULES:
-            raise StnDeployError(
-                f"unknown schedule {self.schedule!r}: expected one of {', '.join(SCHEDULES)}"
-            )
-        if self.distortion.lower() not in CANVAS:
-            raise StnDeployError(
-                f"unknown distortion {self.distortion!r}: expected one of {', '.join(CANVAS)}"
-            )
-        if self.model not in ZOO and ":" not in self.model:
-            raise StnDeployError(
-                f"unknown model {self.model!r}: expected one of {', '.join(ZOO)} or module:callable"
-            )
 
 
 @dataclass

@@ -202,3 +202,27 @@ def test_factory_with_wrong_input_shape(tmp_path, monkeypatch):
         tmp_path / "ok",
     )
     assert r.exit_code == 0, r.output
+
+
+def test_data_preview_writes_a_png(tmp_path):
+    r = invoke(
+        "data",
+        "preview",
+        "--synthetic",
+        "--distortion",
+        "tc",
+        "--count",
+        "8",
+        "--out",
+        tmp_path / "tc.png",
+    )
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "tc.png").read_bytes()[:4] == b"\x89PNG"
+    assert "8 TC test images" in r.output
+
+
+def test_cli_zoo_names_match_the_zoo():
+    from stn_deploy.models import ZOO
+    from stn_deploy.train_options import ZOO_NAMES
+
+    assert tuple(ZOO) == ZOO_NAMES

@@ -1,0 +1,76 @@
+"""Training options (no torch: the CLI reads its defaults from here)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from stn_deploy.data.distortions import CANVAS
+from stn_deploy.errors import StnDeployError
+
+DEFAULT_EPOCHS = 10
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("none", "step", "cosine", "onecycle")
+ZOO_NAMES = (
+    "mnist-affine",
+    "mnist-attention",
+    "mnist-projective",
+    "mnist-tps",
+    "mnist-affine-series",
+    "mnist-affine-parallel",
+    "mnist-cnn",
+)
+
+
+@dataclass
+class TrainOptions:
+    """Everything that defines a training run (stored in the checkpoint for ``--resume``)."""
+
+    model: str = "mnist-affine"
+    distortion: str = "rts"
+    epochs: int | None = None  # None: DEFAULT_EPOCHS, or the stored run's with --resume
+    batch_size: int = 128
+    lr: float = 0.003
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "onecycle"
+    step_epochs: int = 0  # 0: decay at 1/2 and 3/4 of the run (step schedule)
+    gamma: float = 0.1
+    seed: int = 0
+    mode: str | None = None
+    padding_mode: str | None = None
+    align_corners: bool | None = None
+    data_dir: str | None = None
+    synthetic: bool = False
+    limit_train: int | None = None
+    limit_test: int | None = None
+    max_minutes: float | None = None
+    threads: int | None = None
+    picture_count: int = 32
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.epochs is None or self.epochs < 1:
+            raise StnDeployError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise StnDeployError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise StnDeployError(f"--lr must be a positive number, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise StnDeployError(
+                f"unknown optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}"
+            )
+        if self.schedule not in SCHEDULES:
+            raise StnDeployError(
+                f"unknown schedule {self.schedule!r}: expected one of {', '.join(SCHEDULES)}"
+            )
+        if self.distortion.lower() not in CANVAS:
+            raise StnDeployError(
+                f"unknown distortion {self.distortion!r}: expected one of {', '.join(CANVAS)}"
+            )
+        if self.model not in ZOO_NAMES and ":" not in self.model:
+            raise StnDeployError(
+                f"unknown model {self.model!r}: expected one of {', '.join(ZOO_NAMES)} or module:callable"
+            )

@@ -1,0 +1,68 @@
+"""Packaging: the runtime side imports without torch; the extras keep the two ORT wheels apart."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+
+NO_TORCH = textwrap.dedent(
+    """
+    import sys
+    sys.modules["torch"] = None  # any `import torch` now raises ImportError
+    import stn_deploy, stn_deploy.data, stn_deploy.report.png, stn_deploy.io.atomic, stn_deploy.cli
+    import numpy as np
+    from stn_deploy.data import make_split, synthetic_digits
+    x, y = make_split(*synthetic_digits(4), "rts", 0)
+    assert x.shape == (4, 1, 42, 42)
+    from click.testing import CliRunner
+    r = CliRunner().invoke(stn_deploy.cli.main, ["--help"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(stn_deploy.cli.main, ["data", "info", "--data-dir", "/nonexistent-dir"])
+    assert r.exit_code == 1 and r.output.startswith("Error: "), r.output
+    print("torch-free ok", sorted(m for m in sys.modules if m.startswith("torch")))
+    """
+)
+
+
+def test_runtime_side_imports_without_torch():
+    r = subprocess.run(
+        [sys.executable, "-c", NO_TORCH], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert r.returncode == 0, r.stderr
+    assert "torch-free ok ['torch']" in r.stdout  # only the blocked placeholder
+
+
+def test_import_stn_deploy_does_not_load_torch():
+    code = "import sys, stn_deploy, stn_deploy.cli; print('torch' in sys.modules)"
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert r.returncode == 0 and r.stdout.strip() == "False", r.stdout + r.stderr
+
+
+def test_ort_wheels_are_mutually_exclusive_extras():
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = " ".join(meta["dependencies"])
+    assert "onnxruntime" not in core
+    extras = meta["optional-dependencies"]
+    assert any(d.startswith("onnxruntime>") for d in extras["cpu"])
+    assert any(d.startswith("onnxruntime-gpu") for d in extras["gpu"])
+    assert not any(
+        "onnxruntime" in d
+        for name, deps in extras.items()
+        if name not in ("cpu", "gpu")
+        for d in deps
+    )
+    for dep in ("torch", "onnx", "click", "numpy", "tqdm"):
+        assert any(d.startswith(dep) for d in meta["dependencies"]), dep
+    assert meta["scripts"]["stn-deploy"] == "stn_deploy.cli:main"
+
+
+def test_cpu_constraint_pins_the_local_torch_build():
+    lines = [ln.strip() for ln in (ROOT / "constraints" / "cpu.txt").read_text().splitlines()]
+    assert "torch==2.13.0" in lines
+    assert "-c constraints/cpu.txt" in (ROOT / "Makefile").read_text()
