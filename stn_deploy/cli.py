@@ -255,6 +255,12 @@ def data_preview(distortion, split, seed, count, out, cache_dir, data_dir, synth
     help="Sampler padding [model default: zeros].",
 )
 @click.option(
+    "--dropout",
+    type=click.FloatRange(0.0, 1.0, max_open=True),
+    default=None,
+    help="Dropout probability of the classifier [model default: 0.5, the tutorial's].",
+)
+@click.option(
     "--align-corners/--no-align-corners",
     default=None,
     help="Sampler align_corners [default: false].",

@@ -85,10 +85,14 @@ def _build(opts: TrainOptions, canvas: int) -> LoadedModel:
                     f"model {opts.model!r} has no STN: sampler options do not apply"
                 )
             sampler_args = {}
-        config = zoo_config(opts.model, in_size=canvas, normalization=norm, **sampler_args)
+        config = zoo_config(
+            opts.model, in_size=canvas, normalization=norm, dropout=opts.dropout, **sampler_args
+        )
         from stn_deploy.models.loading import model_from_config
 
         return LoadedModel(model_from_config(config, opts.model), config, source=opts.model)
+    if opts.dropout is not None:
+        raise StnDeployError("--dropout applies to zoo models only; set it in your factory")
     loaded = load_factory(opts.model, (1, canvas, canvas))
     loaded.config.normalization = norm
     loaded.config.class_labels = [str(i) for i in range(10)]

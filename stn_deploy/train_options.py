@@ -42,6 +42,7 @@ class TrainOptions:
     mode: str | None = None
     padding_mode: str | None = None
     align_corners: bool | None = None
+    dropout: float | None = None  # None: the model's default (0.5, the tutorial's)
     data_dir: str | None = None
     synthetic: bool = False
     limit_train: int | None = None

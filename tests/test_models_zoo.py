@@ -119,3 +119,14 @@ def test_zoo_arguments_and_errors():
         build_model("mnist-affine", grid_size=[3, 3])
     with pytest.raises(StnDeployError, match="too small"):
         build_model("mnist-affine", in_size=12)
+
+
+def test_dropout_argument():
+    m = build_model("mnist-affine", dropout=0.0)
+    assert m.dropout == 0.0 and m.conv2_drop.p == 0.0
+    m.train()
+    x = torch.rand(3, 1, 28, 28)
+    torch.testing.assert_close(m(x), m.eval()(x))  # no dropout: train and eval agree
+    assert build_model("mnist-cnn").dropout == 0.5
+    with pytest.raises(StnDeployError, match="dropout"):
+        build_model("mnist-affine", dropout=1.0)

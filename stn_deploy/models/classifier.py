@@ -46,12 +46,17 @@ class STNClassifier(nn.Module):
             method, or None.
         in_shape: ``(C, H, W)`` of the network input.
         num_classes: number of output classes.
+        dropout: probability of both dropout layers (0.5 in the tutorial; 0 turns them off).
 
     Returns (forward): log-probabilities ``(N, num_classes)``.
     """
 
     def __init__(
-        self, stn: nn.Module | None, in_shape: tuple[int, int, int], num_classes: int = 10
+        self,
+        stn: nn.Module | None,
+        in_shape: tuple[int, int, int],
+        num_classes: int = 10,
+        dropout: float = 0.5,
     ) -> None:
         super().__init__()
         self.in_shape = tuple(int(v) for v in in_shape)
@@ -59,7 +64,10 @@ class STNClassifier(nn.Module):
         feat_shape = stn.out_shape(self.in_shape) if stn is not None else self.in_shape
         self.conv1 = nn.Conv2d(feat_shape[0], 10, kernel_size=5)
         self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
-        self.conv2_drop = nn.Dropout2d()
+        if not 0.0 <= dropout < 1.0:
+            raise StnDeployError(f"dropout must be in [0, 1), got {dropout}")
+        self.dropout = float(dropout)
+        self.conv2_drop = nn.Dropout2d(p=self.dropout)
         self.flat = flat_features(
             nn.Sequential(self.conv1, nn.MaxPool2d(2), self.conv2, nn.MaxPool2d(2)), feat_shape
         )
@@ -75,7 +83,7 @@ class STNClassifier(nn.Module):
         x = F.relu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
         x = x.reshape(-1, self.flat)
         x = F.relu(self.fc1(x))
-        x = F.dropout(x, training=self.training)
+        x = F.dropout(x, p=self.dropout, training=self.training)
         x = self.fc2(x)
         return F.log_softmax(x, dim=1)
 

@@ -40,7 +40,7 @@ def _single(transform: str, **extra) -> Callable[[dict], nn.Module]:
         stn = _stn(
             transform, in_shape, _sampler(args, args["out_size"]), **{k: args[k] for k in extra}
         )
-        return STNClassifier(stn, in_shape, args["num_classes"])
+        return STNClassifier(stn, in_shape, args["num_classes"], args["dropout"])
 
     return build
 
@@ -49,19 +49,18 @@ def _series(args: dict) -> nn.Module:
     in_shape = (args["in_channels"], args["in_size"], args["in_size"])
     first = _stn("affine", in_shape, _sampler(args, None))
     second = _stn("affine", in_shape, _sampler(args, args["out_size"]))
-    return STNClassifier(STNSeries([first, second]), in_shape, args["num_classes"])
+    return STNClassifier(STNSeries([first, second]), in_shape, args["num_classes"], args["dropout"])
 
 
 def _parallel(args: dict) -> nn.Module:
     in_shape = (args["in_channels"], args["in_size"], args["in_size"])
     stns = [_stn("affine", in_shape, _sampler(args, args["out_size"])) for _ in range(2)]
-    return STNClassifier(STNParallel(stns), in_shape, args["num_classes"])
+    return STNClassifier(STNParallel(stns), in_shape, args["num_classes"], args["dropout"])
 
 
 def _cnn(args: dict) -> nn.Module:
-    return STNClassifier(
-        None, (args["in_channels"], args["in_size"], args["in_size"]), args["num_classes"]
-    )
+    in_shape = (args["in_channels"], args["in_size"], args["in_size"])
+    return STNClassifier(None, in_shape, args["num_classes"], args["dropout"])
 
 
 COMMON_ARGS = {
@@ -69,6 +68,7 @@ COMMON_ARGS = {
     "in_size": 28,
     "out_size": 28,
     "num_classes": 10,
+    "dropout": 0.5,
     "mode": "bilinear",
     "padding_mode": "zeros",
     "align_corners": False,
