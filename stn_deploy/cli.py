@@ -347,9 +347,31 @@ def train_cmd(
 
 
 # --------------------------------------------------------------------------- evaluate
+model_source_options = [
+    click.option(
+        "--checkpoint",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Trained weights for a zoo model named as MODEL.",
+    ),
+    click.option(
+        "--input-shape",
+        default=None,
+        help="C,H,W input of a module:callable MODEL (e.g. 1,42,42).",
+    ),
+]
+
+
+def with_model_source(f):
+    """MODEL argument + --checkpoint/--input-shape: a zoo name, a checkpoint file or a factory."""
+    for option in reversed(model_source_options):
+        f = option(f)
+    return click.argument("model")(f)
+
+
 @main.command("evaluate")
-@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
-@distortion_option(None, "Test set variant [default: the one the checkpoint was trained on].")
+@with_model_source
+@distortion_option(None, "Test set variant [default: the one the model was trained on, else none].")
 @click.option("--seed", type=int, default=None, help="Test-set seed [default: the training seed].")
 @data_dir_option
 @cache_option
@@ -357,27 +379,20 @@ def train_cmd(
 @limit_test_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def evaluate_cmd(
-    checkpoint: Path,
-    distortion: str | None,
-    seed: int | None,
-    data_dir: Path | None,
-    cache_dir: Path | None,
-    synthetic: bool,
-    limit_test: int | None,
-    as_json: bool,
+    model: str, checkpoint: Path | None, input_shape: str | None, as_json: bool, **kw
 ) -> None:
-    """Test error of a checkpoint on a distorted MNIST test set."""
-    from stn_deploy.evaluate import evaluate_checkpoint
+    """Test error of a model on a distorted MNIST test set.
 
-    result = evaluate_checkpoint(
-        checkpoint,
-        distortion=distortion,
-        seed=seed,
-        data_dir=data_dir,
-        cache_dir=cache_dir,
-        synthetic=synthetic,
-        limit_test=limit_test,
-    )
+    MODEL is a checkpoint file, a zoo name with --checkpoint, or a module:callable factory
+    with --input-shape (fed 0..1 pixels: a factory carries no normalisation).
+
+    Example: stn-deploy evaluate runs/rts/checkpoint.pt
+    """
+    from stn_deploy.evaluate import evaluate_model
+    from stn_deploy.models.loading import load_model
+
+    loaded = load_model(model, checkpoint=checkpoint, input_shape=input_shape)
+    result = evaluate_model(loaded, **kw)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:

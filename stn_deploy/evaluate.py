@@ -9,12 +9,12 @@ import torch
 
 from stn_deploy.data import CANVAS, load_mnist, make_split, synthetic_mnist
 from stn_deploy.errors import StnDeployError
-from stn_deploy.models.loading import load_checkpoint
+from stn_deploy.models.loading import LoadedModel, load_checkpoint
 from stn_deploy.train import evaluate
 
 
-def evaluate_checkpoint(
-    checkpoint: str | Path,
+def evaluate_model(
+    loaded: LoadedModel,
     *,
     distortion: str | None = None,
     seed: int | None = None,
@@ -23,8 +23,11 @@ def evaluate_checkpoint(
     synthetic: bool = False,
     limit_test: int | None = None,
 ) -> dict[str, Any]:
-    """Test loss and error % of ``checkpoint`` on the (seed-fixed) distorted test set."""
-    loaded = load_checkpoint(checkpoint)
+    """Test loss and error % of a loaded model on the (seed-fixed) distorted test set.
+
+    The distortion and seed default to those the model was trained with (none and 0 when
+    unknown); the input is normalised with the model's config.
+    """
     trained = loaded.config.extra.get("trained_on", {})
     kind = (distortion or trained.get("distortion") or "none").lower()
     seed = trained.get("seed", 0) if seed is None else seed
@@ -32,7 +35,7 @@ def evaluate_checkpoint(
     shape = tuple(loaded.config.input_shape)
     if shape[1:] != (canvas, canvas):
         raise StnDeployError(
-            f"checkpoint {checkpoint} takes {shape[1]}x{shape[2]} inputs, the {kind.upper()} test set is "
+            f"{loaded.source} takes {shape[1]}x{shape[2]} inputs, the {kind.upper()} test set is "
             f"{canvas}x{canvas}"
         )
     data = (
@@ -51,9 +54,15 @@ def evaluate_checkpoint(
     metrics = evaluate(loaded.model, xt, torch.from_numpy(y).long())
     return {
         "model": loaded.config.arch,
+        "source": loaded.source,
         "distortion": kind,
         "seed": seed,
         "images": len(y),
         "data": data.source,
         **metrics,
     }
+
+
+def evaluate_checkpoint(checkpoint: str | Path, **kw) -> dict[str, Any]:
+    """:func:`evaluate_model` on the model in ``checkpoint``."""
+    return evaluate_model(load_checkpoint(checkpoint), **kw)

@@ -162,6 +162,19 @@ def test_train_then_evaluate_end_to_end(tmp_path):
     assert res["test_error"] == pytest.approx(train_err)
     r = invoke("evaluate", out / "checkpoint.pt", "--synthetic", "--distortion", "tc")
     assert_one_line_error(r, "takes 42x42 inputs", "60x60")
+    r = invoke(
+        "evaluate",
+        "mnist-affine",
+        "--checkpoint",
+        out / "checkpoint.pt",
+        "--synthetic",
+        "--limit-test",
+        "64",
+        "--json",
+    )
+    assert r.exit_code == 0 and json.loads(r.output)["test_error"] == pytest.approx(train_err)
+    r = invoke("evaluate", "mnist-tps", "--checkpoint", out / "checkpoint.pt", "--synthetic")
+    assert_one_line_error(r, "holds 'mnist-affine', not 'mnist-tps'")
 
 
 def test_factory_with_wrong_input_shape(tmp_path, monkeypatch):
@@ -183,6 +196,21 @@ def test_factory_with_wrong_input_shape(tmp_path, monkeypatch):
         tmp_path / "r",
     )
     assert_one_line_error(r, "does not accept input shape (1, 42, 42)")
+    r = invoke("evaluate", "umod:make", "--synthetic", "--limit-test", "32", "--json")
+    assert_one_line_error(r, "needs an input shape")
+    r = invoke(
+        "evaluate",
+        "umod:make",
+        "--input-shape",
+        "1,28,28",
+        "--synthetic",
+        "--limit-test",
+        "32",
+        "--json",
+    )
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output)
+    assert res["source"] == "umod:make" and res["distortion"] == "none" and res["images"] == 32
     r = invoke(
         "train",
         "--model",
