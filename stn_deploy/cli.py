@@ -402,5 +402,18 @@ def evaluate_cmd(
         )
 
 
+# --------------------------------------------------------------------------- inspect
+@main.command("inspect")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+def inspect_cmd(model: Path, as_json: bool) -> None:
+    """What an ONNX file holds: opsets, inputs/outputs, metadata, op histogram, the grid-sample
+    lowering it carries, and which target runtimes it suits (and why not)."""
+    from stn_deploy.inspect_onnx import format_report, inspect_model
+
+    info = inspect_model(model)
+    click.echo(json.dumps(info, indent=2) if as_json else format_report(info))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,51 @@
+"""The metadata stn-deploy writes into every exported ONNX file (``metadata_props``), no torch.
+
+Keys live under the ``stn_deploy.`` prefix; values are strings (lists and dicts as JSON), so any
+runtime can read them: ORT's ``session.get_modelmeta().custom_metadata_map``, OpenVINO's
+``rt_info``, or ``onnx.load(path).metadata_props``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import onnx
+
+PREFIX = "stn_deploy."
+
+#: the keys an export writes, and what they say.
+KEYS = {
+    "version": "stn-deploy version that wrote the file",
+    "torch_version": "torch version the model was exported from",
+    "model": "model name (zoo name, factory or checkpoint architecture)",
+    "transform": "STN transform(s): affine, attention, projective, tps, none",
+    "lowering": "grid-sample lowering: native, portable, custom, custom-inline, ort-contrib",
+    "target": "the target profile the file was made for",
+    "opset": "default-domain opset",
+    "input_layout": "layout of the image input, e.g. NCHW float32 0..1 then normalised",
+    "normalization_mean": "JSON list: per-channel mean subtracted from 0..1 pixels",
+    "normalization_std": "JSON list: per-channel std the pixels are divided by",
+    "class_labels": "JSON list of class names, in output order",
+}
+
+
+def write_metadata(model: onnx.ModelProto, values: dict[str, Any]) -> None:
+    """Set ``stn_deploy.<key>`` entries on ``model`` (replacing earlier ones), sorted by key."""
+    props = {p.key: p.value for p in model.metadata_props}
+    for key, value in values.items():
+        props[PREFIX + key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    del model.metadata_props[:]
+    for key in sorted(props):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, props[key]
+
+
+def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
+    """All ``metadata_props`` of ``model`` as a dict (stn-deploy's and anyone else's)."""
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def stn_metadata(model: onnx.ModelProto) -> dict[str, str]:
+    """Only stn-deploy's entries, with the prefix removed."""
+    return {k[len(PREFIX) :]: v for k, v in read_metadata(model).items() if k.startswith(PREFIX)}

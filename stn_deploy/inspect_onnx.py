@@ -1,0 +1,254 @@
+"""``stn-deploy inspect``: what an ONNX file holds and where it can run (onnx only, no torch).
+
+Reads any ONNX model, whoever produced it: opsets, inputs and outputs with shapes, metadata, an
+op histogram, the grid-sample lowering it carries, and per target runtime whether the file is
+expected to run there, with the reason (the runtime facts are those of
+``../shared/BASELINES.md``: opset-20 GridSample on TensorRT, OpenVINO and local functions, ...).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import onnx
+from onnx import helper
+
+from stn_deploy.errors import StnDeployError
+from stn_deploy.export.metadata import read_metadata, stn_metadata
+
+CUSTOM_DOMAIN = "stn_deploy"
+MS_DOMAIN = "com.microsoft"
+SAMPLER_OPS = ("GridSample", "AffineGrid")
+TARGETS = ("ort-cpu", "ort-cuda", "tensorrt", "openvino", "tflite", "ncnn", "generic")
+
+
+def _shape(vi: onnx.ValueInfoProto) -> tuple[str, list[Any]]:
+    t = vi.type.tensor_type
+    dtype = helper.tensor_dtype_to_np_dtype(t.elem_type).name if t.elem_type else "?"
+    if not t.HasField("shape"):
+        return dtype, None
+    dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
+    return dtype, dims
+
+
+def _all_nodes(model: onnx.ModelProto):
+    """Nodes of the main graph, its subgraphs and the model-local functions."""
+
+    def walk(nodes):
+        for node in nodes:
+            yield node
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    yield from walk(attr.g.node)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    for g in attr.graphs:
+                        yield from walk(g.node)
+
+    yield from walk(model.graph.node)
+    for f in model.functions:
+        yield from walk(f.node)
+
+
+def _op_key(node: onnx.NodeProto) -> str:
+    return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+
+
+def detect_lowering(model: onnx.ModelProto) -> tuple[str, str]:
+    """``(lowering, reason)`` of the grid sampler found in ``model``'s main graph."""
+    declared = stn_metadata(model).get("lowering")
+    if declared:
+        return declared, "declared in the file's stn_deploy.lowering metadata"
+    local = {(f.domain, f.name) for f in model.functions}
+    kinds = []
+    for node in model.graph.node:
+        if node.op_type == "GridSample" and node.domain in ("", "ai.onnx"):
+            kinds.append("native")
+        elif node.op_type == "GridSample" and node.domain == MS_DOMAIN:
+            kinds.append("ort-contrib")
+        elif node.domain == CUSTOM_DOMAIN:
+            kinds.append("custom" if (node.domain, node.op_type) in local else "custom-no-body")
+    if not kinds:
+        return (
+            "none",
+            "no GridSample or stn_deploy node: no sampler, or a portable (decomposed) one",
+        )
+    found = sorted(set(kinds))
+    return (
+        found[0] if len(found) == 1 else "mixed"
+    ), f"{len(kinds)} sampler node(s): {', '.join(found)}"
+
+
+def _gridsample_modes(model: onnx.ModelProto) -> set[str]:
+    modes = set()
+    for node in _all_nodes(model):
+        if node.op_type == "GridSample":
+            for a in node.attribute:
+                if a.name == "mode":
+                    modes.add(a.s.decode())
+            if not any(a.name == "mode" for a in node.attribute):
+                modes.add("bilinear" if _opset(model) < 20 else "linear")
+    return modes
+
+
+def _opset(model: onnx.ModelProto, domain: str = "") -> int:
+    for imp in model.opset_import:
+        if imp.domain == domain or (domain == "" and imp.domain == "ai.onnx"):
+            return imp.version
+    return 0
+
+
+def target_support(model: onnx.ModelProto) -> dict[str, dict[str, Any]]:
+    """Per target: ``{"ok": bool, "why": str}`` from the ops, opset and functions in the file."""
+    ops = {(n.domain if n.domain != "ai.onnx" else "", n.op_type) for n in model.graph.node}
+    opset = _opset(model)
+    functions = list(model.functions)
+    custom_no_body = {
+        op
+        for dom, op in ops
+        if dom == CUSTOM_DOMAIN and (dom, op) not in {(f.domain, f.name) for f in functions}
+    }
+    foreign = sorted({dom for dom, _ in ops if dom not in ("", CUSTOM_DOMAIN)})
+    has_gs = ("", "GridSample") in ops
+    has_ag = ("", "AffineGrid") in ops
+    ms_gs = (MS_DOMAIN, "GridSample") in ops
+    modes = _gridsample_modes(model)
+    out: dict[str, dict[str, Any]] = {}
+
+    def verdict(target: str, problems: list[str], notes: list[str]) -> None:
+        out[target] = {
+            "ok": not problems,
+            "why": "; ".join(problems or notes or ["standard ops only"]),
+        }
+
+    common = [f"{CUSTOM_DOMAIN}::{op} has no function body" for op in sorted(custom_no_body)]
+    # ONNX Runtime reads local functions, the contrib domain, GridSample 16+ and AffineGrid 20.
+    ort_problems = list(common) + [
+        f"domain {d} is not ONNX Runtime's" for d in foreign if d != MS_DOMAIN
+    ]
+    verdict(
+        "ort-cpu",
+        ort_problems,
+        ["GridSample runs on one thread for 1-channel images"] if has_gs else [],
+    )
+    cuda_notes = []
+    if has_ag:
+        cuda_notes.append("AffineGrid has a CPU kernel only: it falls back to the CPU EP")
+    if has_gs:
+        cuda_notes.append(
+            "GridSample has been seen falling back to CPU: check with verify --strict-placement"
+        )
+    verdict("ort-cuda", ort_problems, cuda_notes)
+
+    trt = list(common)
+    if ms_gs or MS_DOMAIN in foreign:
+        trt.append("com.microsoft ops are ONNX Runtime only")
+    if has_gs and opset >= 20 and ("linear" in modes or "cubic" in modes):
+        trt.append(
+            f"opset-{opset} GridSample '{'/'.join(sorted(modes))}' is imported as nearest without an error (TensorRT#4646): export at opset 16-19"
+        )
+    if functions:
+        trt_note = ["local functions need TensorRT 9+"]
+    else:
+        trt_note = []
+    verdict("tensorrt", trt, trt_note)
+
+    ov = list(common)
+    if functions:
+        ov.append(
+            "OpenVINO's ONNX frontend does not expand model-local functions: inline them first"
+        )
+    if ms_gs or MS_DOMAIN in foreign:
+        ov.append("com.microsoft ops are ONNX Runtime only")
+    ov_notes = (
+        ["opset-20 GridSample import needs OpenVINO from May 2026 on"]
+        if has_gs and opset >= 20
+        else []
+    )
+    verdict("openvino", ov, ov_notes)
+
+    for target in ("tflite", "ncnn", "generic"):
+        probs = list(common)
+        if has_gs or has_ag or ms_gs:
+            probs.append(
+                f"{target if target != 'generic' else 'a runtime without GridSample'} cannot run GridSample/AffineGrid: use the portable lowering"
+            )
+        if functions:
+            probs.append("model-local functions: inline them")
+        if foreign:
+            probs.append(f"non-standard domains {', '.join(foreign)}")
+        verdict(target, probs, [])
+    return out
+
+
+def inspect_model(path: str | Path) -> dict[str, Any]:
+    """Everything ``stn-deploy inspect`` reports about the ONNX file at ``path``, as a dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise StnDeployError(f"model not found: {path}")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises DecodeError and friends
+        raise StnDeployError(
+            f"cannot read {path}: not an ONNX model ({type(exc).__name__})"
+        ) from None
+    if not model.graph.node and not model.graph.input:
+        raise StnDeployError(f"cannot read {path}: not an ONNX model (empty graph)")
+    init_names = {i.name for i in model.graph.initializer}
+    lowering, reason = detect_lowering(model)
+    hist = Counter(_op_key(n) for n in _all_nodes(model))
+    return {
+        "path": str(path),
+        "size_bytes": path.stat().st_size,
+        "ir_version": model.ir_version,
+        "producer": f"{model.producer_name} {model.producer_version}".strip(),
+        "opsets": {(imp.domain or "ai.onnx"): imp.version for imp in model.opset_import},
+        "inputs": [
+            dict(zip(("name", "dtype", "shape"), (vi.name, *_shape(vi)), strict=True))
+            for vi in model.graph.input
+            if vi.name not in init_names
+        ],
+        "outputs": [
+            dict(zip(("name", "dtype", "shape"), (vi.name, *_shape(vi)), strict=True))
+            for vi in model.graph.output
+        ],
+        "metadata": read_metadata(model),
+        "functions": [f"{f.domain}::{f.name}" for f in model.functions],
+        "nodes": sum(hist.values()),
+        "op_histogram": dict(sorted(hist.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "lowering": lowering,
+        "lowering_reason": reason,
+        "gridsample_modes": sorted(_gridsample_modes(model)),
+        "targets": target_support(model),
+    }
+
+
+def format_report(info: dict[str, Any]) -> str:
+    """The human-readable form of :func:`inspect_model`'s dict."""
+
+    def shape(s):
+        return "?" if s is None else "[" + ", ".join("?" if d is None else str(d) for d in s) + "]"
+
+    lines = [
+        f"{info['path']}  ({info['size_bytes']:,} bytes, IR {info['ir_version']}, {info['producer'] or 'unknown producer'})",
+        "opsets:   " + ", ".join(f"{d} {v}" for d, v in info["opsets"].items()),
+        "inputs:   "
+        + "; ".join(f"{i['name']} {i['dtype']} {shape(i['shape'])}" for i in info["inputs"]),
+        "outputs:  "
+        + "; ".join(f"{o['name']} {o['dtype']} {shape(o['shape'])}" for o in info["outputs"]),
+        f"lowering: {info['lowering']} ({info['lowering_reason']})",
+    ]
+    if info["functions"]:
+        lines.append("functions: " + ", ".join(info["functions"]))
+    if info["metadata"]:
+        lines.append("metadata:")
+        lines += [f"  {k} = {v}" for k, v in info["metadata"].items()]
+    lines.append(f"ops ({info['nodes']} nodes):")
+    lines += [f"  {count:>5}  {op}" for op, count in info["op_histogram"].items()]
+    lines.append("targets:")
+    lines += [
+        f"  {'yes' if t['ok'] else 'NO ':<4} {name:<9} {t['why']}"
+        for name, t in info["targets"].items()
+    ]
+    return "\n".join(lines)
