@@ -10,7 +10,7 @@ import torch
 from stn_deploy.data import CANVAS, load_mnist, make_split, synthetic_mnist
 from stn_deploy.errors import StnDeployError
 from stn_deploy.models.loading import LoadedModel, load_checkpoint
-from stn_deploy.train import evaluate
+from stn_deploy.train import Normalizer, evaluate
 
 
 def evaluate_model(
@@ -47,10 +47,7 @@ def evaluate_model(
     if limit_test is not None:
         images, labels = images[:limit_test], labels[:limit_test]
     x, y = make_split(images, labels, kind, seed, split="test")
-    norm = loaded.config.normalization
-    mean = torch.tensor(norm["mean"]).view(1, -1, 1, 1)
-    std = torch.tensor(norm["std"]).view(1, -1, 1, 1)
-    xt = (torch.from_numpy(x).float() - mean) / std
+    xt = Normalizer.from_config(loaded.config.normalization)(x)
     metrics = evaluate(loaded.model, xt, torch.from_numpy(y).long())
     return {
         "model": loaded.config.arch,

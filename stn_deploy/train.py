@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import time
 from collections import Counter
@@ -27,7 +28,13 @@ from stn_deploy.data import CANVAS, MNIST_MEAN, MNIST_STD, load_mnist, make_spli
 from stn_deploy.errors import StnDeployError
 from stn_deploy.io.atomic import ensure_writable_dir, write_text_atomic
 from stn_deploy.models.checkpoint import save_checkpoint
-from stn_deploy.models.loading import LoadedModel, load_checkpoint, load_factory, zoo_config
+from stn_deploy.models.loading import (
+    LoadedModel,
+    load_checkpoint,
+    load_factory,
+    model_from_config,
+    zoo_config,
+)
 from stn_deploy.models.zoo import ZOO, count_parameters
 from stn_deploy.report.png import save_rectification_png
 from stn_deploy.train_options import DEFAULT_EPOCHS, TrainOptions
@@ -39,13 +46,25 @@ PICTURE = "rectification.png"
 
 @dataclass
 class Normalizer:
-    mean: float
-    std: float
+    """The input normalisation a model's config prescribes: ``(pixels - mean) / std`` per channel."""
+
+    mean: np.ndarray  # (C, 1, 1)
+    std: np.ndarray
+
+    @classmethod
+    def from_config(cls, normalization: dict[str, list[float]]) -> Normalizer:
+        shape = (-1, 1, 1)
+        return cls(
+            np.asarray(normalization["mean"], np.float32).reshape(shape),
+            np.asarray(normalization["std"], np.float32).reshape(shape),
+        )
 
     def __call__(self, x: np.ndarray) -> torch.Tensor:
+        """``(N, C, H, W)`` 0..1 pixels -> the normalised model input."""
         return torch.from_numpy((x - self.mean) / self.std).float()
 
     def display(self, x: torch.Tensor) -> np.ndarray:
+        """Back to 0..1 pixels for pictures (``(N, C, H, W)``)."""
         return (x.detach().cpu().numpy() * self.std + self.mean).clip(0, 1)
 
 
@@ -59,8 +78,6 @@ def machine_info() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    import os
-
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -88,8 +105,6 @@ def _build(opts: TrainOptions, canvas: int) -> LoadedModel:
         config = zoo_config(
             opts.model, in_size=canvas, normalization=norm, dropout=opts.dropout, **sampler_args
         )
-        from stn_deploy.models.loading import model_from_config
-
         return LoadedModel(model_from_config(config, opts.model), config, source=opts.model)
     if opts.dropout is not None:
         raise StnDeployError("--dropout applies to zoo models only; set it in your factory")
@@ -227,13 +242,12 @@ def train(
     data = _load_data(opts, cache_dir)
     train_images, train_labels = _limit(data.train_images, data.train_labels, opts.limit_train)
     test_images, test_labels = _limit(data.test_images, data.test_labels, opts.limit_test)
-    norm = Normalizer(MNIST_MEAN, MNIST_STD)
-    tx, ty = make_split(test_images, test_labels, kind, opts.seed, split="test")
-    x_test, y_test = norm(tx), torch.from_numpy(ty).long()
-
     torch.manual_seed(opts.seed)
     loaded = _build(opts, canvas)
     model, config = loaded.model, loaded.config
+    norm = Normalizer.from_config(config.normalization)
+    tx, ty = make_split(test_images, test_labels, kind, opts.seed, split="test")
+    x_test, y_test = norm(tx), torch.from_numpy(ty).long()
     config.extra = {"trained_on": {"distortion": kind, "seed": opts.seed, "data": data.source}}
     steps_per_epoch = math.ceil(len(train_images) / opts.batch_size)
     optimizer, scheduler = _make_optimizer(opts, model, steps_per_epoch)
@@ -347,7 +361,9 @@ def train(
         model.eval()
         with torch.inference_mode():
             rect = model.rectify(x_test[:n])
-        save_rectification_png(norm.display(x_test[:n, 0]), norm.display(rect[:, 0]), out / PICTURE)
+        save_rectification_png(
+            norm.display(x_test[:n])[:, 0], norm.display(rect)[:, 0], out / PICTURE
+        )
         result["picture"] = PICTURE
     write_text_atomic(out / METRICS, json.dumps(result, indent=2))
     return result
