@@ -415,5 +415,10 @@ def inspect_cmd(model: Path, as_json: bool) -> None:
     click.echo(json.dumps(info, indent=2) if as_json else format_report(info))
 
 
+from stn_deploy.cli_lower import lower_cmd  # noqa: E402  (its own module: a thin command)
+
+main.add_command(lower_cmd)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

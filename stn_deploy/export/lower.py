@@ -1,0 +1,675 @@
+"""``stn-deploy lower``: rewrite the grid samplers of any existing ONNX model (onnx only, no torch).
+
+Rewrites every ``GridSample`` (default domain, opset 16+, and ORT's ``com.microsoft``
+GridSample) and every ``AffineGrid`` (opset 20) of the main graph into one chosen form and
+leaves every other node alone:
+
+* ``portable``: standard ops of opset 11 (:func:`stn_deploy.export.portable.grid_sample`); the
+  image's H and W must be static (read from strict shape inference).
+* ``custom``: one ``stn_deploy.GridSample`` node per sampler (attributes ``mode``,
+  ``padding_mode``, ``align_corners`` with the opset-16 names) whose body is a model-local
+  function made of the portable ops, one function per distinct (mode, padding, align_corners,
+  H, W). With ``inline`` the bodies are written in place (``onnx.inliner``).
+* ``native``: ONNX GridSample with the mode names of the target opset (``bilinear`` at 16-19,
+  ``linear`` at 20+); needs opset 16+.
+* ``ort-contrib``: ``com.microsoft`` GridSample (ORT at any opset).
+
+AffineGrid (4-D, constant ``size``) becomes, for every sampler, one MatMul of a constant base
+grid ``(H*W, 3)`` (rows ``[x, y, 1]`` exactly as torch's ``affine_grid``) against the transposed
+theta, then a Reshape to ``(N, H, W, 2)``: standard ops valid at opset 11.
+
+Opset: the output's default-domain opset is ``opset`` or the input's, at least 11 (portable,
+custom) or 16 (native). When it differs from the input's, every other node whose schema
+differs between the two opsets is relabelled if its signature (inputs, outputs, attributes and
+their defaults) is the same in both (e.g. Relu 14 -> 6: only types were added); the others
+go through ``onnx.version_converter`` with the relabelled nodes hidden from it (it has no
+downgrade adapter for most type-only changes). A conversion it cannot do is a one-line error
+naming the ops.
+
+The base grid of AffineGrid is torch's bit for bit (torch's linspace rounds each point once,
+as a fused multiply-add; reproduced here in float64 then rounded to float32).
+
+The result passes ``onnx.checker.check_model(full_check=True)`` and is deterministic.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from stn_deploy.errors import StnDeployError
+from stn_deploy.export import portable
+from stn_deploy.export.graph import GraphBuilder
+from stn_deploy.export.metadata import write_metadata
+
+SAMPLERS = ("portable", "custom", "native", "ort-contrib")
+CUSTOM_DOMAIN = "stn_deploy"
+MS_DOMAIN = "com.microsoft"
+_TMP_DOMAIN = "stn_deploy.lowering_placeholder"
+_KEEP_DOMAIN = "stn_deploy.lowering_kept"
+#: opset-20 mode names -> the opset-16 names used internally
+_MODE_16 = {"linear": "bilinear", "cubic": "bicubic", "nearest": "nearest"}
+_MODE_20 = {"bilinear": "linear", "bicubic": "cubic", "nearest": "nearest"}
+_MIN_OPSET = {"portable": 11, "custom": 11, "native": 16, "ort-contrib": 1}
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    return 0
+
+
+def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def _label(node: onnx.NodeProto, index: int) -> str:
+    return f"{node.op_type} node {node.name!r}" if node.name else f"{node.op_type} node #{index}"
+
+
+def _all_names(model: onnx.ModelProto) -> set[str]:
+    names: set[str] = set()
+
+    def walk(graph: onnx.GraphProto) -> None:
+        names.update(t.name for t in graph.initializer)
+        names.update(v.name for v in (*graph.input, *graph.output, *graph.value_info))
+        for n in graph.node:
+            names.add(n.name)
+            names.update(n.input)
+            names.update(n.output)
+            for a in n.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    walk(a.g)
+                elif a.type == onnx.AttributeProto.GRAPHS:
+                    for sub in a.graphs:
+                        walk(sub)
+
+    walk(model.graph)
+    names.discard("")
+    return names
+
+
+def _is_sampler(node: onnx.NodeProto) -> bool:
+    if node.op_type == "GridSample" and node.domain in ("", "ai.onnx", MS_DOMAIN):
+        return True
+    return node.op_type == "AffineGrid" and node.domain in ("", "ai.onnx")
+
+
+def _sampler_in_subgraphs(graph: onnx.GraphProto, top: bool = True) -> str | None:
+    for n in graph.node:
+        if not top and _is_sampler(n):
+            return n.name or n.op_type
+        for a in n.attribute:
+            subs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
+            for sub in subs:
+                found = _sampler_in_subgraphs(sub, top=False)
+                if found:
+                    return found
+    return None
+
+
+def _subgraph_inputs(nodes) -> set[str]:
+    """Every input name used by the subgraphs of ``nodes`` (outer-scope references)."""
+    names: set[str] = set()
+    for n in nodes:
+        for a in n.attribute:
+            subs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
+            for sub in subs:
+                names.update(v for nd in sub.node for v in nd.input)
+                names.update(o.name for o in sub.output)
+                names |= _subgraph_inputs(sub.node)
+    return names
+
+
+def _domains_used(nodes) -> set[str]:
+    """The domains of ``nodes`` and of the nodes of their subgraphs."""
+    domains: set[str] = set()
+    for n in nodes:
+        domains.add(n.domain)
+        for a in n.attribute:
+            subs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
+            for sub in subs:
+                domains |= _domains_used(sub.node)
+    return domains
+
+
+# ------------------------------------------------------------------ analysis
+def _shapes(model: onnx.ModelProto) -> dict[str, list[int | None] | None]:
+    try:
+        # data_prop: follow Shape -> Slice -> Concat chains, so a size built from x.shape (as
+        # torch's exporters write it) still gives static H and W
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    except Exception as exc:  # noqa: BLE001 - any inference failure is the input's problem
+        msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise StnDeployError(f"shape inference failed on the input model: {msg}") from None
+    out: dict[str, list[int | None] | None] = {}
+    g = inferred.graph
+    for vi in (*g.input, *g.output, *g.value_info):
+        t = vi.type.tensor_type
+        if not t.HasField("shape"):
+            out[vi.name] = None
+            continue
+        out[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+    for init in g.initializer:
+        out.setdefault(init.name, list(init.dims))
+    return out
+
+
+def _constant_value(model: onnx.ModelProto, name: str) -> np.ndarray | None:
+    graph_inputs = {i.name for i in model.graph.input}
+    for init in model.graph.initializer:
+        if init.name == name and name not in graph_inputs:
+            return numpy_helper.to_array(init)
+    for n in model.graph.node:
+        if n.op_type == "Constant" and n.domain in ("", "ai.onnx") and name in n.output:
+            for a in n.attribute:
+                if a.name == "value":
+                    return numpy_helper.to_array(a.t)
+                if a.name == "value_ints":
+                    return np.asarray(list(a.ints), np.int64)
+            return None
+    return None
+
+
+def _grid_sample_settings(node: onnx.NodeProto, src_opset: int, label: str) -> dict[str, Any]:
+    if node.domain == MS_DOMAIN:
+        names, default = portable.MODES, "bilinear"
+    elif src_opset >= 20:
+        names, default = tuple(_MODE_20.values()), "linear"
+    else:
+        names, default = portable.MODES, "bilinear"
+    mode = _attr(node, "mode", default.encode())
+    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    if mode not in names:
+        raise StnDeployError(
+            f"{label}: mode {mode!r} is not valid here (expected one of {', '.join(names)})"
+        )
+    padding = _attr(node, "padding_mode", b"zeros")
+    padding = padding.decode() if isinstance(padding, bytes) else str(padding)
+    if padding not in portable.PADDING_MODES:
+        raise StnDeployError(f"{label}: unknown padding_mode {padding!r}")
+    align = int(_attr(node, "align_corners", 0))
+    return {"mode": _MODE_16.get(mode, mode), "padding_mode": padding, "align_corners": bool(align)}
+
+
+# ------------------------------------------------------------------- opsets
+def _signature(schema: onnx.defs.OpSchema) -> tuple:
+    attrs = tuple(
+        sorted((k, a.default_value.SerializeToString()) for k, a in schema.attributes.items())
+    )
+    return (
+        tuple(i.name for i in schema.inputs),
+        tuple(o.name for o in schema.outputs),
+        attrs,
+        schema.min_input,
+        schema.max_input,
+        schema.min_output,
+        schema.max_output,
+    )
+
+
+def _retarget_opset(model: onnx.ModelProto, src: int, dst: int) -> onnx.ModelProto:
+    """Move the (sampler-free) default-domain part of ``model`` from opset ``src`` to ``dst``."""
+    if src == dst:
+        return model
+    incompatible: list[str] = []
+
+    def walk(graph: onnx.GraphProto) -> None:
+        for n in graph.node:
+            if n.domain in ("", "ai.onnx"):
+                try:
+                    old = onnx.defs.get_schema(n.op_type, src, "")
+                    new = onnx.defs.get_schema(n.op_type, dst, "")
+                except onnx.defs.SchemaError:
+                    incompatible.append(n.op_type)
+                else:
+                    if old.since_version != new.since_version and _signature(old) != _signature(
+                        new
+                    ):
+                        incompatible.append(n.op_type)
+            for a in n.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    walk(a.g)
+                elif a.type == onnx.AttributeProto.GRAPHS:
+                    for sub in a.graphs:
+                        walk(sub)
+
+    walk(model.graph)
+    if not incompatible:  # relabel: every op means the same at both opsets
+        for imp in model.opset_import:
+            if imp.domain in ("", "ai.onnx"):
+                imp.version = dst
+        return model
+    # hide the nodes that mean the same at both opsets from the converter (it lacks many
+    # downgrade adapters for type-only changes), convert the rest, then put them back
+    kept: dict[str, onnx.NodeProto] = {}
+    for j, n in enumerate(model.graph.node):
+        if n.domain not in ("", "ai.onnx") or n.op_type in incompatible:
+            continue
+        if any(
+            a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute
+        ):
+            continue
+        kept[f"K{j}"] = copy.deepcopy(n)
+        n.CopyFrom(
+            helper.make_node(
+                f"K{j}", list(n.input), list(n.output), name=n.name, domain=_KEEP_DOMAIN
+            )
+        )
+    model.opset_import.append(helper.make_opsetid(_KEEP_DOMAIN, 1))
+    try:
+        from onnx import version_converter
+
+        model = version_converter.convert_version(model, dst)
+        for n in model.graph.node:
+            if n.domain == _KEEP_DOMAIN:
+                n.CopyFrom(kept[n.op_type])
+        imports = [o for o in model.opset_import if o.domain != _KEEP_DOMAIN]
+        del model.opset_import[:]
+        model.opset_import.extend(imports)
+        return model
+    except Exception as exc:  # noqa: BLE001
+        ops = ", ".join(sorted(set(incompatible)))
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = reason.split("failed: ")[-1][-160:]  # drop the C++ assertion prefix
+        raise StnDeployError(
+            f"cannot convert the rest of the graph from opset {src} to {dst} "
+            f"(ops that change: {ops}): onnx.version_converter failed: {reason}"
+        ) from None
+
+
+# ---------------------------------------------------------------- emitters
+def _prefix(node: onnx.NodeProto, index: int) -> str:
+    base = node.name or f"{node.op_type}_{index}"
+    return "".join(c if c.isalnum() or c in "_./-" else "_" for c in base) + "/"
+
+
+def _affine_base_grid(h: int, w: int, align_corners: bool) -> np.ndarray:
+    """torch's ``affine_grid`` base grid ``(H*W, 3)`` rows ``[x, y, 1]`` in float32."""
+
+    def linspace(n: int) -> np.ndarray:
+        if n <= 1:
+            return np.zeros((n,), np.float32)
+        # torch's linspace: start + i*step for the first half, end - (n-1-i)*step after, each
+        # a fused multiply-add (one rounding): the float64 product of a float32 step and a
+        # small integer is exact, and so is the sum with +-1, so one cast rounds like the FMA
+        step = np.float64(np.float32(2.0 / (n - 1)))
+        i = np.arange(n, dtype=np.float64)
+        v = np.where(i < n // 2, -1.0 + step * i, 1.0 - step * (n - 1 - i)).astype(np.float32)
+        if not align_corners:
+            v = (v * np.float32(n - 1) / np.float32(n)).astype(np.float32)
+        return v
+
+    xs, ys = linspace(w), linspace(h)
+    base = np.empty((h, w, 3), np.float32)
+    base[..., 0] = xs[None, :]
+    base[..., 1] = ys[:, None]
+    base[..., 2] = 1.0
+    return base.reshape(h * w, 3)
+
+
+def _emit_affine_grid(g: GraphBuilder, node, hw: tuple[int, int], align: bool) -> str:
+    h, w = hw
+    base = g.const(_affine_base_grid(h, w, align), name="affine_base")
+    theta_t = g.node("Transpose", [node.input[0]], name="theta_t", perm=[0, 2, 1])  # (N, 3, 2)
+    flat = g.node("MatMul", [base, theta_t], name="affine_grid_flat")  # (N, H*W, 2)
+    shape = g.const(np.asarray([0, h, w, 2], np.int64), name="affine_grid_shape")
+    return g.node("Reshape", [flat, shape], name="affine_grid")
+
+
+def _custom_function(
+    name: str, settings: dict[str, Any], hw: tuple[int, int], opset: int
+) -> onnx.FunctionProto:
+    g = GraphBuilder(opset, constants="node", taken=("X", "grid", "Y"))
+    y = portable.grid_sample(g, "X", "grid", in_hw=hw, **settings)
+    g.rename(y, "Y")
+    return helper.make_function(
+        CUSTOM_DOMAIN,
+        name,
+        ["X", "grid"],
+        ["Y"],
+        list(g.nodes),
+        [helper.make_opsetid("", opset)],
+        attributes=["align_corners", "mode", "padding_mode"],
+        doc_string=(
+            f"torch grid_sample mode={settings['mode']} padding_mode={settings['padding_mode']} "
+            f"align_corners={settings['align_corners']} on a {hw[0]}x{hw[1]} image "
+            "(stn-deploy portable body)"
+        ),
+    )
+
+
+# -------------------------------------------------------------------- API
+def lower_model(
+    model: onnx.ModelProto, sampler: str, *, opset: int | None = None, inline: bool = False
+) -> onnx.ModelProto:
+    """A copy of ``model`` with its GridSample and AffineGrid nodes rewritten as ``sampler``.
+
+    Raises:
+        StnDeployError: an unknown sampler, a bad opset, a node that cannot be lowered (named).
+    """
+    return _lower(model, sampler, opset=opset, inline=inline)[0]
+
+
+def _lower(
+    model: onnx.ModelProto, sampler: str, *, opset: int | None, inline: bool
+) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    if sampler not in SAMPLERS:
+        raise StnDeployError(f"unknown sampler {sampler!r}: expected one of {', '.join(SAMPLERS)}")
+    if inline and sampler != "custom":
+        raise StnDeployError("--inline applies to --sampler custom only")
+    newest = onnx.defs.onnx_opset_version()
+    if opset is not None and (
+        isinstance(opset, bool) or not isinstance(opset, int) or not 1 <= opset <= newest
+    ):
+        raise StnDeployError(f"opset must be between 1 and {newest}, got {opset!r}")
+    src_opset = _default_opset(model)
+    if sampler == "native" and opset is not None and opset < 16:
+        raise StnDeployError(
+            f"native GridSample needs opset 16 or newer, asked for {opset}: use --sampler "
+            "portable (standard ops, opset 11+) or ort-contrib (ONNX Runtime, any opset)"
+        )
+    if sampler in ("portable", "custom") and opset is not None and opset < 11:
+        raise StnDeployError(f"the {sampler} lowering needs opset 11 or newer, asked for {opset}")
+    target = opset if opset is not None else max(src_opset, _MIN_OPSET[sampler])
+    found = _sampler_in_subgraphs(model.graph)
+    if found:
+        raise StnDeployError(
+            f"sampler node {found!r} sits inside a control-flow subgraph: only main-graph "
+            "nodes can be lowered"
+        )
+
+    for f in model.functions:
+        body = helper.make_graph(list(f.node), f.name, [], [])
+        if any(_is_sampler(n) for n in f.node) or _sampler_in_subgraphs(body):
+            raise StnDeployError(
+                f"model-local function {f.domain}.{f.name} contains a sampler node: inline the "
+                "functions first (onnx.inliner.inline_local_functions)"
+            )
+
+    model = copy.deepcopy(model)
+    nodes = list(model.graph.node)
+    samplers = [(i, n) for i, n in enumerate(nodes) if _is_sampler(n)]
+    samplers_before = [copy.deepcopy(n) for _, n in samplers]
+    shapes = _shapes(model) if samplers else {}
+
+    # 1. read every sampler node and replace it by a placeholder in a private domain
+    plans: dict[int, dict[str, Any]] = {}
+    counts: Counter[str] = Counter()
+    for i, n in samplers:
+        label = _label(n, i)
+        if n.op_type == "AffineGrid":
+            if len(n.input) < 2 or not n.input[1]:
+                raise StnDeployError(f"{label}: missing size input")
+            size = _constant_value(model, n.input[1])
+            if size is None:  # e.g. Concat(Shape(x)[0:2], [H, W]): H, W from shape inference
+                out_shape = shapes.get(n.output[0])
+                if out_shape is None or len(out_shape) != 4 or None in out_shape[1:3]:
+                    raise StnDeployError(
+                        f"{label}: its size input {n.input[1]!r} is not a constant and shape "
+                        "inference cannot tell the grid's H and W, so the base grid cannot be "
+                        "precomputed"
+                    )
+                size = np.asarray([0, 0, out_shape[1], out_shape[2]], np.int64)
+            size = np.asarray(size).reshape(-1)
+            if size.size != 4:
+                raise StnDeployError(
+                    f"{label}: only 2-D AffineGrid (size of 4 entries N, C, H, W) can be "
+                    f"lowered, got size {size.tolist()}"
+                )
+            h, w = int(size[2]), int(size[3])
+            if h < 1 or w < 1:
+                raise StnDeployError(f"{label}: bad size {size.tolist()}")
+            plans[i] = {
+                "kind": "AffineGrid",
+                "hw": (h, w),
+                "align": bool(int(_attr(n, "align_corners", 0))),
+            }
+        else:
+            settings = _grid_sample_settings(n, src_opset, label)
+            xshape = shapes.get(n.input[0])
+            if xshape is not None and len(xshape) != 4:
+                raise StnDeployError(
+                    f"{label}: only 4-D (N, C, H, W) GridSample can be lowered, its input "
+                    f"{n.input[0]!r} has rank {len(xshape)}"
+                )
+            hw = None
+            if xshape is not None and xshape[2] and xshape[3]:
+                hw = (int(xshape[2]), int(xshape[3]))
+            if sampler in ("portable", "custom") and hw is None:
+                raise StnDeployError(
+                    f"{label}: the height and width of its input {n.input[0]!r} are not static "
+                    f"(shape {xshape}); the {sampler} lowering needs them"
+                )
+            channels = int(xshape[1]) if xshape is not None and xshape[1] else None
+            plans[i] = {"kind": "GridSample", "settings": settings, "hw": hw, "channels": channels}
+        counts[n.op_type] += 1
+        placeholder = helper.make_node(
+            f"P{i}", list(n.input), list(n.output), name=n.name, domain=_TMP_DOMAIN
+        )
+        model.graph.node[i].CopyFrom(placeholder)
+    if samplers:
+        model.opset_import.append(helper.make_opsetid(_TMP_DOMAIN, 1))
+
+    # 2. move the rest of the graph to the target opset
+    if target != src_opset:
+        model = _retarget_opset(model, src_opset, target)
+
+    # 3. expand the placeholders
+    taken = _all_names(model)
+    functions: dict[tuple, str] = {}
+    function_protos: list[onnx.FunctionProto] = []
+    configs = sorted(
+        {
+            (p["settings"]["mode"], p["settings"]["padding_mode"], p["settings"]["align_corners"])
+            + p["hw"]
+            for p in plans.values()
+            if p["kind"] == "GridSample" and sampler == "custom"
+        }
+    )
+    for cfg in configs:
+        name = "GridSample"
+        if len(configs) > 1:
+            name = f"GridSample_{cfg[0]}_{cfg[1]}_ac{int(cfg[2])}_{cfg[3]}x{cfg[4]}"
+        functions[cfg] = name
+        settings = {"mode": cfg[0], "padding_mode": cfg[1], "align_corners": cfg[2]}
+        function_protos.append(_custom_function(name, settings, (cfg[3], cfg[4]), target))
+
+    new_nodes: list[onnx.NodeProto] = []
+    initializers: list[onnx.TensorProto] = []
+    domains: dict[str, int] = {}
+    by_placeholder = {f"P{i}": i for i in plans}
+    for n in model.graph.node:
+        i = by_placeholder.get(n.op_type) if n.domain == _TMP_DOMAIN else None
+        if i is None:
+            new_nodes.append(n)
+            continue
+        plan = plans[i]
+        g = GraphBuilder(target, prefix=_prefix(n, i), taken=taken)
+        out_name = n.output[0]
+        if plan["kind"] == "AffineGrid":
+            y = _emit_affine_grid(g, n, plan["hw"], plan["align"])
+        else:
+            s = plan["settings"]
+            attrs = {
+                "align_corners": int(s["align_corners"]),
+                "padding_mode": s["padding_mode"],
+            }
+            if sampler == "portable":
+                y = portable.grid_sample(
+                    g, n.input[0], n.input[1], in_hw=plan["hw"], channels=plan["channels"], **s
+                )
+            elif sampler == "native":
+                mode = _MODE_20[s["mode"]] if target >= 20 else s["mode"]
+                y = g.node("GridSample", [n.input[0], n.input[1]], name="y", mode=mode, **attrs)
+                g.nodes[-1].name = n.name or g.nodes[-1].name
+            elif sampler == "ort-contrib":
+                y = g.node(
+                    "GridSample",
+                    [n.input[0], n.input[1]],
+                    name="y",
+                    domain=MS_DOMAIN,
+                    mode=s["mode"],
+                    **attrs,
+                )
+                g.nodes[-1].name = n.name or g.nodes[-1].name
+                domains[MS_DOMAIN] = 1
+            else:  # custom
+                cfg = (s["mode"], s["padding_mode"], s["align_corners"]) + plan["hw"]
+                y = g.node(
+                    functions[cfg],
+                    [n.input[0], n.input[1]],
+                    name="y",
+                    domain=CUSTOM_DOMAIN,
+                    mode=s["mode"],
+                    **attrs,
+                )
+                g.nodes[-1].name = n.name or g.nodes[-1].name
+                domains[CUSTOM_DOMAIN] = 1
+        g.rename(y, out_name)
+        new_nodes.extend(g.nodes)
+        initializers.extend(g.initializers)
+        taken |= g._taken
+
+    # what only fed the rewritten nodes (e.g. AffineGrid's size, Concat(Shape(x), [H, W])) is
+    # dead now: drop it, walking back from their former inputs; nothing else is touched
+    graph_outputs = {o.name for o in model.graph.output}
+    seeds = {v for n in samplers_before for v in n.input if v}
+    while True:
+        used = {v for nd in new_nodes for v in nd.input} | _subgraph_inputs(new_nodes)
+        used |= graph_outputs
+        newly_dead = [
+            nd
+            for nd in new_nodes
+            if set(nd.output) & seeds and not any(o in used for o in nd.output)
+        ]
+        if not newly_dead:
+            break
+        for nd in newly_dead:
+            new_nodes.remove(nd)
+            seeds |= {v for v in nd.input if v}
+    graph_inputs = {i.name for i in model.graph.input}
+    dead = {v for v in seeds if v not in used and v not in graph_inputs}
+    keep_init = [t for t in model.graph.initializer if t.name not in dead]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep_init)
+    del model.graph.node[:]
+    model.graph.node.extend(new_nodes)
+    model.graph.initializer.extend(initializers)
+    # drop the placeholder domain, and com.microsoft when no node uses it any more
+    in_use = _domains_used(new_nodes) | _domains_used(
+        [nd for f in (*model.functions, *function_protos) for nd in f.node]
+    )
+    imports = [
+        o
+        for o in model.opset_import
+        if o.domain != _TMP_DOMAIN
+        and not (o.domain == MS_DOMAIN and MS_DOMAIN not in in_use and MS_DOMAIN not in domains)
+    ]
+    del model.opset_import[:]
+    model.opset_import.extend(imports)
+    existing = {o.domain for o in model.opset_import}
+    for dom, ver in sorted(domains.items()):
+        if dom not in existing:
+            model.opset_import.append(helper.make_opsetid(dom, ver))
+    model.functions.extend(function_protos)
+    # the stale value_info of the rewritten outputs may carry old types; drop only entries of
+    # names that no longer exist
+    live = _all_names(model)
+    keep = [v for v in model.graph.value_info if v.name in live]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(keep)
+
+    if inline and function_protos:
+        from onnx import inliner
+
+        model = inliner.inline_local_functions(model)
+        del model.functions[:]
+        imports = [o for o in model.opset_import if o.domain != CUSTOM_DOMAIN]
+        del model.opset_import[:]
+        model.opset_import.extend(imports)
+
+    need_ir = helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    if model.functions:
+        need_ir = max(need_ir, 8)
+    model.ir_version = max(int(model.ir_version), need_ir)
+    lowering = "custom-inline" if (sampler == "custom" and inline) else sampler
+    from stn_deploy import __version__
+
+    write_metadata(model, {"lowering": lowering, "opset": str(target), "version": __version__})
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:  # noqa: BLE001
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StnDeployError(f"the lowered model fails onnx.checker: {msg}") from None
+    summary = {
+        "sampler": sampler,
+        "lowering": lowering,
+        "rewritten": dict(sorted(counts.items())),
+        "nodes_rewritten": sum(counts.values()),
+        "functions": [f.name for f in function_protos] if not inline else [],
+        "opset_before": src_opset,
+        "opset_after": target,
+    }
+    return model, summary
+
+
+def load_model(path: str | os.PathLike) -> onnx.ModelProto:
+    """Read and check an ONNX file, or raise a one-line :class:`StnDeployError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise StnDeployError(f"no such ONNX file: {path}")
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as exc:  # noqa: BLE001 - DecodeError, ValidationError, ...
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StnDeployError(f"{path} is not a valid ONNX model: {msg[:200]}") from None
+    if not model.graph.node and not model.graph.output:
+        raise StnDeployError(f"{path} is not a valid ONNX model: empty graph")
+    return model
+
+
+def lower_file(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    sampler: str,
+    *,
+    opset: int | None = None,
+    inline: bool = False,
+) -> dict[str, Any]:
+    """Lower the ONNX file ``src`` into ``dst`` (written atomically); returns a summary dict:
+    ``rewritten`` (count per op type), ``nodes_rewritten``, ``opset_before``, ``opset_after``,
+    ``lowering``, ``src``, ``dst``."""
+    from stn_deploy.io.atomic import write_bytes_atomic
+
+    if sampler not in SAMPLERS:
+        raise StnDeployError(f"unknown sampler {sampler!r}: expected one of {', '.join(SAMPLERS)}")
+    model = load_model(src)
+    lowered, summary = _lower(model, sampler, opset=opset, inline=inline)
+    data = lowered.SerializeToString(deterministic=True)
+    write_bytes_atomic(dst, data)
+    summary.update({"src": str(src), "dst": str(dst), "bytes": len(data)})
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The one-line summary the CLI prints."""
+    kinds = ", ".join(f"{k} {v}" for k, v in summary["rewritten"].items())
+    n = summary["nodes_rewritten"]
+    return (
+        f"{summary['src']} -> {summary['dst']}: {n} node{'s' if n != 1 else ''} rewritten"
+        f"{f' ({kinds})' if kinds else ''} as {summary['lowering']}, "
+        f"opset {summary['opset_before']} -> {summary['opset_after']}"
+    )
