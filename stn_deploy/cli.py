@@ -15,6 +15,7 @@ import click
 from stn_deploy import __version__
 from stn_deploy.data.distortions import CANVAS
 from stn_deploy.errors import StnDeployError
+from stn_deploy.export.targets import TARGETS as TARGET_NAMES
 from stn_deploy.train_options import DEFAULT_EPOCHS, OPTIMIZERS, SCHEDULES, TrainOptions
 
 _D = TrainOptions()  # the CLI's defaults are the API's
@@ -400,6 +401,92 @@ def evaluate_cmd(
             f"{result['model']} on {result['distortion'].upper()} test set (seed {result['seed']}, "
             f"{result['images']} images): error {result['test_error']:.2f}%, loss {result['test_loss']:.4f}"
         )
+
+
+# --------------------------------------------------------------------------- export
+@main.command("export")
+@with_model_source
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="NAME.onnx, or a directory for <model>-<sampler>.onnx; NAME.io.npz goes beside it.",
+)
+@click.option(
+    "--target",
+    type=click.Choice(list(TARGET_NAMES)),
+    default="ort-cpu",
+    show_default=True,
+    help="Runtime the file is for: picks opset and lowering (README table).",
+)
+@click.option(
+    "--sampler",
+    type=click.Choice(["native", "portable", "custom", "ort-contrib"]),
+    default=None,
+    help="Grid-sample lowering [default: the target's].",
+)
+@click.option(
+    "--opset", type=click.IntRange(11, None), default=None, help="Override the target's opset."
+)
+@click.option(
+    "--inline", is_flag=True, help="With --sampler custom: write the function bodies in place."
+)
+@click.option("--expose-stn", is_flag=True, help="Add theta and the rectified image as outputs.")
+@click.option(
+    "--static-batch", is_flag=True, help="Fix the batch dimension to 1 (default: dynamic)."
+)
+@click.option(
+    "--golden-count",
+    type=click.IntRange(1, 4096),
+    default=8,
+    show_default=True,
+    help="Inputs in the golden bundle.",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of random golden inputs."
+)
+def export_cmd(
+    model,
+    checkpoint,
+    input_shape,
+    out,
+    target,
+    sampler,
+    opset,
+    inline,
+    expose_stn,
+    static_batch,
+    golden_count,
+    seed,
+) -> None:
+    """Export a model to ONNX with stn-deploy's grid-sample lowering and a golden I/O bundle.
+
+    MODEL is a checkpoint file, a zoo name with --checkpoint, or a module:callable factory
+    with --input-shape.
+
+    Example: stn-deploy export runs/rts/checkpoint.pt --target tensorrt --out exported/
+    """
+    from stn_deploy.export.exporter import export_model
+    from stn_deploy.models.loading import load_model
+
+    loaded = load_model(model, checkpoint=checkpoint, input_shape=input_shape)
+    s = export_model(
+        loaded,
+        out,
+        target=target,
+        sampler=sampler,
+        opset=opset,
+        inline=inline,
+        expose_stn=expose_stn,
+        dynamic_batch=not static_batch,
+        golden_count=golden_count,
+        seed=seed,
+    )
+    click.echo(
+        f"wrote {s['path']} ({s['sampler']}, opset {s['opset']}, {s['nodes']} nodes, "
+        f"{s['bytes']:,} bytes) and {s['golden']} ({s['golden_source']})"
+    )
 
 
 # --------------------------------------------------------------------------- inspect

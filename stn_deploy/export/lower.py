@@ -406,6 +406,7 @@ def _lower(
 
     # 1. read every sampler node and replace it by a placeholder in a private domain
     plans: dict[int, dict[str, Any]] = {}
+    sampled: dict[str, tuple[tuple[int, int] | None, int | None]] = {}  # output -> (H, W), C
     counts: Counter[str] = Counter()
     for i, n in samplers:
         label = _label(n, i)
@@ -447,6 +448,9 @@ def _lower(
             hw = None
             if xshape is not None and xshape[2] and xshape[3]:
                 hw = (int(xshape[2]), int(xshape[3]))
+            elif n.input[0] in sampled:  # no shape inference through a contrib GridSample:
+                hw, c_in = sampled[n.input[0]]  # an earlier sampler's output is its grid's H, W
+                xshape = [None, c_in, *(hw or (None, None))]
             if sampler in ("portable", "custom") and hw is None:
                 raise StnDeployError(
                     f"{label}: the height and width of its input {n.input[0]!r} are not static "
@@ -454,6 +458,9 @@ def _lower(
                 )
             channels = int(xshape[1]) if xshape is not None and xshape[1] else None
             plans[i] = {"kind": "GridSample", "settings": settings, "hw": hw, "channels": channels}
+            gshape = shapes.get(n.input[1])
+            out_hw = (int(gshape[1]), int(gshape[2])) if gshape and all(gshape[1:3]) else None
+            sampled[n.output[0]] = (out_hw, channels)
         counts[n.op_type] += 1
         placeholder = helper.make_node(
             f"P{i}", list(n.input), list(n.output), name=n.name, domain=_TMP_DOMAIN

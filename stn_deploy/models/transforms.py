@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -135,11 +136,6 @@ class ProjectiveTransform(Transform):
         return (pts[..., :2] / denom).view(-1, h, w, 2)
 
 
-def _tps_kernel(r2: Tensor) -> Tensor:
-    """Thin-plate radial basis U(r) = r^2 log r^2, with U(0) = 0."""
-    return torch.where(r2 > 0, r2 * torch.log(r2.clamp_min(1e-12)), torch.zeros_like(r2))
-
-
 class TPSTransform(Transform):
     """Thin-plate spline with K = rows x cols control points on a regular grid in [-1, 1].
 
@@ -178,28 +174,38 @@ class TPSTransform(Transform):
         return self._ctrl.to(torch.float32).reshape(-1)
 
     def kernel_matrix(self, h: int, w: int, align_corners: bool) -> Tensor:
-        """``(H*W, K)`` float64 matrix M with grid = M @ control_point_positions."""
-        key = (h, w, align_corners)
+        """``(H*W, K)`` float64 matrix M with grid = M @ control_point_positions.
+
+        Computed in numpy, so it is a constant to torch's tracer and exporters.
+        """
+        key = (int(h), int(w), bool(align_corners))
         if key not in self._cache:
-            c = self._ctrl
+            c = self._ctrl.numpy()
             k = c.shape[0]
-            d2 = ((c[:, None, :] - c[None, :, :]) ** 2).sum(-1)
-            p = torch.cat([torch.ones(k, 1, dtype=torch.float64), c], dim=1)  # (K, 3)
-            big = torch.zeros(k + 3, k + 3, dtype=torch.float64)
-            big[:k, :k] = _tps_kernel(d2)
+
+            def u(r2: np.ndarray) -> np.ndarray:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    return np.where(r2 > 0, r2 * np.log(np.maximum(r2, 1e-300)), 0.0)
+
+            p = np.concatenate([np.ones((k, 1)), c], axis=1)  # (K, 3)
+            big = np.zeros((k + 3, k + 3))
+            big[:k, :k] = u(((c[:, None, :] - c[None, :, :]) ** 2).sum(-1))
             big[:k, k:] = p
             big[k:, :k] = p.T
-            inv = torch.linalg.inv(big)[:, :k]  # (K+3, K): weights from target positions
-            g = base_grid(h, w, align_corners, dtype=torch.float64)[:, :2]  # (HW, 2)
-            u = _tps_kernel(((g[:, None, :] - c[None, :, :]) ** 2).sum(-1))  # (HW, K)
-            a = torch.cat([u, torch.ones(g.shape[0], 1, dtype=torch.float64), g], dim=1)
-            self._cache[key] = a @ inv  # (HW, K)
+            inv = np.linalg.inv(big)[:, :k]  # (K+3, K): weights from target positions
+            g = base_grid(*key[:2], key[2], dtype=torch.float64)[:, :2].numpy()  # (HW, 2)
+            a = np.concatenate(
+                [u(((g[:, None, :] - c[None, :, :]) ** 2).sum(-1)), np.ones((len(g), 1)), g], axis=1
+            )
+            self._cache[key] = torch.from_numpy(a @ inv)  # (HW, K)
         return self._cache[key]
 
     def grid(self, theta: Tensor, size, align_corners: bool) -> Tensor:
         self._check(theta)
         _, _, h, w = size
-        m = self.kernel_matrix(h, w, align_corners).to(dtype=theta.dtype, device=theta.device)
+        m = self.kernel_matrix(int(h), int(w), align_corners).to(
+            dtype=theta.dtype, device=theta.device
+        )
         pts = theta.view(theta.shape[0], -1, 2)  # (N, K, 2)
         return torch.matmul(m, pts).view(-1, h, w, 2)
 

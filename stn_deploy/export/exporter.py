@@ -1,0 +1,267 @@
+"""``stn-deploy export``: a torch model -> ``NAME.onnx`` with our grid-sample lowering + ``NAME.io.npz``.
+
+How the exporter owns the lowering (torch's TorchScript exporter, ``dynamo=False``):
+
+1. ``F.affine_grid`` is replaced, for the duration of the trace, by one MatMul of θ against a
+   constant ``(H*W, 3)`` base grid (the projective and TPS transforms are MatMuls already), so
+   no AffineGrid (opset 20, CPU-only in ORT) and no broadcast Mul+ReduceSum (the dynamo
+   exporter's form) reach the file. A user's own module calling ``F.affine_grid`` gets the same.
+2. ``aten::grid_sampler`` is exported at any opset >= 11 as a ``com.microsoft::GridSample``
+   placeholder carrying mode, padding_mode and align_corners.
+3. :func:`stn_deploy.export.lower.lower_model` rewrites every placeholder into the chosen form
+   (native / portable / custom / ort-contrib), the same code ``stn-deploy lower`` runs.
+
+Then metadata, ``onnx.checker`` (full) and strict shape inference, an atomic write, and the
+golden bundle beside the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import stn_deploy
+from stn_deploy.errors import StnDeployError
+from stn_deploy.export.golden import bundle_path, file_sha256, write_bundle
+from stn_deploy.export.lower import lower_model
+from stn_deploy.export.metadata import write_metadata
+from stn_deploy.export.targets import get_target
+from stn_deploy.io.atomic import atomic_path
+from stn_deploy.models.loading import LoadedModel
+from stn_deploy.models.stn import SpatialTransformer
+from stn_deploy.models.transforms import base_grid
+
+_MODES = {0: "bilinear", 1: "nearest", 2: "bicubic"}
+_PADDINGS = {0: "zeros", 1: "border", 2: "reflection"}
+_registered = False
+
+
+def _grid_sampler_symbolic(g, x, grid, mode, padding, align_corners):
+    from torch.onnx import symbolic_helper as sh
+
+    out = g.op(
+        "com.microsoft::GridSample",
+        x,
+        grid,
+        mode_s=_MODES[sh._maybe_get_const(mode, "i")],
+        padding_mode_s=_PADDINGS[sh._maybe_get_const(padding, "i")],
+        align_corners_i=int(sh._maybe_get_const(align_corners, "b")),
+    )
+    xs, gs = sh._get_tensor_sizes(x), sh._get_tensor_sizes(grid)
+    if xs and gs and len(xs) == 4 and len(gs) == 4:  # (N, C, H_out, W_out): keeps shapes known
+        out.setType(x.type().with_sizes([xs[0], xs[1], gs[1], gs[2]]))
+    return out
+
+
+def _register_symbolics() -> None:
+    global _registered
+    if not _registered:
+        from torch.onnx import register_custom_op_symbolic
+
+        for opset in range(11, 21):
+            register_custom_op_symbolic("aten::grid_sampler", _grid_sampler_symbolic, opset)
+        _registered = True
+
+
+def matmul_affine_grid(
+    theta: torch.Tensor, size, align_corners: bool | None = None
+) -> torch.Tensor:
+    """``F.affine_grid`` as one MatMul against a constant base grid: ``(N, 2, 3)`` -> ``(N, H, W, 2)``."""
+    if len(size) != 4:
+        raise StnDeployError(f"only 2-D affine grids can be exported, got size {list(size)}")
+    h, w = int(size[-2]), int(size[-1])
+    base = base_grid(h, w, bool(align_corners), dtype=theta.dtype, device=theta.device)
+    return torch.matmul(base, theta.transpose(1, 2)).reshape(-1, h, w, 2)
+
+
+@contextlib.contextmanager
+def _lowered_grid_generators():
+    original = F.affine_grid
+    F.affine_grid = matmul_affine_grid
+    try:
+        yield
+    finally:
+        F.affine_grid = original
+
+
+class _ExposeSTN(nn.Module):
+    """Outputs (log_probs, theta, rectified) of a classifier with a single SpatialTransformer."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        rect, theta = self.model.stn.forward_with_theta(x)
+        return self.model.classify(rect), theta, rect
+
+
+def golden_inputs(loaded: LoadedModel, count: int, seed: int) -> tuple[np.ndarray, str]:
+    """``(count, C, H, W)`` normalised inputs: real distorted MNIST test images when the cache
+    holds MNIST and the model was trained on it, else seeded uniform noise."""
+    shape = tuple(loaded.config.input_shape)
+    trained = loaded.config.extra.get("trained_on", {})
+    norm = loaded.config.normalization
+    mean = np.asarray(norm["mean"], np.float32).reshape(-1, 1, 1)
+    std = np.asarray(norm["std"], np.float32).reshape(-1, 1, 1)
+    kind = trained.get("distortion")
+    pixels, source = None, f"seeded uniform noise (seed {seed})"
+    if kind and shape[0] == 1:
+        from stn_deploy.data import CANVAS, load_mnist, make_split
+
+        if CANVAS.get(kind) == shape[1] == shape[2]:
+            try:
+                data = load_mnist()
+            except StnDeployError:
+                data = None
+            if data is not None:
+                tseed = trained.get("seed", 0)
+                pixels, _ = make_split(
+                    data.test_images[:count], data.test_labels[:count], kind, tseed, split="test"
+                )
+                source = (
+                    f"the first {count} MNIST test images, {kind.upper()}-distorted (seed {tseed})"
+                )
+    if pixels is None:
+        pixels = np.random.default_rng(seed).random((count, *shape), dtype=np.float32)
+    return ((pixels - mean) / std).astype(np.float32), source
+
+
+def default_name(loaded: LoadedModel, sampler: str) -> str:
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", loaded.config.arch.split(":")[-1]).strip("-") or "model"
+    return f"{base}-{sampler}"
+
+
+def export_model(
+    loaded: LoadedModel,
+    out: str | Path,
+    *,
+    target: str = "ort-cpu",
+    sampler: str | None = None,
+    opset: int | None = None,
+    inline: bool = False,
+    expose_stn: bool = False,
+    dynamic_batch: bool = True,
+    golden_count: int = 8,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Export ``loaded`` to ``out`` (a ``.onnx`` file, or a directory for ``NAME.onnx``).
+
+    Returns a summary: paths, target, sampler, opset, node count, golden input source.
+    """
+    profile = get_target(target)
+    sampler = sampler or profile.sampler
+    opset = opset or (max(profile.opset, 16) if sampler == "native" else profile.opset)
+    inline = inline or (profile.inline and sampler == "custom")
+    if opset < 11:
+        raise StnDeployError(f"--opset must be at least 11, got {opset}")
+    if sampler == "native" and opset < 16:
+        raise StnDeployError(
+            f"native GridSample needs opset 16 or newer, got {opset}: use --sampler portable"
+        )
+    if golden_count < 1:
+        raise StnDeployError(f"--golden-count must be at least 1, got {golden_count}")
+    out = Path(out)
+    path = out if out.suffix == ".onnx" else out / f"{default_name(loaded, sampler)}.onnx"
+    model = loaded.model.eval()
+    if expose_stn:
+        if not isinstance(getattr(model, "stn", None), SpatialTransformer):
+            raise StnDeployError(
+                "--expose-stn needs a model with one SpatialTransformer (model.stn)"
+            )
+        model = _ExposeSTN(model).eval()
+    names = ["log_probs", "theta", "rectified"] if expose_stn else ["log_probs"]
+    shape = tuple(loaded.config.input_shape)
+
+    _register_symbolics()
+    buf = io.BytesIO()
+    axes = {n: {0: "N"} for n in ["image", *names]} if dynamic_batch else None
+    try:
+        with _lowered_grid_generators(), warnings.catch_warnings(), torch.inference_mode(False):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                (torch.zeros(1, *shape),),
+                buf,
+                opset_version=opset,
+                dynamo=False,
+                input_names=["image"],
+                output_names=names,
+                dynamic_axes=axes,
+                do_constant_folding=True,
+            )
+    except StnDeployError:
+        raise
+    except Exception as exc:  # the exporter's own errors: one line naming the op
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StnDeployError(f"torch.onnx.export failed at opset {opset}: {msg[:300]}") from None
+    onnx_model = lower_model(onnx.load_from_string(buf.getvalue()), sampler, inline=inline)
+    lowering = "custom-inline" if sampler == "custom" and inline else sampler
+    transform = getattr(getattr(loaded.model, "stn", None), "transform", None)
+    norm = loaded.config.normalization
+    write_metadata(
+        onnx_model,
+        {
+            "version": stn_deploy.__version__,
+            "torch_version": torch.__version__,
+            "model": loaded.config.arch,
+            "transform": transform.name
+            if transform is not None
+            else ("none" if hasattr(loaded.model, "stn") else "unknown"),
+            "lowering": lowering,
+            "target": target,
+            "opset": str(opset),
+            "input_layout": f"image: NCHW float32 {list(shape)}, pixels in 0..1 then (x - mean) / std",
+            "normalization_mean": norm["mean"],
+            "normalization_std": norm["std"],
+            "class_labels": loaded.config.class_labels,
+        },
+    )
+    onnx_model.producer_name, onnx_model.producer_version = "stn-deploy", stn_deploy.__version__
+    onnx_model.doc_string = ""
+    try:
+        onnx.checker.check_model(onnx_model, full_check=True)
+        onnx.shape_inference.infer_shapes(onnx_model, strict_mode=True)
+    except Exception as exc:
+        raise StnDeployError(
+            f"the exported model fails onnx.checker: {str(exc).splitlines()[0][:300]}"
+        ) from None
+
+    x, source = golden_inputs(loaded, golden_count, seed)
+    with torch.inference_mode():
+        outs = model(torch.from_numpy(x))
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    data = onnx_model.SerializeToString()
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+        golden = bundle_path(path)
+        write_bundle(
+            golden,
+            {"image": x},
+            {n: o.detach().numpy() for n, o in zip(names, outs, strict=True)},
+            {"model_sha256": file_sha256(tmp), "model": path.name, "source": source, "seed": seed},
+        )
+    nodes = len(onnx_model.graph.node)
+    return {
+        "path": str(path),
+        "golden": str(bundle_path(path)),
+        "target": target,
+        "sampler": lowering,
+        "opset": opset,
+        "nodes": nodes,
+        "bytes": len(data),
+        "golden_source": source,
+        "outputs": names,
+        "metadata": json.loads(json.dumps({p.key: p.value for p in onnx_model.metadata_props})),
+    }

@@ -1,0 +1,64 @@
+"""Target profiles: the opset and grid-sample lowering known to work on each runtime (no torch).
+
+Each profile's reason is what ../shared/BASELINES.md measured or upstream issues report.
+``stn-deploy export --target T`` uses the profile; ``--sampler`` and ``--opset`` override it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stn_deploy.errors import StnDeployError
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    opset: int
+    sampler: str
+    inline: bool
+    why: str
+
+
+TARGETS: dict[str, Target] = {
+    t.name: t
+    for t in [
+        Target("ort-cpu", 17, "native", False, "ONNX Runtime has GridSample from opset 16"),
+        Target(
+            "ort-cuda",
+            17,
+            "native",
+            False,
+            "CUDA GridSample kernel from opset 16; AffineGrid (CPU only) is lowered to MatMul",
+        ),
+        Target(
+            "tensorrt",
+            17,
+            "native",
+            False,
+            "opset 16-19 'bilinear' is exact; an opset-20 'linear' GridSample is imported as nearest without an error (TensorRT#4646)",
+        ),
+        Target(
+            "openvino",
+            16,
+            "native",
+            False,
+            "opset-20 GridSample import was broken until May 2026; OpenVINO does not expand local functions",
+        ),
+        Target(
+            "tflite",
+            11,
+            "portable",
+            False,
+            "TFLite converters have no GridSample: standard opset-11 ops",
+        ),
+        Target("ncnn", 11, "portable", False, "onnx2ncnn has no GridSample: standard opset-11 ops"),
+        Target("generic", 11, "portable", False, "any runtime that reads standard opset-11 ONNX"),
+    ]
+}
+
+
+def get_target(name: str) -> Target:
+    if name not in TARGETS:
+        raise StnDeployError(f"unknown target {name!r}: expected one of {', '.join(TARGETS)}")
+    return TARGETS[name]

@@ -1,0 +1,212 @@
+"""stn-deploy export: every lowering x zoo family at parity with torch on ORT CPU, metadata,
+golden bundles, determinism, user modules with F.affine_grid, and the error paths."""
+
+import textwrap
+from collections import Counter
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from click.testing import CliRunner
+
+from stn_deploy.cli import main
+from stn_deploy.errors import StnDeployError
+from stn_deploy.export.exporter import export_model
+from stn_deploy.export.golden import check_bundle_matches, read_bundle
+from stn_deploy.export.metadata import KEYS, stn_metadata
+from stn_deploy.models import build_model, load_factory, load_model, save_checkpoint, zoo_config
+
+SAMPLERS = [
+    ("native", 17, False),
+    ("portable", 11, False),
+    ("custom", 13, False),
+    ("custom", 13, True),
+    ("ort-contrib", 11, False),
+]
+
+
+def _loaded(tmp_path, name, **args):
+    torch.manual_seed(0)
+    config = zoo_config(name, normalization={"mean": [0.1307], "std": [0.3081]}, in_size=42, **args)
+    model = build_model(name, **config.args)
+    with torch.no_grad():  # move every STN away from the identity so the sampler really warps
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    path = save_checkpoint(tmp_path / f"{name}.pt", model, config)
+    return load_model(str(path))
+
+
+def _run(path, x):
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"image": x})
+
+
+@pytest.mark.parametrize("sampler,opset,inline", SAMPLERS, ids=lambda v: str(v))
+@pytest.mark.parametrize(
+    "name,args",
+    [
+        ("mnist-affine", {}),
+        ("mnist-tps", {"mode": "bicubic", "padding_mode": "border"}),
+        ("mnist-projective", {"mode": "nearest", "align_corners": True}),
+        ("mnist-attention", {"padding_mode": "reflection"}),
+        ("mnist-affine-series", {}),
+        ("mnist-affine-parallel", {}),
+    ],
+)
+def test_parity_with_torch_for_every_lowering(tmp_path, name, args, sampler, opset, inline):
+    loaded = _loaded(tmp_path, name, **args)
+    s = export_model(
+        loaded, tmp_path / "m.onnx", sampler=sampler, opset=opset, inline=inline, target="generic"
+    )
+    model = onnx.load(s["path"])
+    ops = Counter((n.domain, n.op_type) for n in model.graph.node)
+    assert ("", "AffineGrid") not in ops
+    assert (("", "GridSample") in ops) == (sampler == "native")
+    assert (("com.microsoft", "GridSample") in ops) == (sampler == "ort-contrib")
+    assert (("stn_deploy", "GridSample") in ops) == (sampler == "custom" and not inline)
+    assert bool(model.functions) == (sampler == "custom" and not inline)
+    assert {i.domain or "": i.version for i in model.opset_import}[""] == opset
+    x = np.random.default_rng(1).standard_normal((5, 1, 42, 42)).astype(np.float32)
+    with torch.inference_mode():
+        ref = loaded.model(torch.from_numpy(x)).numpy()
+    (got,) = _run(s["path"], x)  # batch 5 though traced with 1: dynamic batch
+    # log-probabilities: 1e-4 absolute covers float32 reordering in the convolutions; a wrong tap,
+    # weight or padding rule moves them by 1e-2 or more
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+    golden = read_bundle(s["golden"])
+    check_bundle_matches(golden, s["path"])
+    (g_out,) = _run(s["path"], golden.inputs["image"])
+    np.testing.assert_allclose(g_out, golden.outputs["log_probs"], atol=1e-4, rtol=0)
+
+
+def test_metadata_determinism_and_golden(tmp_path):
+    loaded = _loaded(tmp_path, "mnist-affine")
+    a = export_model(loaded, tmp_path / "a" / "m.onnx", target="tensorrt")
+    b = export_model(loaded, tmp_path / "b" / "m.onnx", target="tensorrt")
+    assert open(a["path"], "rb").read() == open(b["path"], "rb").read()
+    assert open(a["golden"], "rb").read() == open(b["golden"], "rb").read()
+    meta = stn_metadata(onnx.load(a["path"]))
+    assert set(KEYS) <= set(meta)
+    assert (meta["lowering"], meta["opset"], meta["target"], meta["transform"]) == (
+        "native",
+        "17",
+        "tensorrt",
+        "affine",
+    )
+    assert meta["normalization_mean"] == "[0.1307]"
+    model = onnx.load(a["path"])
+    onnx.checker.check_model(model, full_check=True)
+    gs = [n for n in model.graph.node if n.op_type == "GridSample"]
+    assert [a.s for n in gs for a in n.attribute if a.name == "mode"] == [
+        b"bilinear"
+    ]  # not 'linear'
+
+
+def test_default_name_and_directory_output(tmp_path):
+    s = export_model(_loaded(tmp_path, "mnist-tps"), tmp_path / "out", target="generic")
+    assert s["path"].endswith("out/mnist-tps-portable.onnx") and s["golden"].endswith(
+        "mnist-tps-portable.io.npz"
+    )
+
+
+def test_expose_stn_and_static_batch(tmp_path):
+    loaded = _loaded(tmp_path, "mnist-affine")
+    s = export_model(
+        loaded, tmp_path / "e.onnx", expose_stn=True, dynamic_batch=False, sampler="portable"
+    )
+    model = onnx.load(s["path"])
+    assert [o.name for o in model.graph.output] == ["log_probs", "theta", "rectified"]
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
+    x = np.random.default_rng(0).standard_normal((1, 1, 42, 42)).astype(np.float32)
+    lp, theta, rect = _run(s["path"], x)
+    with torch.inference_mode():
+        r, t = loaded.model.stn.forward_with_theta(torch.from_numpy(x))
+    np.testing.assert_allclose(theta, t.numpy(), atol=1e-5)
+    np.testing.assert_allclose(rect, r.numpy(), atol=1e-5)
+    assert rect.shape == (1, 1, 28, 28)
+
+
+USER_STN = textwrap.dedent(
+    """
+    import torch
+    import torch.nn.functional as F
+
+    class UserSTN(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.loc = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 24 * 20, 6))
+            with torch.no_grad():
+                self.loc[1].weight.mul_(0.01)
+                self.loc[1].bias.copy_(torch.tensor([0.8, 0.3, 0.1, -0.3, 0.9, 0.0]))
+            self.head = torch.nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            theta = self.loc(x).view(-1, 2, 3)
+            grid = torch.nn.functional.affine_grid(theta, [x.shape[0], 3, 16, 12], align_corners=True)
+            return self.head(F.grid_sample(x, grid, mode="bicubic", padding_mode="reflection", align_corners=True))
+
+    def make():
+        return UserSTN()
+    """
+)
+
+
+@pytest.mark.parametrize("sampler,opset", [("native", 16), ("portable", 11)])
+def test_user_module_with_affine_grid(tmp_path, monkeypatch, sampler, opset):
+    (tmp_path / "user_stn.py").write_text(USER_STN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    loaded = load_factory("user_stn:make", "3,24,20")
+    s = export_model(loaded, tmp_path / "u.onnx", sampler=sampler, opset=opset, target="generic")
+    ops = Counter(n.op_type for n in onnx.load(s["path"]).graph.node)
+    assert "AffineGrid" not in ops and "MatMul" in ops
+    x = np.random.default_rng(0).random((3, 3, 24, 20), dtype=np.float32)
+    with torch.inference_mode():
+        ref = loaded.model(torch.from_numpy(x)).numpy()
+    (got,) = _run(s["path"], x)
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+    assert read_bundle(s["golden"]).meta["source"].startswith("seeded uniform noise")
+
+
+def test_export_errors_leave_nothing(tmp_path):
+    loaded = _loaded(tmp_path, "mnist-affine")
+    with pytest.raises(StnDeployError, match="needs opset 16"):
+        export_model(loaded, tmp_path / "n.onnx", sampler="native", opset=11)
+    cnn = _loaded(tmp_path, "mnist-cnn")
+    with pytest.raises(StnDeployError, match="--expose-stn needs"):
+        export_model(cnn, tmp_path / "c.onnx", expose_stn=True)
+    with pytest.raises(StnDeployError, match="unknown target"):
+        export_model(loaded, tmp_path / "t.onnx", target="coreml")
+    assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob("*.npz"))
+
+
+def test_cli_export_and_inspect(tmp_path):
+    loaded_ck = _loaded(tmp_path, "mnist-affine").source
+    r = CliRunner().invoke(
+        main, ["export", loaded_ck, "--target", "openvino", "--out", str(tmp_path / "x")]
+    )
+    assert r.exit_code == 0, r.output
+    assert "native, opset 16" in r.output
+    r = CliRunner().invoke(
+        main, ["inspect", str(tmp_path / "x" / "mnist-affine-native.onnx"), "--json"]
+    )
+    assert r.exit_code == 0 and '"lowering": "native"' in r.output
+    r = CliRunner().invoke(
+        main,
+        [
+            "export",
+            loaded_ck,
+            "--sampler",
+            "native",
+            "--opset",
+            "11",
+            "--out",
+            str(tmp_path / "y.onnx"),
+        ],
+    )
+    assert r.exit_code == 1 and r.output.startswith("Error: ") and "opset 16" in r.output
+    assert not (tmp_path / "y.onnx").exists()
+    r = CliRunner().invoke(main, ["export", "no_such_mod:make", "--out", str(tmp_path / "z.onnx")])
+    assert r.exit_code == 1 and "input shape" in r.output
