@@ -210,3 +210,31 @@ def test_cli_export_and_inspect(tmp_path):
     assert not (tmp_path / "y.onnx").exists()
     r = CliRunner().invoke(main, ["export", "no_such_mod:make", "--out", str(tmp_path / "z.onnx")])
     assert r.exit_code == 1 and "input shape" in r.output
+
+
+def test_export_leaves_torch_onnx_export_stock(tmp_path):
+    import io
+
+    import torch.nn.functional as F
+
+    export_model(_loaded(tmp_path, "mnist-affine"), tmp_path / "m.onnx", sampler="portable")
+    assert F.affine_grid.__module__ == "torch.nn.functional"
+
+    class Warp(torch.nn.Module):
+        def forward(self, x, grid):
+            return F.grid_sample(x, grid, align_corners=False)
+
+    buf = io.BytesIO()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            Warp(),
+            (torch.rand(1, 1, 4, 4), torch.rand(1, 4, 4, 2)),
+            buf,
+            opset_version=16,
+            dynamo=False,
+        )
+    ops = {(n.domain, n.op_type) for n in onnx.load_from_string(buf.getvalue()).graph.node}
+    assert ("", "GridSample") in ops and ("com.microsoft", "GridSample") not in ops

@@ -44,7 +44,6 @@ from stn_deploy.models.transforms import base_grid
 
 _MODES = {0: "bilinear", 1: "nearest", 2: "bicubic"}
 _PADDINGS = {0: "zeros", 1: "border", 2: "reflection"}
-_registered = False
 
 
 def _grid_sampler_symbolic(g, x, grid, mode, padding, align_corners):
@@ -64,16 +63,6 @@ def _grid_sampler_symbolic(g, x, grid, mode, padding, align_corners):
     return out
 
 
-def _register_symbolics() -> None:
-    global _registered
-    if not _registered:
-        from torch.onnx import register_custom_op_symbolic
-
-        for opset in range(11, 21):
-            register_custom_op_symbolic("aten::grid_sampler", _grid_sampler_symbolic, opset)
-        _registered = True
-
-
 def matmul_affine_grid(
     theta: torch.Tensor, size, align_corners: bool | None = None
 ) -> torch.Tensor:
@@ -85,14 +74,28 @@ def matmul_affine_grid(
     return torch.matmul(base, theta.transpose(1, 2)).reshape(-1, h, w, 2)
 
 
+_OPSETS = range(11, 21)
+
+
 @contextlib.contextmanager
 def _lowered_grid_generators():
+    """For one export only: F.affine_grid as a MatMul, aten::grid_sampler as the placeholder.
+
+    Both are restored afterwards, so the user's own later ``torch.onnx.export`` calls behave
+    as stock.
+    """
+    from torch.onnx import register_custom_op_symbolic, unregister_custom_op_symbolic
+
     original = F.affine_grid
     F.affine_grid = matmul_affine_grid
+    for opset in _OPSETS:
+        register_custom_op_symbolic("aten::grid_sampler", _grid_sampler_symbolic, opset)
     try:
         yield
     finally:
         F.affine_grid = original
+        for opset in _OPSETS:
+            unregister_custom_op_symbolic("aten::grid_sampler", opset)
 
 
 class _ExposeSTN(nn.Module):
@@ -184,7 +187,6 @@ def export_model(
     names = ["log_probs", "theta", "rectified"] if expose_stn else ["log_probs"]
     shape = tuple(loaded.config.input_shape)
 
-    _register_symbolics()
     buf = io.BytesIO()
     axes = {n: {0: "N"} for n in ["image", *names]} if dynamic_batch else None
     try:
