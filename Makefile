@@ -25,6 +25,8 @@ run: setup
 	$(CLI) data fetch
 	$(CLI) train --model mnist-affine --distortion rts --epochs 5 --out $(OUT) --force
 	$(CLI) evaluate $(OUT)/checkpoint.pt
+	$(CLI) export $(OUT)/checkpoint.pt --target ort-cpu --out $(OUT)/mnist-affine.onnx
+	$(CLI) inspect $(OUT)/mnist-affine.onnx
 
 test: setup
 	$(PY) -m pytest -n 2 -q
