@@ -483,6 +483,8 @@ def export_cmd(
         golden_count=golden_count,
         seed=seed,
     )
+    if s["samplers"] == 0:
+        click.echo("note: the model has no grid sampler (no grid_sample): exported as plain ONNX")
     click.echo(
         f"wrote {s['path']} ({s['sampler']}, opset {s['opset']}, {s['nodes']} nodes, "
         f"{s['bytes']:,} bytes) and {s['golden']} ({s['golden_source']})"

@@ -83,6 +83,7 @@ def test_parity_with_torch_for_every_lowering(tmp_path, name, args, sampler, ops
 
 def test_metadata_determinism_and_golden(tmp_path):
     loaded = _loaded(tmp_path, "mnist-affine")
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
     a = export_model(loaded, tmp_path / "a" / "m.onnx", target="tensorrt")
     b = export_model(loaded, tmp_path / "b" / "m.onnx", target="tensorrt")
     assert open(a["path"], "rb").read() == open(b["path"], "rb").read()
@@ -105,6 +106,7 @@ def test_metadata_determinism_and_golden(tmp_path):
 
 
 def test_default_name_and_directory_output(tmp_path):
+    (tmp_path / "out").mkdir()
     s = export_model(_loaded(tmp_path, "mnist-tps"), tmp_path / "out", target="generic")
     assert s["path"].endswith("out/mnist-tps-portable.onnx") and s["golden"].endswith(
         "mnist-tps-portable.io.npz"
@@ -179,10 +181,13 @@ def test_export_errors_leave_nothing(tmp_path):
         export_model(cnn, tmp_path / "c.onnx", expose_stn=True)
     with pytest.raises(StnDeployError, match="unknown target"):
         export_model(loaded, tmp_path / "t.onnx", target="coreml")
+    with pytest.raises(StnDeployError, match="output directory .*missing does not exist"):
+        export_model(loaded, tmp_path / "missing" / "m.onnx")
     assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob("*.npz"))
 
 
 def test_cli_export_and_inspect(tmp_path):
+    (tmp_path / "x").mkdir()
     loaded_ck = _loaded(tmp_path, "mnist-affine").source
     r = CliRunner().invoke(
         main, ["export", loaded_ck, "--target", "openvino", "--out", str(tmp_path / "x")]
@@ -238,3 +243,14 @@ def test_export_leaves_torch_onnx_export_stock(tmp_path):
         )
     ops = {(n.domain, n.op_type) for n in onnx.load_from_string(buf.getvalue()).graph.node}
     assert ("", "GridSample") in ops and ("com.microsoft", "GridSample") not in ops
+
+
+def test_model_without_sampler_is_exported_with_a_note(tmp_path):
+    ck = _loaded(tmp_path, "mnist-cnn").source
+    r = CliRunner().invoke(main, ["export", ck, "--out", str(tmp_path / "cnn.onnx")])
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("note: the model has no grid sampler")
+    x = np.random.default_rng(0).standard_normal((2, 1, 42, 42)).astype(np.float32)
+    with torch.inference_mode():
+        ref = load_model(ck).model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(_run(tmp_path / "cnn.onnx", x)[0], ref, atol=1e-4, rtol=0)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import re
 import warnings
 from pathlib import Path
@@ -177,6 +176,8 @@ def export_model(
         raise StnDeployError(f"--golden-count must be at least 1, got {golden_count}")
     out = Path(out)
     path = out if out.suffix == ".onnx" else out / f"{default_name(loaded, sampler)}.onnx"
+    if not path.parent.is_dir():
+        raise StnDeployError(f"output directory {path.parent} does not exist")
     model = loaded.model.eval()
     if expose_stn:
         if not isinstance(getattr(model, "stn", None), SpatialTransformer):
@@ -208,7 +209,9 @@ def export_model(
     except Exception as exc:  # the exporter's own errors: one line naming the op
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StnDeployError(f"torch.onnx.export failed at opset {opset}: {msg[:300]}") from None
-    onnx_model = lower_model(onnx.load_from_string(buf.getvalue()), sampler, inline=inline)
+    traced = onnx.load_from_string(buf.getvalue())
+    samplers = sum(n.op_type == "GridSample" for n in traced.graph.node)
+    onnx_model = lower_model(traced, sampler, inline=inline)
     lowering = "custom-inline" if sampler == "custom" and inline else sampler
     transform = getattr(getattr(loaded.model, "stn", None), "transform", None)
     norm = loaded.config.normalization
@@ -262,8 +265,9 @@ def export_model(
         "sampler": lowering,
         "opset": opset,
         "nodes": nodes,
+        "samplers": samplers,
         "bytes": len(data),
         "golden_source": source,
         "outputs": names,
-        "metadata": json.loads(json.dumps({p.key: p.value for p in onnx_model.metadata_props})),
+        "metadata": {p.key: p.value for p in onnx_model.metadata_props},
     }
