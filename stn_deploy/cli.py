@@ -422,9 +422,10 @@ def evaluate_cmd(
 )
 @click.option(
     "--sampler",
-    type=click.Choice(["native", "portable", "custom", "ort-contrib"]),
+    type=click.Choice(["native", "portable", "custom", "ort-contrib", "auto"]),
     default=None,
-    help="Grid-sample lowering [default: the target's].",
+    help="Grid-sample lowering [default: the target's]. auto: time the candidates that match "
+    "torch on the target's ONNX Runtime provider (ort-cpu, ort-cuda) and keep the fastest.",
 )
 @click.option(
     "--opset", type=click.IntRange(11, None), default=None, help="Override the target's opset."
@@ -483,6 +484,18 @@ def export_cmd(
         golden_count=golden_count,
         seed=seed,
     )
+    if s["auto"]:
+        for cand, row in s["auto"]["candidates"].items():
+            timing = (
+                f"{row['batch1_us']:.0f} us at batch 1, {row['batch64_us']:.0f} us at batch 64"
+                if "batch1_us" in row
+                else row.get(
+                    "skipped", f"not at parity (max abs diff {row.get('max_abs_diff', 0):.1e})"
+                )
+            )
+            click.echo(
+                f"auto: {cand:<12} {timing}{'  <- chosen' if cand == s['auto']['chosen'] else ''}"
+            )
     if s["samplers"] == 0:
         click.echo("note: the model has no grid sampler (no grid_sample): exported as plain ONNX")
     click.echo(

@@ -254,3 +254,44 @@ def test_model_without_sampler_is_exported_with_a_note(tmp_path):
     with torch.inference_mode():
         ref = load_model(ck).model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(_run(tmp_path / "cnn.onnx", x)[0], ref, atol=1e-4, rtol=0)
+
+
+def test_auto_times_candidates_at_parity_and_keeps_the_fastest(tmp_path):
+    import json
+
+    loaded = _loaded(tmp_path, "mnist-affine")
+    s = export_model(loaded, tmp_path / "auto.onnx", sampler="auto", target="ort-cpu")
+    auto = s["auto"]
+    assert auto["provider"] == "CPUExecutionProvider"
+    assert set(auto["candidates"]) == {"native", "portable", "custom", "ort-contrib"}
+    scores = {
+        c: r["batch1_us"] + r["batch64_us"] for c, r in auto["candidates"].items() if r["at_parity"]
+    }
+    assert auto["chosen"] == min(scores, key=scores.get) == s["sampler"]
+    meta = stn_metadata(onnx.load(s["path"]))
+    assert json.loads(meta["auto"])["chosen"] == meta["lowering"] == auto["chosen"]
+    low = export_model(loaded, tmp_path / "auto11.onnx", sampler="auto", opset=11)
+    assert "skipped" in low["auto"]["candidates"]["native"] and low["sampler"] != "native"
+
+
+@pytest.mark.parametrize(
+    "target,match", [("tensorrt", "pick --sampler"), ("openvino", "pick --sampler")]
+)
+def test_auto_needs_a_runtime_to_time_on(tmp_path, target, match):
+    with pytest.raises(StnDeployError, match=match):
+        export_model(
+            _loaded(tmp_path, "mnist-affine"), tmp_path / "a.onnx", sampler="auto", target=target
+        )
+    assert not (tmp_path / "a.onnx").exists()
+
+
+def test_auto_for_cuda_without_a_gpu_is_a_clear_error(tmp_path):
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider")
+    with pytest.raises(StnDeployError, match="needs CUDAExecutionProvider"):
+        export_model(
+            _loaded(tmp_path, "mnist-affine"),
+            tmp_path / "a.onnx",
+            sampler="auto",
+            target="ort-cuda",
+        )

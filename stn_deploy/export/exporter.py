@@ -140,6 +140,109 @@ def golden_inputs(loaded: LoadedModel, count: int, seed: int) -> tuple[np.ndarra
     return ((pixels - mean) / std).astype(np.float32), source
 
 
+def _trace(
+    model: nn.Module, shape, names: list[str], opset: int, dynamic_batch: bool
+) -> onnx.ModelProto:
+    """torch.onnx.export with our grid generators and the sampler placeholder."""
+    buf = io.BytesIO()
+    axes = {n: {0: "N"} for n in ["image", *names]} if dynamic_batch else None
+    try:
+        with _lowered_grid_generators(), warnings.catch_warnings(), torch.inference_mode(False):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                (torch.zeros(1, *shape),),
+                buf,
+                opset_version=opset,
+                dynamo=False,
+                input_names=["image"],
+                output_names=names,
+                dynamic_axes=axes,
+                do_constant_folding=True,
+            )
+    except StnDeployError:
+        raise
+    except Exception as exc:  # the exporter's own errors: one line naming the op
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StnDeployError(f"torch.onnx.export failed at opset {opset}: {msg[:300]}") from None
+    return onnx.load_from_string(buf.getvalue())
+
+
+AUTO_PROVIDERS = {"ort-cpu": "CPUExecutionProvider", "ort-cuda": "CUDAExecutionProvider"}
+AUTO_CANDIDATES = ("native", "portable", "custom", "ort-contrib")
+
+
+def _median_us(fn, warmup: int = 5, iters: int = 30) -> float:
+    import statistics
+    import time
+
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e6
+
+
+def choose_sampler(
+    traced: onnx.ModelProto,
+    target: str,
+    opset: int,
+    x: np.ndarray,
+    reference: np.ndarray,
+    seed: int,
+) -> tuple[str, dict[str, Any]]:
+    """Lower ``traced`` to each candidate, keep those at parity with torch on ``x`` (max abs
+    difference <= 1e-4 on the first output) and return the fastest (median µs at batch 1 +
+    batch 64 on the target's ONNX Runtime provider) with every candidate's figures."""
+    if target not in AUTO_PROVIDERS:
+        raise StnDeployError(
+            f"--sampler auto times the candidates on the target runtime, which stn-deploy can do "
+            f"for {', '.join(AUTO_PROVIDERS)}; for {target} pick --sampler"
+        )
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise StnDeployError(
+            "--sampler auto needs onnxruntime: pip install 'stn-deploy[cpu]'"
+        ) from None
+    provider = AUTO_PROVIDERS[target]
+    if provider not in ort.get_available_providers():
+        raise StnDeployError(
+            f"--sampler auto for {target} needs {provider}, which this onnxruntime lacks"
+        )
+    rng = np.random.default_rng(seed)
+    feeds = {b: rng.standard_normal((b, *x.shape[1:])).astype(np.float32) for b in (1, 64)}
+    figures: dict[str, Any] = {}
+    for cand in AUTO_CANDIDATES:
+        if cand == "native" and opset < 16:
+            figures[cand] = {"skipped": f"native needs opset 16, the export uses {opset}"}
+            continue
+        sess = ort.InferenceSession(
+            lower_model(traced, cand).SerializeToString(), providers=[provider]
+        )
+        diff = float(np.abs(sess.run(None, {"image": x})[0] - reference).max())
+        row = {"max_abs_diff": diff, "at_parity": bool(diff <= 1e-4)}
+        if row["at_parity"]:
+            for b, feed in feeds.items():
+                row[f"batch{b}_us"] = round(
+                    _median_us(lambda feed=feed, sess=sess: sess.run(None, {"image": feed})), 1
+                )
+        figures[cand] = row
+    timed = {c: r["batch1_us"] + r["batch64_us"] for c, r in figures.items() if "batch1_us" in r}
+    if not timed:
+        raise StnDeployError(f"--sampler auto: no candidate is at parity with torch: {figures}")
+    chosen = min(timed, key=timed.get)
+    return chosen, {
+        "provider": provider,
+        "chosen": chosen,
+        "score": "median us at batch 1 + batch 64",
+        "candidates": figures,
+    }
+
+
 def default_name(loaded: LoadedModel, sampler: str) -> str:
     base = re.sub(r"[^A-Za-z0-9_.-]+", "-", loaded.config.arch.split(":")[-1]).strip("-") or "model"
     return f"{base}-{sampler}"
@@ -163,7 +266,8 @@ def export_model(
     Returns a summary: paths, target, sampler, opset, node count, golden input source.
     """
     profile = get_target(target)
-    sampler = sampler or profile.sampler
+    auto = sampler == "auto"
+    sampler = None if auto else (sampler or profile.sampler)
     opset = opset or (max(profile.opset, 16) if sampler == "native" else profile.opset)
     inline = inline or (profile.inline and sampler == "custom")
     if opset < 11:
@@ -175,9 +279,9 @@ def export_model(
     if golden_count < 1:
         raise StnDeployError(f"--golden-count must be at least 1, got {golden_count}")
     out = Path(out)
-    path = out if out.suffix == ".onnx" else out / f"{default_name(loaded, sampler)}.onnx"
-    if not path.parent.is_dir():
-        raise StnDeployError(f"output directory {path.parent} does not exist")
+    out_dir = out.parent if out.suffix == ".onnx" else out
+    if not out_dir.is_dir():
+        raise StnDeployError(f"output directory {out_dir} does not exist")
     model = loaded.model.eval()
     if expose_stn:
         if not isinstance(getattr(model, "stn", None), SpatialTransformer):
@@ -188,28 +292,15 @@ def export_model(
     names = ["log_probs", "theta", "rectified"] if expose_stn else ["log_probs"]
     shape = tuple(loaded.config.input_shape)
 
-    buf = io.BytesIO()
-    axes = {n: {0: "N"} for n in ["image", *names]} if dynamic_batch else None
-    try:
-        with _lowered_grid_generators(), warnings.catch_warnings(), torch.inference_mode(False):
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model,
-                (torch.zeros(1, *shape),),
-                buf,
-                opset_version=opset,
-                dynamo=False,
-                input_names=["image"],
-                output_names=names,
-                dynamic_axes=axes,
-                do_constant_folding=True,
-            )
-    except StnDeployError:
-        raise
-    except Exception as exc:  # the exporter's own errors: one line naming the op
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StnDeployError(f"torch.onnx.export failed at opset {opset}: {msg[:300]}") from None
-    traced = onnx.load_from_string(buf.getvalue())
+    traced = _trace(model, shape, names, opset, dynamic_batch)
+    x, source = golden_inputs(loaded, golden_count, seed)
+    with torch.inference_mode():
+        outs = model(torch.from_numpy(x))
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    auto_figures = None
+    if auto:
+        sampler, auto_figures = choose_sampler(traced, target, opset, x, outs[0].numpy(), seed)
+    path = out if out.suffix == ".onnx" else out / f"{default_name(loaded, sampler)}.onnx"
     samplers = sum(n.op_type == "GridSample" for n in traced.graph.node)
     onnx_model = lower_model(traced, sampler, inline=inline)
     lowering = "custom-inline" if sampler == "custom" and inline else sampler
@@ -231,6 +322,7 @@ def export_model(
             "normalization_mean": norm["mean"],
             "normalization_std": norm["std"],
             "class_labels": loaded.config.class_labels,
+            **({"auto": auto_figures} if auto_figures else {}),
         },
     )
     onnx_model.producer_name, onnx_model.producer_version = "stn-deploy", stn_deploy.__version__
@@ -243,10 +335,6 @@ def export_model(
             f"the exported model fails onnx.checker: {str(exc).splitlines()[0][:300]}"
         ) from None
 
-    x, source = golden_inputs(loaded, golden_count, seed)
-    with torch.inference_mode():
-        outs = model(torch.from_numpy(x))
-    outs = outs if isinstance(outs, tuple) else (outs,)
     data = onnx_model.SerializeToString()
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
@@ -266,6 +354,7 @@ def export_model(
         "opset": opset,
         "nodes": nodes,
         "samplers": samplers,
+        "auto": auto_figures,
         "bytes": len(data),
         "golden_source": source,
         "outputs": names,

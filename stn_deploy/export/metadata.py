@@ -28,6 +28,8 @@ KEYS = {
     "normalization_std": "JSON list: per-channel std the pixels are divided by",
     "class_labels": "JSON list of class names, in output order",
 }
+#: written only by ``--sampler auto``: every candidate's parity and timings, and the choice
+AUTO_KEY = "auto"
 
 
 def write_metadata(model: onnx.ModelProto, values: dict[str, Any]) -> None:
