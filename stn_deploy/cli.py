@@ -435,6 +435,12 @@ def evaluate_cmd(
 )
 @click.option("--expose-stn", is_flag=True, help="Add theta and the rectified image as outputs.")
 @click.option(
+    "--separable/--no-separable",
+    default=True,
+    show_default=True,
+    help="Sample attention STNs (bilinear, zeros) exactly as two MatMuls instead of a sampler op.",
+)
+@click.option(
     "--static-batch", is_flag=True, help="Fix the batch dimension to 1 (default: dynamic)."
 )
 @click.option(
@@ -448,6 +454,7 @@ def evaluate_cmd(
     "--seed", type=int, default=0, show_default=True, help="Seed of random golden inputs."
 )
 def export_cmd(
+    separable,
     model,
     checkpoint,
     input_shape,
@@ -483,6 +490,7 @@ def export_cmd(
         dynamic_batch=not static_batch,
         golden_count=golden_count,
         seed=seed,
+        separable=separable,
     )
     if s["auto"]:
         for cand, row in s["auto"]["candidates"].items():

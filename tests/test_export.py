@@ -295,3 +295,33 @@ def test_auto_for_cuda_without_a_gpu_is_a_clear_error(tmp_path):
             sampler="auto",
             target="ort-cuda",
         )
+
+
+@pytest.mark.parametrize("align", [False, True])
+def test_attention_exports_in_the_exact_separable_form(tmp_path, align):
+    loaded = _loaded(tmp_path, "mnist-attention", align_corners=align)
+    with torch.no_grad():  # a zoom-in with a shift, partly outside the canvas
+        loaded.model.stn.fc_loc[-1].bias.copy_(torch.tensor([0.7, 0.35, -0.4]))
+    s = export_model(loaded, tmp_path / "a.onnx", sampler="portable", opset=11)
+    model = onnx.load(s["path"])
+    ops = Counter(n.op_type for n in model.graph.node)
+    assert "GridSample" not in ops and "GatherElements" not in ops and ops["MatMul"] >= 2
+    assert s["sampler"] == "separable" and s["separable"] == 1
+    assert stn_metadata(model)["lowering"] == "separable"
+    x = np.random.default_rng(2).standard_normal((4, 1, 42, 42)).astype(np.float32)
+    with torch.inference_mode():
+        ref = loaded.model(torch.from_numpy(x)).numpy()
+        rect = loaded.model.stn(torch.from_numpy(x))
+    np.testing.assert_allclose(_run(s["path"], x)[0], ref, atol=1e-4, rtol=0)
+    e = export_model(loaded, tmp_path / "e.onnx", expose_stn=True, sampler="portable", opset=11)
+    np.testing.assert_allclose(_run(e["path"], x)[2], rect.numpy(), atol=2e-5, rtol=0)
+
+
+def test_separable_only_where_it_is_exact(tmp_path):
+    loaded = _loaded(tmp_path, "mnist-attention", padding_mode="reflection")
+    s = export_model(loaded, tmp_path / "r.onnx", sampler="native")
+    assert s["separable"] == 0 and s["sampler"] == "native"
+    plain = _loaded(tmp_path, "mnist-attention")
+    off = export_model(plain, tmp_path / "off.onnx", sampler="native", separable=False)
+    assert off["separable"] == 0
+    assert "GridSample" in {n.op_type for n in onnx.load(off["path"]).graph.node}

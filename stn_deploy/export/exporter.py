@@ -38,8 +38,9 @@ from stn_deploy.export.metadata import write_metadata
 from stn_deploy.export.targets import get_target
 from stn_deploy.io.atomic import atomic_path
 from stn_deploy.models.loading import LoadedModel
+from stn_deploy.models.separable import separable_attention_sample
 from stn_deploy.models.stn import SpatialTransformer
-from stn_deploy.models.transforms import base_grid
+from stn_deploy.models.transforms import AttentionTransform, base_grid
 
 _MODES = {0: "bilinear", 1: "nearest", 2: "bicubic"}
 _PADDINGS = {0: "zeros", 1: "border", 2: "reflection"}
@@ -74,6 +75,32 @@ def matmul_affine_grid(
 
 
 _OPSETS = range(11, 21)
+
+
+def _separable_applies(stn: SpatialTransformer) -> bool:
+    cfg = stn.sampler
+    attention = isinstance(stn.transform, AttentionTransform)
+    return attention and (cfg.mode, cfg.padding_mode) == ("bilinear", "zeros")
+
+
+@contextlib.contextmanager
+def _separable_attention(applied: list):
+    """For one export: attention STNs with bilinear/zeros sample through two MatMuls (each
+    use is appended to ``applied``)."""
+    original = SpatialTransformer.sample
+
+    def sample(self, x, theta):
+        if not _separable_applies(self):
+            return original(self, x, theta)
+        applied.append(self)
+        out_hw = self.sampler.out_hw(tuple(int(v) for v in x.shape[-2:]))
+        return separable_attention_sample(x, theta, out_hw, self.sampler.align_corners)
+
+    SpatialTransformer.sample = sample
+    try:
+        yield
+    finally:
+        SpatialTransformer.sample = original
 
 
 @contextlib.contextmanager
@@ -141,13 +168,26 @@ def golden_inputs(loaded: LoadedModel, count: int, seed: int) -> tuple[np.ndarra
 
 
 def _trace(
-    model: nn.Module, shape, names: list[str], opset: int, dynamic_batch: bool
-) -> onnx.ModelProto:
-    """torch.onnx.export with our grid generators and the sampler placeholder."""
+    model: nn.Module,
+    shape,
+    names: list[str],
+    opset: int,
+    dynamic_batch: bool,
+    separable: bool = True,
+) -> tuple[onnx.ModelProto, int]:
+    """torch.onnx.export with our grid generators and the sampler placeholder; also returns
+    how many samplers were written in the separable form."""
+    applied: list = []
     buf = io.BytesIO()
     axes = {n: {0: "N"} for n in ["image", *names]} if dynamic_batch else None
     try:
-        with _lowered_grid_generators(), warnings.catch_warnings(), torch.inference_mode(False):
+        separable_ctx = _separable_attention(applied) if separable else contextlib.nullcontext()
+        with (
+            _lowered_grid_generators(),
+            separable_ctx,
+            warnings.catch_warnings(),
+            torch.inference_mode(False),
+        ):
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 model,
@@ -165,7 +205,7 @@ def _trace(
     except Exception as exc:  # the exporter's own errors: one line naming the op
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StnDeployError(f"torch.onnx.export failed at opset {opset}: {msg[:300]}") from None
-    return onnx.load_from_string(buf.getvalue())
+    return onnx.load_from_string(buf.getvalue()), len(applied)
 
 
 AUTO_PROVIDERS = {"ort-cpu": "CPUExecutionProvider", "ort-cuda": "CUDAExecutionProvider"}
@@ -260,6 +300,7 @@ def export_model(
     dynamic_batch: bool = True,
     golden_count: int = 8,
     seed: int = 0,
+    separable: bool = True,
 ) -> dict[str, Any]:
     """Export ``loaded`` to ``out`` (a ``.onnx`` file, or a directory for ``NAME.onnx``).
 
@@ -292,7 +333,7 @@ def export_model(
     names = ["log_probs", "theta", "rectified"] if expose_stn else ["log_probs"]
     shape = tuple(loaded.config.input_shape)
 
-    traced = _trace(model, shape, names, opset, dynamic_batch)
+    traced, n_separable = _trace(model, shape, names, opset, dynamic_batch, separable)
     x, source = golden_inputs(loaded, golden_count, seed)
     with torch.inference_mode():
         outs = model(torch.from_numpy(x))
@@ -304,6 +345,8 @@ def export_model(
     samplers = sum(n.op_type == "GridSample" for n in traced.graph.node)
     onnx_model = lower_model(traced, sampler, inline=inline)
     lowering = "custom-inline" if sampler == "custom" and inline else sampler
+    if n_separable and not samplers:
+        lowering = "separable"  # every sampler became two MatMuls: no sampler op in the file
     transform = getattr(getattr(loaded.model, "stn", None), "transform", None)
     norm = loaded.config.normalization
     write_metadata(
@@ -323,6 +366,7 @@ def export_model(
             "normalization_std": norm["std"],
             "class_labels": loaded.config.class_labels,
             **({"auto": auto_figures} if auto_figures else {}),
+            **({"separable": str(n_separable)} if n_separable else {}),
         },
     )
     onnx_model.producer_name, onnx_model.producer_version = "stn-deploy", stn_deploy.__version__
@@ -353,7 +397,8 @@ def export_model(
         "sampler": lowering,
         "opset": opset,
         "nodes": nodes,
-        "samplers": samplers,
+        "samplers": samplers + n_separable,
+        "separable": n_separable,
         "auto": auto_figures,
         "bytes": len(data),
         "golden_source": source,

@@ -20,7 +20,8 @@ KEYS = {
     "torch_version": "torch version the model was exported from",
     "model": "model name (zoo name, factory or checkpoint architecture)",
     "transform": "STN transform(s): affine, attention, projective, tps, none",
-    "lowering": "grid-sample lowering: native, portable, custom, custom-inline, ort-contrib",
+    "lowering": "grid-sample lowering: native, portable, custom, custom-inline, ort-contrib, "
+    "or separable (attention STNs sampled by two MatMuls, no sampler op)",
     "target": "the target profile the file was made for",
     "opset": "default-domain opset",
     "input_layout": "layout of the image input, e.g. NCHW float32 0..1 then normalised",
@@ -30,6 +31,8 @@ KEYS = {
 }
 #: written only by ``--sampler auto``: every candidate's parity and timings, and the choice
 AUTO_KEY = "auto"
+#: written when attention STNs were sampled in the exact separable form: how many
+SEPARABLE_KEY = "separable"
 
 
 def write_metadata(model: onnx.ModelProto, values: dict[str, Any]) -> None:
