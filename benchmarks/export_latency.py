@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -37,21 +35,11 @@ from onnx import TensorProto, helper
 from stn_deploy.export.exporter import export_model
 from stn_deploy.export.portable import grid_sample_model
 from stn_deploy.models import build_model, load_checkpoint, save_checkpoint, zoo_config
+from stn_deploy.timing import median_us
 from stn_deploy.train import machine_info
 
 HERE = Path(__file__).resolve().parent
 SAMPLER_SHAPES = [(64, 1, 28, 28), (8, 16, 64, 64), (1, 3, 224, 224)]
-
-
-def median_us(fn, warmup: int, iters: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e6
 
 
 def ort_call(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]):

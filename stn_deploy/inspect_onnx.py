@@ -16,6 +16,7 @@ import onnx
 from onnx import helper
 
 from stn_deploy.errors import StnDeployError
+from stn_deploy.export.graph import subgraphs
 from stn_deploy.export.metadata import read_metadata, stn_metadata
 
 CUSTOM_DOMAIN = "stn_deploy"
@@ -39,12 +40,8 @@ def _all_nodes(model: onnx.ModelProto):
     def walk(nodes):
         for node in nodes:
             yield node
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    yield from walk(attr.g.node)
-                elif attr.type == onnx.AttributeProto.GRAPHS:
-                    for g in attr.graphs:
-                        yield from walk(g.node)
+            for sub in subgraphs(node):
+                yield from walk(sub.node)
 
     yield from walk(model.graph.node)
     for f in model.functions:

@@ -66,3 +66,14 @@ def test_cpu_constraint_pins_the_local_torch_build():
     lines = [ln.strip() for ln in (ROOT / "constraints" / "cpu.txt").read_text().splitlines()]
     assert "torch==2.13.0" in lines
     assert "-c constraints/cpu.txt" in (ROOT / "Makefile").read_text()
+
+
+def test_median_us_measures_what_it_calls():
+    import time
+
+    from stn_deploy.timing import median_us
+
+    calls = []
+    t = median_us(lambda: (calls.append(1), time.sleep(0.002)), warmup=2, iters=5)
+    assert len(calls) == 7
+    assert 1500 < t < 200_000  # a 2 ms sleep, generous upper bound for a loaded machine

@@ -41,6 +41,7 @@ from stn_deploy.models.loading import LoadedModel
 from stn_deploy.models.separable import separable_attention_sample
 from stn_deploy.models.stn import SpatialTransformer
 from stn_deploy.models.transforms import AttentionTransform, base_grid
+from stn_deploy.timing import median_us
 
 _MODES = {0: "bilinear", 1: "nearest", 2: "bicubic"}
 _PADDINGS = {0: "zeros", 1: "border", 2: "reflection"}
@@ -212,20 +213,6 @@ AUTO_PROVIDERS = {"ort-cpu": "CPUExecutionProvider", "ort-cuda": "CUDAExecutionP
 AUTO_CANDIDATES = ("native", "portable", "custom", "ort-contrib")
 
 
-def _median_us(fn, warmup: int = 5, iters: int = 30) -> float:
-    import statistics
-    import time
-
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e6
-
-
 def choose_sampler(
     traced: onnx.ModelProto,
     target: str,
@@ -268,7 +255,7 @@ def choose_sampler(
         if row["at_parity"]:
             for b, feed in feeds.items():
                 row[f"batch{b}_us"] = round(
-                    _median_us(lambda feed=feed, sess=sess: sess.run(None, {"image": feed})), 1
+                    median_us(lambda feed=feed, sess=sess: sess.run(None, {"image": feed})), 1
                 )
         figures[cand] = row
     timed = {c: r["batch1_us"] + r["batch64_us"] for c, r in figures.items() if "batch1_us" in r}

@@ -48,6 +48,15 @@ _AXES_AS_INPUT_SINCE = {
 Shape = Sequence[int | str | None]
 
 
+def subgraphs(node: onnx.NodeProto) -> Iterable[onnx.GraphProto]:
+    """The graphs held in ``node``'s attributes (If branches, Loop/Scan bodies)."""
+    for a in node.attribute:
+        if a.type == onnx.AttributeProto.GRAPH:
+            yield a.g
+        elif a.type == onnx.AttributeProto.GRAPHS:
+            yield from a.graphs
+
+
 def value_info(name: str, dtype: Any, shape: Shape | None) -> onnx.ValueInfoProto:
     """A graph input/output description: ``dtype`` is a numpy dtype, a dim is an int,
     a symbolic name (str) or None (unknown)."""

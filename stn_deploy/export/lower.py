@@ -46,7 +46,7 @@ from onnx import helper, numpy_helper
 
 from stn_deploy.errors import StnDeployError
 from stn_deploy.export import portable
-from stn_deploy.export.graph import GraphBuilder
+from stn_deploy.export.graph import GraphBuilder, subgraphs
 from stn_deploy.export.metadata import write_metadata
 
 SAMPLERS = ("portable", "custom", "native", "ort-contrib")
@@ -88,12 +88,8 @@ def _all_names(model: onnx.ModelProto) -> set[str]:
             names.add(n.name)
             names.update(n.input)
             names.update(n.output)
-            for a in n.attribute:
-                if a.type == onnx.AttributeProto.GRAPH:
-                    walk(a.g)
-                elif a.type == onnx.AttributeProto.GRAPHS:
-                    for sub in a.graphs:
-                        walk(sub)
+            for sub in subgraphs(n):
+                walk(sub)
 
     walk(model.graph)
     names.discard("")
@@ -110,12 +106,10 @@ def _sampler_in_subgraphs(graph: onnx.GraphProto, top: bool = True) -> str | Non
     for n in graph.node:
         if not top and _is_sampler(n):
             return n.name or n.op_type
-        for a in n.attribute:
-            subs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
-            for sub in subs:
-                found = _sampler_in_subgraphs(sub, top=False)
-                if found:
-                    return found
+        for sub in subgraphs(n):
+            found = _sampler_in_subgraphs(sub, top=False)
+            if found:
+                return found
     return None
 
 
@@ -123,12 +117,10 @@ def _subgraph_inputs(nodes) -> set[str]:
     """Every input name used by the subgraphs of ``nodes`` (outer-scope references)."""
     names: set[str] = set()
     for n in nodes:
-        for a in n.attribute:
-            subs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
-            for sub in subs:
-                names.update(v for nd in sub.node for v in nd.input)
-                names.update(o.name for o in sub.output)
-                names |= _subgraph_inputs(sub.node)
+        for sub in subgraphs(n):
+            names.update(v for nd in sub.node for v in nd.input)
+            names.update(o.name for o in sub.output)
+            names |= _subgraph_inputs(sub.node)
     return names
 
 
@@ -137,10 +129,8 @@ def _domains_used(nodes) -> set[str]:
     domains: set[str] = set()
     for n in nodes:
         domains.add(n.domain)
-        for a in n.attribute:
-            subs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
-            for sub in subs:
-                domains |= _domains_used(sub.node)
+        for sub in subgraphs(n):
+            domains |= _domains_used(sub.node)
     return domains
 
 
@@ -238,12 +228,8 @@ def _retarget_opset(model: onnx.ModelProto, src: int, dst: int) -> onnx.ModelPro
                         new
                     ):
                         incompatible.append(n.op_type)
-            for a in n.attribute:
-                if a.type == onnx.AttributeProto.GRAPH:
-                    walk(a.g)
-                elif a.type == onnx.AttributeProto.GRAPHS:
-                    for sub in a.graphs:
-                        walk(sub)
+            for sub in subgraphs(n):
+                walk(sub)
 
     walk(model.graph)
     if not incompatible:  # relabel: every op means the same at both opsets
