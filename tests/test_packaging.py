@@ -14,6 +14,8 @@ NO_TORCH = textwrap.dedent(
     import sys
     sys.modules["torch"] = None  # any `import torch` now raises ImportError
     import stn_deploy, stn_deploy.data, stn_deploy.report.png, stn_deploy.io.atomic, stn_deploy.cli
+    import stn_deploy.export.lower, stn_deploy.export.golden, stn_deploy.export.portable
+    import stn_deploy.export.targets, stn_deploy.inspect_onnx, stn_deploy.timing
     import numpy as np
     from stn_deploy.data import make_split, synthetic_digits
     x, y = make_split(*synthetic_digits(4), "rts", 0)
