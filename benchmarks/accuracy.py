@@ -38,6 +38,7 @@ def main() -> int:
     ap.add_argument(
         "--padding-mode", default=None, help="sampler padding of the STN models (not the CNN)"
     )
+    ap.add_argument("--loc-lr-scale", type=float, default=None, help="STN localisation lr factor")
     ap.add_argument("--tag", default="", help="suffix for the result files, e.g. 'no-dropout'")
     ap.add_argument(
         "--runs", type=Path, default=Path("runs/accuracy"), help="where the training runs go"
@@ -83,6 +84,8 @@ def main() -> int:
         )
         if args.padding_mode and m != "mnist-cnn":
             cmd += ["--padding-mode", args.padding_mode]
+        if args.loc_lr_scale is not None and m != "mnist-cnn":
+            cmd += ["--loc-lr-scale", str(args.loc_lr_scale)]
         args.runs.mkdir(parents=True, exist_ok=True)
         log = open(args.runs / f"{m}.log", "w")
         print("$", " ".join(cmd[1:]), flush=True)
@@ -137,7 +140,7 @@ def main() -> int:
         f"thread, both at once, for at most {args.max_minutes:g} minutes and {args.epochs} epochs "
         f"({args.optimizer}, lr {args.lr}, {args.schedule} schedule, batch {args.batch_size}, seed {args.seed}, "
         f"dropout {'0.5 (the tutorial network as written)' if args.dropout is None else args.dropout}, "
-        f"STN padding {args.padding_mode or 'zeros'}).",
+        f"STN padding {args.padding_mode or 'zeros'}, localisation lr x{args.loc_lr_scale or 1.0}).",
         "Training images are re-distorted every epoch; the test set is the 10k MNIST test images with a fixed",
         "RTS distortion (rotation ±45°, scale 0.7–1.2, random placement on 42×42).",
         "",

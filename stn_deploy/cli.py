@@ -256,6 +256,13 @@ def data_preview(distortion, split, seed, count, out, cache_dir, data_dir, synth
     help="Sampler padding [model default: zeros].",
 )
 @click.option(
+    "--loc-lr-scale",
+    type=float,
+    default=_D.loc_lr_scale,
+    show_default=True,
+    help="Learning rate of the STN localisation nets relative to --lr (the paper trains them slower).",
+)
+@click.option(
     "--dropout",
     type=click.FloatRange(0.0, 1.0, max_open=True),
     default=None,

@@ -114,8 +114,20 @@ def _build(opts: TrainOptions, canvas: int) -> LoadedModel:
     return loaded
 
 
+def _param_groups(opts: TrainOptions, model: torch.nn.Module):
+    """One group, or two when the localisation nets train at ``loc_lr_scale`` times the lr."""
+    if opts.loc_lr_scale == 1.0:
+        return model.parameters()
+    loc = [p for n, p in model.named_parameters() if "localization." in n or "fc_loc." in n]
+    if not loc:
+        raise StnDeployError("--loc-lr-scale: this model has no localisation net")
+    ids = {id(p) for p in loc}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    return [{"params": rest, "lr": opts.lr}, {"params": loc, "lr": opts.lr * opts.loc_lr_scale}]
+
+
 def _make_optimizer(opts: TrainOptions, model: torch.nn.Module, steps_per_epoch: int):
-    params = model.parameters()
+    params = _param_groups(opts, model)
     if opts.optimizer == "sgd":
         opt = torch.optim.SGD(
             params, lr=opts.lr, momentum=opts.momentum, weight_decay=opts.weight_decay
@@ -134,7 +146,8 @@ def _make_optimizer(opts: TrainOptions, model: torch.nn.Module, steps_per_epoch:
     elif opts.schedule == "cosine":
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     elif opts.schedule == "onecycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=opts.lr, total_steps=total)
+        max_lr = [g["lr"] for g in opt.param_groups]
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=total)
     else:
         sched = None
     return opt, sched

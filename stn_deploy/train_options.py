@@ -43,6 +43,7 @@ class TrainOptions:
     padding_mode: str | None = None
     align_corners: bool | None = None
     dropout: float | None = None  # None: the model's default (0.5, the tutorial's)
+    loc_lr_scale: float = 1.0  # the localisation nets' lr relative to --lr
     data_dir: str | None = None
     synthetic: bool = False
     limit_train: int | None = None
@@ -59,6 +60,10 @@ class TrainOptions:
             raise StnDeployError(f"--batch-size must be at least 1, got {self.batch_size}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise StnDeployError(f"--lr must be a positive number, got {self.lr}")
+        if not (self.loc_lr_scale > 0 and math.isfinite(self.loc_lr_scale)):
+            raise StnDeployError(
+                f"--loc-lr-scale must be a positive number, got {self.loc_lr_scale}"
+            )
         if self.optimizer not in OPTIMIZERS:
             raise StnDeployError(
                 f"unknown optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}"

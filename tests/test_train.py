@@ -147,3 +147,22 @@ def test_cnn_baseline_and_tps_train(tmp_path):
     )
     assert r["picture"] == "rectification.png"
     assert load_checkpoint(tmp_path / "tps" / "checkpoint.pt").model.stn.sampler.mode == "bicubic"
+
+
+def test_loc_lr_scale_gives_the_localisation_net_its_own_rate(tmp_path):
+    from stn_deploy.models import build_model
+    from stn_deploy.train import _make_optimizer
+
+    model = build_model("mnist-affine", in_size=42)
+    opt, _ = _make_optimizer(_opts(loc_lr_scale=0.1, schedule="none", lr=0.01), model, 10)
+    assert [g["lr"] for g in opt.param_groups] == [0.01, pytest.approx(0.001)]
+    loc = {id(p) for n, p in model.named_parameters() if n.startswith("stn.")}
+    assert {id(p) for p in opt.param_groups[1]["params"]} == loc
+    opt, sched = _make_optimizer(_opts(loc_lr_scale=0.1, schedule="onecycle", lr=0.01), model, 10)
+    assert [g["max_lr"] for g in opt.param_groups] == [0.01, pytest.approx(0.001)]
+    r = train(_opts(epochs=1, loc_lr_scale=0.1), tmp_path / "run", **QUIET)
+    assert r["options"]["loc_lr_scale"] == 0.1
+    with pytest.raises(StnDeployError, match="no localisation net"):
+        train(_opts(model="mnist-cnn", epochs=1, loc_lr_scale=0.1), tmp_path / "cnn", **QUIET)
+    with pytest.raises(StnDeployError, match="--loc-lr-scale"):
+        train(_opts(epochs=1, loc_lr_scale=0.0), tmp_path / "zero", **QUIET)
