@@ -503,33 +503,21 @@ def _lower(
                 y = portable.grid_sample(
                     g, n.input[0], n.input[1], in_hw=plan["hw"], channels=plan["channels"], **s
                 )
-            elif sampler == "native":
-                mode = _MODE_20[s["mode"]] if target >= 20 else s["mode"]
-                y = g.node("GridSample", [n.input[0], n.input[1]], name="y", mode=mode, **attrs)
-                g.nodes[-1].name = n.name or g.nodes[-1].name
-            elif sampler == "ort-contrib":
+            else:  # one sampler node: native GridSample, the contrib op, or our custom op
+                if sampler == "native":
+                    op, domain = "GridSample", ""
+                    mode = _MODE_20[s["mode"]] if target >= 20 else s["mode"]
+                elif sampler == "ort-contrib":
+                    op, domain, mode = "GridSample", MS_DOMAIN, s["mode"]
+                else:  # custom
+                    cfg = (s["mode"], s["padding_mode"], s["align_corners"]) + plan["hw"]
+                    op, domain, mode = functions[cfg], CUSTOM_DOMAIN, s["mode"]
                 y = g.node(
-                    "GridSample",
-                    [n.input[0], n.input[1]],
-                    name="y",
-                    domain=MS_DOMAIN,
-                    mode=s["mode"],
-                    **attrs,
+                    op, [n.input[0], n.input[1]], name="y", domain=domain, mode=mode, **attrs
                 )
                 g.nodes[-1].name = n.name or g.nodes[-1].name
-                domains[MS_DOMAIN] = 1
-            else:  # custom
-                cfg = (s["mode"], s["padding_mode"], s["align_corners"]) + plan["hw"]
-                y = g.node(
-                    functions[cfg],
-                    [n.input[0], n.input[1]],
-                    name="y",
-                    domain=CUSTOM_DOMAIN,
-                    mode=s["mode"],
-                    **attrs,
-                )
-                g.nodes[-1].name = n.name or g.nodes[-1].name
-                domains[CUSTOM_DOMAIN] = 1
+                if domain:
+                    domains[domain] = 1
         g.rename(y, out_name)
         new_nodes.extend(g.nodes)
         initializers.extend(g.initializers)
