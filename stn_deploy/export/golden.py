@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import zipfile
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ import numpy as np
 
 from stn_deploy.errors import StnDeployError
 from stn_deploy.io.atomic import atomic_path
+from stn_deploy.io.hashing import file_sha256
 
 FORMAT = "stn-deploy/golden-v1"
 
@@ -45,14 +45,6 @@ def bundle_path(model_path: str | Path) -> Path:
     """``dir/NAME.onnx`` -> ``dir/NAME.io.npz``."""
     model_path = Path(model_path)
     return model_path.with_name(model_path.stem + ".io.npz")
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_arrays(kind: str, arrays: dict[str, np.ndarray]) -> None:
