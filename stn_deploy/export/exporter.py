@@ -43,6 +43,7 @@ from stn_deploy.models.separable import separable_attention_sample
 from stn_deploy.models.stn import SpatialTransformer
 from stn_deploy.models.transforms import AttentionTransform, base_grid
 from stn_deploy.timing import median_us
+from stn_deploy.train import Normalizer
 
 _MODES = {0: "bilinear", 1: "nearest", 2: "bicubic"}
 _PADDINGS = {0: "zeros", 1: "border", 2: "reflection"}
@@ -144,8 +145,6 @@ def golden_inputs(loaded: LoadedModel, count: int, seed: int) -> tuple[np.ndarra
     shape = tuple(loaded.config.input_shape)
     trained = loaded.config.extra.get("trained_on", {})
     norm = loaded.config.normalization
-    mean = np.asarray(norm["mean"], np.float32).reshape(-1, 1, 1)
-    std = np.asarray(norm["std"], np.float32).reshape(-1, 1, 1)
     kind = trained.get("distortion")
     pixels, source = None, f"seeded uniform noise (seed {seed})"
     if kind and shape[0] == 1:
@@ -166,7 +165,7 @@ def golden_inputs(loaded: LoadedModel, count: int, seed: int) -> tuple[np.ndarra
                 )
     if pixels is None:
         pixels = np.random.default_rng(seed).random((count, *shape), dtype=np.float32)
-    return ((pixels - mean) / std).astype(np.float32), source
+    return Normalizer.from_config(norm)(pixels).numpy(), source
 
 
 def _trace(
