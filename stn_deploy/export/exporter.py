@@ -354,6 +354,17 @@ def export_model(
             "class_labels": loaded.config.class_labels,
             **({"auto": auto_figures} if auto_figures else {}),
             **({"separable": str(n_separable)} if n_separable else {}),
+            "precision": "fp32",
+            # what it takes to export this file again (verify --bisect re-exports from torch)
+            "export_args": {
+                "target": target,
+                "sampler": sampler,
+                "opset": opset,
+                "inline": inline,
+                "expose_stn": expose_stn,
+                "dynamic_batch": dynamic_batch,
+                "separable": separable,
+            },
         },
     )
     onnx_model.producer_name, onnx_model.producer_version = "stn-deploy", stn_deploy.__version__

@@ -28,6 +28,9 @@ KEYS = {
     "normalization_mean": "JSON list: per-channel mean subtracted from 0..1 pixels",
     "normalization_std": "JSON list: per-channel std the pixels are divided by",
     "class_labels": "JSON list of class names, in output order",
+    "precision": "numeric precision of the weights and compute: fp32, fp16 or int8",
+    "export_args": "JSON: target, sampler, opset, inline, expose_stn, dynamic_batch, separable "
+    "as given to export_model (enough to export the same file again from the same weights)",
 }
 #: written only by ``--sampler auto``: every candidate's parity and timings, and the choice
 AUTO_KEY = "auto"

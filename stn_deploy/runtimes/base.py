@@ -1,0 +1,162 @@
+"""The runtime protocol: load a model, run named numpy inputs, say what it is and where nodes ran.
+
+No torch and no runtime import here: each implementation imports its runtime lazily, so a runtime
+that is not installed costs nothing until it is asked for (and then says why it cannot run).
+
+Example:
+    >>> from stn_deploy.runtimes import open_session
+    >>> s = open_session("cpu", "exported/mnist-affine-native.onnx")  # doctest: +SKIP
+    >>> s.info.name, [t.name for t in s.inputs]                         # doctest: +SKIP
+    ('cpu', ['image'])
+    >>> s.run({"image": x})["log_probs"].shape                          # doctest: +SKIP
+    (8, 10)
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stn_deploy.errors import StnDeployError
+
+
+class RuntimeUnavailable(StnDeployError):
+    """The runtime is not installed or has no device here; the message says why."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A model input or output: name, numpy dtype name, dims (int, symbolic name, or None)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str | None, ...] | None
+
+    def fixed_batch(self) -> int | None:
+        """The batch (first) dimension when it is a fixed number, else None."""
+        if not self.shape or not isinstance(self.shape[0], int) or self.shape[0] <= 0:
+            return None
+        return self.shape[0]
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """What a session runs on: the runtime name as given on the command line, the library and
+    its version, the device, and the providers or plugins it actually uses."""
+
+    name: str
+    library: str
+    version: str
+    device: str
+    providers: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["providers"] = list(self.providers)
+        return d
+
+
+@dataclass(frozen=True)
+class NodePlacement:
+    """Where one node of the (optimised) graph ran, as the runtime reports it."""
+
+    node: str
+    op_type: str
+    provider: str
+
+
+class RuntimeSession(ABC):
+    """One loaded model on one runtime."""
+
+    info: RuntimeInfo
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    #: the provider/device every node should run on (fallbacks are nodes elsewhere)
+    primary: str = ""
+
+    @abstractmethod
+    def run(
+        self, feeds: dict[str, np.ndarray], output_names: list[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Run the model on named inputs; returns the named outputs (all, or ``output_names``)."""
+
+    def placement(self, feeds: dict[str, np.ndarray]) -> list[NodePlacement] | None:
+        """Where each node ran on ``feeds``, or None when the runtime does not report it."""
+        return None
+
+    def fallbacks(self, feeds: dict[str, np.ndarray]) -> list[NodePlacement] | None:
+        """Nodes that did not run on :attr:`primary` (None: placement not reported)."""
+        placed = self.placement(feeds)
+        if placed is None:
+            return None
+        return [p for p in placed if p.provider != self.primary]
+
+    def check_feeds(self, feeds: dict[str, np.ndarray]) -> None:
+        """Raise a one-line error when ``feeds`` do not match the model's inputs."""
+        want = {t.name: t for t in self.inputs}
+        missing = sorted(set(want) - set(feeds))
+        extra = sorted(set(feeds) - set(want))
+        if missing or extra:
+            raise StnDeployError(
+                f"inputs do not match the model: it takes {sorted(want)}, got {sorted(feeds)}"
+            )
+        for name, arr in feeds.items():
+            spec = want[name]
+            if spec.shape is None:
+                continue
+            if arr.ndim != len(spec.shape) or any(
+                isinstance(d, int) and d > 0 and d != s
+                for d, s in zip(spec.shape, arr.shape, strict=True)
+            ):
+                shown = ["?" if not isinstance(d, int) or d <= 0 else d for d in spec.shape]
+                raise StnDeployError(
+                    f"input {name!r} has shape {list(arr.shape)}, the model takes {shown}"
+                )
+
+
+def onnx_specs(values) -> list[TensorSpec]:
+    """TensorSpecs of ONNX ``ValueInfoProto`` graph inputs/outputs."""
+    from onnx import helper
+
+    specs = []
+    for vi in values:
+        t = vi.type.tensor_type
+        dtype = helper.tensor_dtype_to_np_dtype(t.elem_type).name if t.elem_type else "?"
+        shape = None
+        if t.HasField("shape"):
+            shape = tuple(
+                d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                for d in t.shape.dim
+            )
+        specs.append(TensorSpec(vi.name, dtype, shape))
+    return specs
+
+
+def load_onnx(path: str | Path):
+    """``onnx.load`` with one-line errors for a missing, empty or corrupt file."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise StnDeployError(f"model file not found: {path}")
+    if path.stat().st_size == 0:
+        raise StnDeployError(f"{path} is empty, not an ONNX model")
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:
+        msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise StnDeployError(f"{path} is not a readable ONNX model: {msg}") from None
+    if not model.graph.node and not model.graph.output:
+        raise StnDeployError(f"{path} is not a readable ONNX model: it holds no graph")
+    return model
+
+
+def graph_inputs(model) -> list:
+    """Graph inputs that are real inputs (not initializers listed as inputs, IR < 4)."""
+    inits = {i.name for i in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in inits]

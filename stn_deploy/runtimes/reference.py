@@ -1,0 +1,99 @@
+"""The onnx reference evaluator (``onnx.reference``): a slow, independent oracle in numpy.
+
+Two corrections are loaded with it:
+
+- ``GatherElements``: onnx's goes through ``np.choose``, which takes at most 64 choices, so it
+  is wrong once the gathered axis is longer than 64 (any portable sampler on an image above
+  about 62 pixels a side). Ours uses ``np.take_along_axis``.
+- ``GridSample``: onnx 1.23's only knows opset 20's mode names (linear, cubic); opset 16-19
+  files say bilinear and bicubic. ORT's contrib ``com.microsoft.GridSample`` (the
+  ``ort-contrib`` lowering) has the same attributes and is evaluated the same way.
+
+Model-local functions are inlined first so the corrections apply inside them too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from stn_deploy.errors import StnDeployError
+from stn_deploy.runtimes.base import (
+    RuntimeInfo,
+    RuntimeSession,
+    graph_inputs,
+    load_onnx,
+    onnx_specs,
+)
+
+
+def _new_ops() -> list:
+    from onnx.reference.op_run import OpRun
+    from onnx.reference.ops.op_grid_sample import GridSample as _RefGridSample
+
+    class GatherElements(OpRun):
+        def _run(self, data, indices, axis=None):
+            axis = 0 if axis is None else axis
+            idx = indices.astype(np.int64)
+            idx = np.where(idx < 0, idx + data.shape[axis], idx)
+            return (np.take_along_axis(data, idx, axis=axis),)
+
+    class GridSample(_RefGridSample):
+        """Opset 16-19 mode names (bilinear, bicubic) as well as opset 20's."""
+
+        def _run(self, X, grid, mode=None, padding_mode=None, align_corners=None):
+            mode = mode or self.mode
+            mode = {"bilinear": "linear", "bicubic": "cubic"}.get(mode, mode)
+            return super()._run(
+                X,
+                grid,
+                mode=mode,
+                padding_mode=padding_mode or self.padding_mode,
+                align_corners=self.align_corners if align_corners is None else align_corners,
+            )
+
+    class ContribGridSample(GridSample):
+        op_domain = "com.microsoft"
+
+    ContribGridSample.__name__ = "GridSample"
+    return [GatherElements, GridSample, ContribGridSample]
+
+
+class ReferenceSession(RuntimeSession):
+    def __init__(self, model: str | Path, *, name: str = "reference") -> None:
+        import onnx
+        from onnx.reference import ReferenceEvaluator
+
+        proto = load_onnx(model) if not isinstance(model, onnx.ModelProto) else model
+        if proto.functions:  # so that the corrected ops above apply inside function bodies too
+            import onnx.inliner
+
+            proto = onnx.inliner.inline_local_functions(proto)
+        self.inputs = onnx_specs(graph_inputs(proto))
+        self.outputs = onnx_specs(proto.graph.output)
+        try:
+            self.evaluator = ReferenceEvaluator(proto, new_ops=_new_ops())
+        except Exception as exc:
+            msg = next((m for m in str(exc).splitlines() if m.strip()), type(exc).__name__)
+            raise StnDeployError(
+                f"the onnx reference evaluator cannot load the model: {msg[:300]}"
+            ) from None
+        self.primary = "numpy"
+        self.info = RuntimeInfo(
+            name=name,
+            library="onnx.reference",
+            version=onnx.__version__,
+            device="CPU (numpy)",
+            providers=("numpy",),
+        )
+
+    def run(self, feeds, output_names=None):
+        self.check_feeds(feeds)
+        names = output_names or [o.name for o in self.outputs]
+        try:
+            outs = self.evaluator.run(names, feeds)
+        except Exception as exc:
+            msg = next((m for m in str(exc).splitlines() if m.strip()), type(exc).__name__)
+            raise StnDeployError(f"the onnx reference evaluator failed: {msg[:300]}") from None
+        return {n: np.asarray(o) for n, o in zip(names, outs, strict=True)}

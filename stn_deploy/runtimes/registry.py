@@ -1,0 +1,128 @@
+"""Runtime names, what is available here and why not, and opening a session by name.
+
+Names: ``cpu``, ``cuda``, ``tensorrt``, ... (ONNX Runtime execution providers, short or full
+EP name), ``openvino`` (the OpenVINO runtime, CPU), ``reference`` (onnx's reference evaluator),
+``torch`` (PyTorch eager; needs a checkpoint or factory).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stn_deploy.errors import StnDeployError
+from stn_deploy.runtimes import ort as ort_rt
+from stn_deploy.runtimes.base import RuntimeSession, RuntimeUnavailable
+
+NON_ORT = ("openvino", "reference", "torch")
+
+
+@dataclass(frozen=True)
+class Availability:
+    name: str
+    available: bool
+    reason: str = ""
+
+
+def canonical(name: str) -> str:
+    """The runtime name for ``name`` ('CUDAExecutionProvider' -> 'cuda'); unknown is an error."""
+    n = name.strip()
+    if n.lower() in NON_ORT:
+        return n.lower()
+    ep = ort_rt.ep_for(n) or ort_rt.ep_for(n.lower())
+    if ep is not None:
+        return ort_rt.short_name(ep)
+    known = sorted({*NON_ORT, *(ort_rt.short_name(e) for e in ort_rt.known_eps())})
+    raise StnDeployError(f"unknown runtime/provider {name!r}: choose from {', '.join(known)}")
+
+
+def parse_names(spec: str | None) -> list[str] | None:
+    """``"cpu, cuda,openvino"`` -> canonical names (duplicates dropped); None/'all' -> None."""
+    if spec is None or spec.strip().lower() in ("", "all"):
+        return None
+    names: list[str] = []
+    for part in spec.split(","):
+        if not part.strip():
+            continue
+        c = canonical(part)
+        if c not in names:
+            names.append(c)
+    if not names:
+        raise StnDeployError(f"no runtime named in {spec!r}")
+    return names
+
+
+def availability(name: str) -> Availability:
+    """Whether runtime ``name`` can run here, and if not, why (never raises for a known name)."""
+    name = canonical(name)
+    try:
+        if name == "openvino":
+            from stn_deploy.runtimes.openvino_rt import check_available
+
+            check_available()
+        elif name == "reference":
+            import onnx.reference  # noqa: F401  (ships with onnx)
+        elif name == "torch":
+            try:
+                import torch  # noqa: F401
+            except ImportError:
+                raise RuntimeUnavailable("torch is not installed") from None
+        else:
+            ort_rt.check_available(ort_rt.ep_for(name))
+    except RuntimeUnavailable as exc:
+        return Availability(name, False, str(exc))
+    return Availability(name, True)
+
+
+def default_names(include_torch: bool = False) -> list[str]:
+    """Every runtime that may be available here, in a stable order: ORT EPs, openvino,
+    reference (and torch when asked)."""
+    eps = [ort_rt.short_name(e) for e in ort_rt.available_eps()] or ["cpu"]
+    order = ["cpu", "cuda", "tensorrt"]
+    eps = sorted(dict.fromkeys(eps), key=lambda n: (order.index(n) if n in order else 9, n))
+    return [*eps, "openvino", "reference", *(["torch"] if include_torch else [])]
+
+
+def open_session(
+    name: str,
+    model: str | Path | Any,
+    *,
+    loaded: Any = None,
+    threads: int | None = None,
+    opt_level: str | None = None,
+    output_names: list[str] | None = None,
+    **options: Any,
+) -> RuntimeSession:
+    """Open ``model`` (an ONNX path or ModelProto) on runtime ``name``.
+
+    ``loaded`` (a :class:`~stn_deploy.models.loading.LoadedModel`) is needed for ``torch``, which
+    answers with ``output_names``. Raises :class:`RuntimeUnavailable` with the reason when the
+    runtime cannot run here, StnDeployError when the model cannot be loaded.
+    """
+    name = canonical(name)
+    if name == "torch":
+        if loaded is None:
+            raise StnDeployError("the torch runtime needs a checkpoint or factory (--checkpoint)")
+        from stn_deploy.runtimes.torch_eager import TorchSession
+
+        return TorchSession(loaded, output_names=output_names, threads=threads, **options)
+    if name == "openvino":
+        from stn_deploy.runtimes.openvino_rt import OpenVinoSession
+
+        return OpenVinoSession(model, threads=threads, **options)
+    if name == "reference":
+        from stn_deploy.runtimes.reference import ReferenceSession
+
+        return ReferenceSession(model)
+    import onnx
+
+    if isinstance(model, onnx.ModelProto):
+        model = model.SerializeToString()
+    elif not isinstance(model, bytes):
+        from stn_deploy.runtimes.base import load_onnx
+
+        load_onnx(model)  # one-line errors for missing/corrupt files before ORT sees them
+    return ort_rt.OrtSession(
+        model, ort_rt.ep_for(name), name=name, threads=threads, opt_level=opt_level, **options
+    )
