@@ -532,9 +532,11 @@ def inspect_cmd(model: Path, as_json: bool) -> None:
     click.echo(json.dumps(info, indent=2) if as_json else format_report(info))
 
 
-from stn_deploy.cli_lower import lower_cmd  # noqa: E402  (its own module: a thin command)
+# ------------------------------------------------------- commands that live in their own modules
+from stn_deploy.cli_lower import lower_cmd  # noqa: E402
 
 main.add_command(lower_cmd)
+# (one import + add_command pair per command module, appended here)
 
 
 if __name__ == "__main__":  # pragma: no cover
