@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CLI    := $(VENV)/bin/stn-deploy
-EXTRAS ?= cpu,openvino,plots,dev
+EXTRAS ?= torch,cpu,openvino,plots,dev
 OUT    ?= runs/main
 STAMP  := $(VENV)/.installed-$(EXTRAS)
 

@@ -53,7 +53,20 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except StnDeployError as exc:
             raise click.ClickException(str(exc).replace("\n", " ")) from None
+        except ModuleNotFoundError as exc:
+            # an optional dependency this command needs (torch for train/export, ...)
+            top = (exc.name or "").split(".")[0]
+            if top not in _EXTRA_FOR:
+                raise
+            sub = ctx.invoked_subcommand or "this command"
+            raise click.ClickException(
+                f"`stn-deploy {sub}` needs {top}, which is not installed: "
+                f"pip install 'stn-deploy[{_EXTRA_FOR[top]}]'"
+            ) from None
 
+
+#: optional dependency (top-level module) -> the extra that installs it
+_EXTRA_FOR = {"torch": "torch", "onnxruntime": "cpu", "openvino": "openvino", "matplotlib": "plots"}
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 

@@ -16,6 +16,10 @@ NO_TORCH = textwrap.dedent(
     import stn_deploy, stn_deploy.data, stn_deploy.report.png, stn_deploy.io.atomic, stn_deploy.cli
     import stn_deploy.export.lower, stn_deploy.export.golden, stn_deploy.export.portable
     import stn_deploy.export.targets, stn_deploy.inspect_onnx, stn_deploy.timing
+    import stn_deploy.runtimes
+    from stn_deploy.runtimes import open_session
+    s = open_session("cpu", "exported/mnist-affine-native.onnx")
+    assert open_session("reference", "exported/mnist-affine-portable.onnx").info.name == "reference"
     import numpy as np
     from stn_deploy.data import make_split, synthetic_digits
     x, y = make_split(*synthetic_digits(4), "rts", 0)
@@ -25,6 +29,12 @@ NO_TORCH = textwrap.dedent(
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(stn_deploy.cli.main, ["data", "info", "--data-dir", "/nonexistent-dir"])
     assert r.exit_code == 1 and r.output.startswith("Error: "), r.output
+    r = CliRunner().invoke(stn_deploy.cli.main, ["train", "--epochs", "1", "--out", "/tmp/x"])
+    assert r.exit_code == 1, r.output
+    assert r.output.strip() == (
+        "Error: `stn-deploy train` needs torch, which is not installed: "
+        "pip install 'stn-deploy[torch]'"
+    ), r.output
     print("torch-free ok", sorted(m for m in sys.modules if m.startswith("torch")))
     """
 )
@@ -59,8 +69,11 @@ def test_ort_wheels_are_mutually_exclusive_extras():
         if name not in ("cpu", "gpu")
         for d in deps
     )
-    for dep in ("torch", "onnx", "click", "numpy", "tqdm"):
+    for dep in ("onnx", "click", "numpy", "tqdm"):
         assert any(d.startswith(dep) for d in meta["dependencies"]), dep
+    # torch is the training/export side's extra: a target device installs [cpu] alone
+    assert not any(d.startswith("torch") for d in meta["dependencies"])
+    assert any(d.startswith("torch>") for d in extras["torch"])
     assert meta["scripts"]["stn-deploy"] == "stn_deploy.cli:main"
 
 
