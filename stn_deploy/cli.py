@@ -549,6 +549,9 @@ def inspect_cmd(model: Path, as_json: bool) -> None:
 from stn_deploy.cli_lower import lower_cmd  # noqa: E402
 
 main.add_command(lower_cmd)
+from stn_deploy.cli_bench import bench_cmd  # noqa: E402
+
+main.add_command(bench_cmd)
 # (one import + add_command pair per command module, appended here)
 
 

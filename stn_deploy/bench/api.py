@@ -1,0 +1,374 @@
+"""``bench_model``: latency of an ONNX model across runtimes and batch sizes, with baselines.
+
+Example:
+    >>> r = bench_model("exported/mnist-affine-native.onnx", runtimes="cpu",
+    ...                 batch_sizes=(1, 64), iters=50, progress=False)        # doctest: +SKIP
+    >>> print(format_table(r))                                               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from stn_deploy.bench.machine import machine_description
+from stn_deploy.bench.ort_calls import cuda_graph_reason, io_binding_reason
+from stn_deploy.bench.plan import (
+    BENCH_ALIASES,
+    check_batch_sizes,
+    check_compare,
+    input_dtype,
+    precision_of,
+    resolve_input_shape,
+    runtime_names,
+)
+from stn_deploy.bench.result import BASELINES, BenchResult, BenchRow, Route
+from stn_deploy.bench.runner import RunSettings, run_route
+from stn_deploy.bench.timer import check_budget
+from stn_deploy.errors import StnDeployError
+from stn_deploy.runtimes import availability
+from stn_deploy.runtimes.base import graph_inputs, load_onnx, onnx_specs
+
+ORT_LIKE_EXCLUDED = ("openvino", "reference", "torch", *BENCH_ALIASES)
+
+
+def bench_model(
+    model_path: str | Path,
+    *,
+    runtimes: str | Sequence[str] | None = None,
+    batch_sizes: str | int | Iterable[int] = (1, 8, 64, 256),
+    warmup: int = 5,
+    iters: int | None = None,
+    duration: float | None = None,
+    threads: int | None = None,
+    opt_level: str | None = None,
+    io_binding: bool = False,
+    cuda_graph: bool = False,
+    compare: str | Sequence[str] = (),
+    loaded: Any = None,
+    input_shape: str | Sequence[int] | None = None,
+    sampler_sweep: bool = False,
+    progress: bool | None = True,
+    strict: bool = False,
+) -> BenchResult:
+    """Time ``model_path`` on each runtime at each batch size, with baselines in the same run.
+
+    Args:
+        model_path: an ONNX file with one image input.
+        runtimes: names as ``--providers`` takes them (``cpu``, ``cuda``, ``openvino``,
+            ``openvino-bf16``, ...); None: every runtime available here but the reference.
+        batch_sizes: positive sizes; a model with a fixed batch runs its own size only (the
+            others are skip rows, and a note says so).
+        warmup, iters, duration: untimed calls, then ``iters`` calls or ``duration`` seconds of
+            calls per row (neither: about 1 s, 5 to 1000 calls).
+        threads: intra-op threads of every runtime (None: each runtime's default).
+        opt_level: ORT graph optimisation level (disable, basic, extended, all).
+        io_binding, cuda_graph: also time the ORT GPU EPs with device-resident inputs and
+            outputs / with a captured CUDA graph; other EPs get a skip row saying why.
+        compare: baselines, ``torch`` (eager) and/or ``stock-export``; both need ``loaded``.
+        loaded: a :class:`~stn_deploy.models.loading.LoadedModel` (checkpoint or factory).
+        input_shape: per-image shape ``C,H,W`` (default: checkpoint, golden bundle, model).
+        sampler_sweep: also time every other grid-sample lowering of the model.
+        progress: a progress bar on stderr (None: when stderr is a terminal).
+        strict: raise instead of writing a skip or failure row.
+
+    Returns:
+        A :class:`BenchResult`; ``to_dict()`` is its JSON (schema in :mod:`.result`).
+
+    Raises:
+        StnDeployError: bad arguments, an unreadable model, a missing input shape; with
+            ``strict``, anything that could not be benched.
+    """
+    t_start = time.perf_counter()
+    machine = machine_description()
+    sizes = check_batch_sizes(batch_sizes)
+    check_budget(warmup, iters, duration)
+    if threads is not None and threads < 1:
+        raise StnDeployError(f"--threads must be 1 or more, got {threads}")
+    baselines = check_compare(compare)
+    names = runtime_names(runtimes)
+    if "torch" in names:  # torch named as a runtime is the torch baseline
+        names.remove("torch")
+        baselines = ["torch", *[b for b in baselines if b != "torch"]]
+    for b in baselines:
+        if loaded is None:
+            raise StnDeployError(
+                f"--compare {b} needs the torch model: give --checkpoint or --factory"
+            )
+    if not names and not baselines:
+        raise StnDeployError("no runtime to bench")
+
+    model_path = Path(model_path)
+    proto = load_onnx(model_path)
+    specs = onnx_specs(graph_inputs(proto))
+    if len(specs) != 1:
+        raise StnDeployError(
+            f"bench feeds models with one input; {model_path.name} has {len(specs)}: "
+            f"{[s.name for s in specs]}"
+        )
+    spec = specs[0]
+    from stn_deploy.export.metadata import stn_metadata
+
+    meta = stn_metadata(proto)
+    del proto
+    shape, shape_source = resolve_input_shape(model_path, spec, input_shape, loaded)
+    if loaded is not None and tuple(loaded.input_shape) != tuple(shape):
+        raise StnDeployError(
+            f"the torch model takes input {list(loaded.input_shape)}, the ONNX model {list(shape)}"
+        )
+    dtype = input_dtype(spec)
+    precision = precision_of(meta, dtype)
+    fixed = spec.fixed_batch()
+
+    available = {n: availability(BENCH_ALIASES.get(n, (n, {}))[0]) for n in names}
+    if strict:
+        for n, a in available.items():
+            if not a.available:
+                raise StnDeployError(f"{n} cannot run here: {a.reason}")
+    notes: list[str] = []
+    settings = RunSettings(
+        warmup=warmup,
+        iters=iters,
+        duration=duration,
+        threads=threads,
+        opt_level=opt_level,
+        loaded=loaded,
+        shape=tuple(shape),
+        dtype=dtype,
+    )
+    rows: list[BenchRow] = []
+    with tempfile.TemporaryDirectory(prefix="stn-deploy-bench-") as tmp:
+        stock_path, stock_reason = None, None
+        if "stock-export" in baselines:
+            from stn_deploy.bench.baselines import stock_export_loaded
+
+            try:
+                stock_path = stock_export_loaded(loaded, Path(tmp) / "stock-export.onnx")
+            except StnDeployError as exc:
+                if strict:
+                    raise
+                stock_reason = str(exc)
+        variants = []
+        if sampler_sweep:
+            from stn_deploy.bench.sweep import make_variants
+
+            variants = make_variants(
+                model_path, tmp, loaded=loaded, skip=meta.get("lowering") or None
+            )
+            if strict:
+                for v in variants:
+                    if v.path is None:
+                        raise StnDeployError(f"--sampler-sweep: {v.lowering}: {v.reason}")
+        routes = _plan_routes(
+            model_path,
+            names,
+            available,
+            meta,
+            precision,
+            variants,
+            stock_path,
+            stock_reason,
+            baselines,
+            io_binding,
+            cuda_graph,
+            notes,
+        )
+        rows = _run_all(routes, sizes, settings, notes, progress)
+    _speedups(rows)
+    if strict:
+        bad = next((r for r in rows if not r.ok), None)
+        if bad is not None:
+            raise StnDeployError(
+                f"{bad.route.label} on {bad.route.runtime} at batch {bad.batch}: "
+                f"{bad.status}: {bad.reason}"
+            )
+    return BenchResult(
+        model={
+            "path": str(model_path),
+            "name": model_path.name,
+            "lowering": meta.get("lowering"),
+            "precision": precision,
+            "input_name": spec.name,
+            "input_shape": list(shape),
+            "input_dtype": dtype.name,
+            "fixed_batch": fixed,
+            "shape_source": shape_source,
+        },
+        settings={
+            "runtimes": names,
+            "batch_sizes": sizes,
+            "warmup": warmup,
+            "iters": iters,
+            "duration_s": duration,
+            "threads": threads,
+            "opt_level": opt_level,
+            "io_binding": io_binding,
+            "cuda_graph": cuda_graph,
+            "compare": baselines,
+            "sampler_sweep": sampler_sweep,
+            "strict": strict,
+        },
+        machine=machine,
+        routes=routes,
+        rows=rows,
+        notes=notes,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        wall_s=time.perf_counter() - t_start,
+    )
+
+
+def _precision_of_file(path: Path, default: str | None) -> str | None:
+    try:
+        from stn_deploy.bench.plan import input_dtype as _dt_of
+        from stn_deploy.export.metadata import stn_metadata
+
+        proto = load_onnx(path)
+        meta = stn_metadata(proto)
+        specs = onnx_specs(graph_inputs(proto))
+        return precision_of(meta, _dt_of(specs[0])) if specs else default
+    except StnDeployError:
+        return default
+
+
+def _plan_routes(
+    model_path: Path,
+    names: list[str],
+    available: dict,
+    meta: dict[str, str],
+    precision: str,
+    variants: list,
+    stock_path: Path | None,
+    stock_reason: str | None,
+    baselines: list[str],
+    io_binding: bool,
+    cuda_graph: bool,
+    notes: list[str],
+) -> list[Route]:
+    from stn_deploy.runtimes.ort import ep_for
+
+    routes: list[Route] = []
+    label = model_path.stem
+    for rt in names:
+        unavailable = None if available[rt].available else available[rt].reason
+        routes.append(
+            Route(
+                f"{rt}/model",
+                "model",
+                rt,
+                label,
+                str(model_path),
+                meta.get("lowering"),
+                precision,
+                skip=unavailable,
+            )
+        )
+        is_ort = rt not in ORT_LIKE_EXCLUDED
+        for mode, wanted, why in (
+            ("io-binding", io_binding, io_binding_reason),
+            ("cuda-graph", cuda_graph, cuda_graph_reason),
+        ):
+            if not wanted:
+                continue
+            if not is_ort:
+                notes.append(f"--{mode} applies to ONNX Runtime GPU providers, not to {rt}")
+                continue
+            reason = unavailable or why(ep_for(rt) or rt)
+            routes.append(
+                Route(
+                    f"{rt}/model/{mode}",
+                    "model",
+                    rt,
+                    label,
+                    str(model_path),
+                    meta.get("lowering"),
+                    precision,
+                    mode=mode,
+                    skip=reason,
+                )
+            )
+        for v in variants:
+            routes.append(
+                Route(
+                    f"{rt}/lowering/{v.lowering}",
+                    "lowering",
+                    rt,
+                    f"sweep: {v.lowering}",
+                    str(v.path) if v.path else None,
+                    v.lowering,
+                    _precision_of_file(v.path, None) if v.path else None,
+                    skip=unavailable or (v.reason or None),
+                    skip_status="skipped" if unavailable or not v.reason else "failed",
+                )
+            )
+        if "stock-export" in baselines:
+            routes.append(
+                Route(
+                    f"{rt}/stock-export",
+                    "stock-export",
+                    rt,
+                    "stock torch.onnx.export",
+                    str(stock_path) if stock_path else None,
+                    None,
+                    "fp32",
+                    skip=unavailable or stock_reason,
+                    skip_status="skipped" if unavailable or not stock_reason else "failed",
+                )
+            )
+    if "torch" in baselines:
+        routes.append(Route("torch", "torch", "torch", "torch eager", None, None, "fp32"))
+    return routes
+
+
+def _run_all(
+    routes: list[Route],
+    sizes: list[int],
+    s: RunSettings,
+    notes: list[str],
+    progress: bool | None,
+) -> list[BenchRow]:
+    from tqdm.auto import tqdm
+
+    rows: list[BenchRow] = []
+    with tqdm(
+        total=len(routes) * len(sizes),
+        desc="bench",
+        unit="row",
+        file=sys.stderr,
+        disable=None if progress is None else not progress,
+        leave=False,
+    ) as bar:
+
+        def tick(desc: str) -> None:
+            bar.set_description_str(desc[:40], refresh=False)
+            if bar.n < bar.total:
+                bar.update(1)
+
+        for route in routes:
+            route_rows, route_notes = run_route(route, sizes, s, tick)
+            rows += route_rows
+            notes += [n for n in route_notes if n not in notes]
+    return rows
+
+
+def _speedups(rows: list[BenchRow]) -> None:
+    """Fill each row's speed-up over the torch row and the stock-export row (same runtime) at
+    the same batch size: baseline p50 / row p50."""
+    torch_p50 = {r.batch: r.stats.p50_us for r in rows if r.ok and r.route.kind == "torch"}
+    stock_p50 = {
+        (r.route.runtime, r.batch): r.stats.p50_us
+        for r in rows
+        if r.ok and r.route.kind == "stock-export"
+    }
+    for r in rows:
+        r.speedup = dict.fromkeys(BASELINES)
+        if not r.ok or r.route.kind == "torch":
+            continue
+        if r.batch in torch_p50:
+            r.speedup["torch"] = torch_p50[r.batch] / r.stats.p50_us
+        if r.route.kind in ("model", "lowering") and (r.route.runtime, r.batch) in stock_p50:
+            r.speedup["stock-export"] = stock_p50[(r.route.runtime, r.batch)] / r.stats.p50_us

@@ -1,0 +1,67 @@
+"""The baselines a benchmark compares against (torch side: imported only when asked for).
+
+- ``stock-export``: the same model through stock ``torch.onnx.export(dynamo=True)`` with a
+  dynamic batch, run on the same runtimes as ours. Needs torch and onnxscript.
+- ``torch``: PyTorch eager (``inference_mode``), :class:`stn_deploy.runtimes.torch_eager.TorchSession`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+from stn_deploy.errors import StnDeployError
+
+
+def stock_export(model: Any, input_shape: tuple[int, ...], path: str | Path) -> Path:
+    """Export ``model`` (a ``torch.nn.Module`` taking one ``(N, *input_shape)`` tensor) to
+    ``path`` with stock ``torch.onnx.export(dynamo=True)``, batch dimension dynamic.
+
+    The exporter's progress lines are swallowed (they would mix into ``--json`` output).
+    Raises StnDeployError with one line when torch, onnxscript or the export fails.
+    """
+    try:
+        import torch
+    except ImportError:
+        raise StnDeployError("the stock-export baseline needs torch") from None
+    try:
+        import onnxscript  # noqa: F401  (the dynamo exporter's dependency)
+    except ImportError:
+        raise StnDeployError(
+            "the stock-export baseline needs onnxscript (pip install onnxscript)"
+        ) from None
+    model = model.eval()
+    example = torch.zeros(2, *input_shape)
+    quiet = logging.getLogger("torch.onnx")  # "torchvision is not installed" warnings
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+            torch.inference_mode(False),
+        ):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                model,
+                (example,),
+                dynamo=True,
+                dynamic_shapes=({0: torch.export.Dim("N")},),
+                verbose=False,
+            )
+            program.save(str(path))
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StnDeployError(f"stock torch.onnx.export(dynamo=True) failed: {msg[:300]}") from None
+    finally:
+        quiet.setLevel(level)
+    return Path(path)
+
+
+def stock_export_loaded(loaded: Any, path: str | Path) -> Path:
+    """:func:`stock_export` of a :class:`~stn_deploy.models.loading.LoadedModel`."""
+    return stock_export(loaded.model, tuple(loaded.input_shape), path)

@@ -1,0 +1,170 @@
+"""Checking a benchmark's arguments and working out what to bench (no torch).
+
+Batch sizes, baselines, runtime names (``openvino-bf16`` is OpenVINO computing in its default
+bf16, for comparison with the f32 ``openvino``) and the input shape (``--input-shape``, else the
+checkpoint's, else the golden bundle beside the model, else the model's static dims).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stn_deploy.errors import StnDeployError
+from stn_deploy.runtimes import canonical, default_names
+from stn_deploy.runtimes.base import TensorSpec
+
+BASELINE_NAMES = ("torch", "stock-export")
+#: runtime names only the benchmark knows: name -> (runtime, session options)
+BENCH_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "openvino-bf16": ("openvino", {"precision": "bf16"}),
+}
+
+
+def check_batch_sizes(sizes: int | str | Iterable[int]) -> list[int]:
+    """``"1,8,64"``, ``64`` or ``[1, 8]`` -> distinct positive sizes in the given order."""
+    if isinstance(sizes, str):
+        parts = [p.strip() for p in sizes.split(",") if p.strip()]
+        try:
+            values = [int(p) for p in parts]
+        except ValueError:
+            raise StnDeployError(
+                f"batch sizes must be integers like 1,8,64, got {sizes!r}"
+            ) from None
+    elif isinstance(sizes, int):
+        values = [sizes]
+    else:
+        values = [int(v) for v in sizes]
+    if not values:
+        raise StnDeployError("no batch size given")
+    bad = [v for v in values if v < 1]
+    if bad:
+        raise StnDeployError(f"batch sizes must be 1 or more, got {bad[0]}")
+    return list(dict.fromkeys(values))
+
+
+def check_compare(compare: str | Sequence[str] | None) -> list[str]:
+    """``"torch,stock-export"`` or a sequence -> the baselines, checked."""
+    if compare is None:
+        return []
+    items = compare.split(",") if isinstance(compare, str) else list(compare)
+    out: list[str] = []
+    for item in items:
+        name = item.strip().lower()
+        if not name:
+            continue
+        if name not in BASELINE_NAMES:
+            raise StnDeployError(
+                f"unknown baseline {item!r} for --compare: choose from {', '.join(BASELINE_NAMES)}"
+            )
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def default_bench_runtimes() -> list[str]:
+    """Every runtime worth timing here: ORT's EPs and OpenVINO (not the slow reference)."""
+    return [n for n in default_names() if n != "reference"]
+
+
+def runtime_names(runtimes: str | Sequence[str] | None) -> list[str]:
+    """Runtime names (as ``--providers`` takes them) -> canonical, distinct; None/'all' ->
+    :func:`default_bench_runtimes`."""
+    if runtimes is None or (isinstance(runtimes, str) and runtimes.strip().lower() in ("", "all")):
+        return default_bench_runtimes()
+    items = runtimes.split(",") if isinstance(runtimes, str) else list(runtimes)
+    out: list[str] = []
+    for item in items:
+        if not item.strip():
+            continue
+        low = item.strip().lower()
+        name = low if low in BENCH_ALIASES else canonical(item)
+        if name not in out:
+            out.append(name)
+    if not out:
+        raise StnDeployError(f"no runtime named in {runtimes!r}")
+    return out
+
+
+def parse_input_shape(text: str | Sequence[int] | None) -> tuple[int, ...] | None:
+    """``"3,224,224"``, ``"1x42x42"`` or a sequence -> the per-image shape (a leading batch of
+    a 4-D shape is dropped)."""
+    if text is None:
+        return None
+    if isinstance(text, str):
+        parts = [p for p in re.split(r"[,x× ]+", text.strip()) if p]
+        try:
+            dims = tuple(int(p) for p in parts)
+        except ValueError:
+            raise StnDeployError(
+                f"input shape must be integers like 1,28,28, got {text!r}"
+            ) from None
+    else:
+        dims = tuple(int(v) for v in text)
+    if len(dims) == 4:
+        dims = dims[1:]
+    if not dims or any(d <= 0 for d in dims):
+        raise StnDeployError(f"input shape must be positive sizes like 1,28,28, got {text!r}")
+    return dims
+
+
+def resolve_input_shape(
+    model_path: str | Path, spec: TensorSpec, input_shape: Any = None, loaded: Any = None
+) -> tuple[tuple[int, ...], str]:
+    """The per-image input shape and where it came from (see the module docstring)."""
+    shape = parse_input_shape(input_shape)
+    source = "--input-shape"
+    if shape is None and loaded is not None:
+        shape, source = tuple(int(d) for d in loaded.input_shape), "checkpoint"
+    if shape is None:
+        from stn_deploy.export.golden import bundle_path, read_bundle
+
+        golden = bundle_path(model_path)
+        if golden.is_file():
+            bundle = read_bundle(golden)
+            arr = bundle.inputs.get(spec.name)
+            if arr is None and len(bundle.inputs) == 1:
+                (arr,) = bundle.inputs.values()
+            if arr is not None and arr.ndim >= 2:
+                shape, source = tuple(int(d) for d in arr.shape[1:]), f"golden bundle {golden.name}"
+    dims = spec.shape[1:] if spec.shape else None
+    static = dims is not None and all(isinstance(d, int) and d > 0 for d in dims)
+    if shape is None and static:
+        shape, source = tuple(dims), "model file"
+    if shape is None:
+        shown = list(spec.shape) if spec.shape else "unknown"
+        raise StnDeployError(
+            f"cannot tell the input shape of {Path(model_path).name} (input {spec.name!r} is "
+            f"{shown} and no golden bundle is beside it): pass --input-shape C,H,W"
+        )
+    if dims is not None and (
+        len(dims) != len(shape)
+        or any(isinstance(d, int) and d > 0 and d != s for d, s in zip(dims, shape, strict=False))
+    ):
+        shown = ["?" if not isinstance(d, int) or d <= 0 else d for d in dims]
+        raise StnDeployError(
+            f"input shape {list(shape)} ({source}) does not fit the model's input "
+            f"{spec.name!r} {['N', *shown]}"
+        )
+    return shape, source
+
+
+def input_dtype(spec: TensorSpec) -> np.dtype:
+    """The numpy dtype of the model's input (float32 when the file does not say)."""
+    try:
+        return np.dtype(spec.dtype)
+    except TypeError:
+        return np.dtype(np.float32)
+
+
+def precision_of(meta: dict[str, str], dtype: np.dtype) -> str:
+    """The file's ``stn_deploy.precision`` metadata, else guessed from the input dtype."""
+    if meta.get("precision"):
+        return meta["precision"]
+    return {"float16": "fp16", "float32": "fp32", "float64": "fp64", "bfloat16": "bf16"}.get(
+        dtype.name, dtype.name
+    )
