@@ -552,6 +552,9 @@ main.add_command(lower_cmd)
 from stn_deploy.cli_bench import bench_cmd  # noqa: E402
 
 main.add_command(bench_cmd)
+from stn_deploy.cli_verify import verify_cmd  # noqa: E402
+
+main.add_command(verify_cmd)
 # (one import + add_command pair per command module, appended here)
 
 

@@ -1,0 +1,91 @@
+"""Default tolerances per model precision (``stn_deploy.precision`` metadata: fp32, fp16, int8).
+
+fp32 files are held to float32 round-off: element-wise ``atol=1e-4`` or ``rtol=1e-3`` on
+log-probabilities (the exported mnist-affine differs from torch by at most 9e-5 over the
+10,000 RTS test images on ONNX Runtime CPU). fp16 and int8 files cannot match torch's fp32
+element-wise; for them the headline figures are the argmax agreement with the reference and
+the accuracy delta on labelled MNIST inputs, and those are gated too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from stn_deploy.errors import StnDeployError
+from stn_deploy.verify.compare import ERROR_STATS
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """What a runtime must meet on every output and input set."""
+
+    atol: float
+    rtol: float
+    check_error_stat: str = "elemwise"
+    quantile: float = 0.99
+    #: classifier outputs: least fraction of rows whose argmax is the reference's (None: not gated)
+    min_argmax_agreement: float | None = None
+    #: labelled inputs: most accuracy (percentage points) a runtime may lose vs the reference
+    max_accuracy_drop: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+DEFAULTS: dict[str, Tolerance] = {
+    "fp32": Tolerance(atol=1e-4, rtol=1e-3, check_error_stat="elemwise"),
+    "fp16": Tolerance(
+        atol=2e-2,
+        rtol=2e-2,
+        check_error_stat="quantile",
+        min_argmax_agreement=0.99,
+        max_accuracy_drop=0.5,
+    ),
+    "int8": Tolerance(
+        atol=0.25,
+        rtol=0.1,
+        check_error_stat="median",
+        min_argmax_agreement=0.97,
+        max_accuracy_drop=1.0,
+    ),
+}
+
+HELP = "; ".join(
+    f"{p}: atol {t.atol:g}, rtol {t.rtol:g}, {t.check_error_stat}"
+    + (f", argmax agreement >= {t.min_argmax_agreement:.0%}" if t.min_argmax_agreement else "")
+    + (f", accuracy drop <= {t.max_accuracy_drop:g} pt" if t.max_accuracy_drop else "")
+    for p, t in DEFAULTS.items()
+)
+
+
+def tolerance_for(
+    precision: str | None,
+    *,
+    atol: float | None = None,
+    rtol: float | None = None,
+    check_error_stat: str | None = None,
+    quantile: float | None = None,
+) -> Tolerance:
+    """The precision's defaults (fp32 when unknown or unrecorded) with the given overrides."""
+    base = DEFAULTS.get((precision or "fp32").lower(), DEFAULTS["fp32"])
+    if check_error_stat is not None and check_error_stat not in ERROR_STATS:
+        raise StnDeployError(
+            f"unknown --check-error-stat {check_error_stat!r}: choose from {', '.join(ERROR_STATS)}"
+        )
+    for name, v in (("atol", atol), ("rtol", rtol)):
+        if v is not None and not v >= 0:
+            raise StnDeployError(f"--{name} must be >= 0, got {v}")
+    if quantile is not None and not 0 <= quantile <= 1:
+        raise StnDeployError(f"--quantile must be in [0, 1], got {quantile}")
+    changes = {
+        k: v
+        for k, v in (
+            ("atol", atol),
+            ("rtol", rtol),
+            ("check_error_stat", check_error_stat),
+            ("quantile", quantile),
+        )
+        if v is not None
+    }
+    return replace(base, **changes)
