@@ -81,6 +81,22 @@ class RuntimeResult:
     def passed(self) -> bool:
         return self.status == "passed"
 
+    def short_reason(self) -> str:
+        """The reason in a few words: which input sets failed (details are in the table)."""
+        if self.status != "failed":
+            return self.reason
+        bad = [s.input_set for s in self.sets if not s.passed]
+        parts = [f"differs from the reference on the {', '.join(bad)} inputs"] if bad else []
+        if self.placement and self.placement.get("strict") and self.placement.get("fallbacks"):
+            parts.append(f"{len(self.placement['fallbacks'])} nodes fell back (--strict-placement)")
+        if any(
+            o.nonfinite.get("candidate_nan") or o.nonfinite.get("candidate_inf")
+            for s in self.sets
+            for o in s.outputs
+        ):
+            parts.append("NaN/Inf in its outputs")
+        return "; ".join(parts) or self.reason
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -114,7 +130,11 @@ class VerifyReport:
 
     def failures(self) -> list[str]:
         """One phrase per runtime that did not pass (or why nothing ran)."""
-        out = [f"{r.name}: {r.reason}" for r in self.runtimes if r.status in ("failed", "error")]
+        out = [
+            f"{r.name}: {r.short_reason()}"
+            for r in self.runtimes
+            if r.status in ("failed", "error")
+        ]
         if not any(r.status != "unavailable" for r in self.runtimes):
             out.append("no runtime could run here")
         return out
@@ -232,10 +252,7 @@ def format_table(report: VerifyReport | dict[str, Any], *, histograms: bool = Tr
                     )
         verdict = {"passed": "PASSED", "failed": "FAILED", "error": "FAILED"}.get(r["status"])
         if verdict and r["sets"]:
-            notes.append(
-                f"{r['name']}: {verdict}"
-                + (f" ({r['reason']})" if r["reason"] and verdict == "FAILED" else "")
-            )
+            notes.append(f"{r['name']}: {verdict}")
     if d.get("stn"):
         lines.append("")
         for name, st in d["stn"].items():
