@@ -3,7 +3,8 @@
 With a checkpoint or factory every lowering is exported from torch (``export_model``, as
 ``exported/build.py`` does); without torch the given ONNX file is rewritten by ``lower_model``
 (torch-free), which can make every lowering from a file that still holds a sampler op (native,
-custom, ort-contrib) but none from a portable one.
+custom, ort-contrib), at the file's opset (at least each lowering's minimum), but none from a
+portable one.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def make_variants(
                     golden_count=1,
                 )
             else:
-                _lower_file(model_path, path, sampler, opset, inline)
+                _lower_file(model_path, path, sampler, None, inline)  # the file's opset
         except StnDeployError as exc:
             variants.append(Variant(lowering, None, str(exc)))
             continue
@@ -66,7 +67,7 @@ def make_variants(
     return variants
 
 
-def _lower_file(src: str | Path, dst: Path, sampler: str, opset: int, inline: bool) -> None:
+def _lower_file(src: str | Path, dst: Path, sampler: str, opset: int | None, inline: bool) -> None:
     from stn_deploy.export.lower import lower_file
 
     summary = lower_file(src, dst, sampler, opset=opset, inline=inline)
