@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from onnx import TensorProto, helper
 
+from stn_deploy.bench.baselines import stock_export
 from stn_deploy.export.exporter import export_model
 from stn_deploy.export.portable import grid_sample_model
 from stn_deploy.models import build_model, load_checkpoint, save_checkpoint, zoo_config
@@ -84,13 +85,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp())
 
     routes: dict[str, ort.InferenceSession] = {}
-    prog = torch.onnx.export(
-        model,
-        (torch.zeros(1, *shape),),
-        dynamo=True,
-        dynamic_shapes={"x": {0: torch.export.Dim("N")}},
-    )
-    prog.save(str(tmp / "stock.onnx"))
+    stock_export(model, shape, tmp / "stock.onnx")
     routes["stock torch.onnx.export(dynamo=True)"] = ort_session(str(tmp / "stock.onnx"))
     for sampler, opset in [("native", 17), ("portable", 11), ("custom", 17), ("ort-contrib", 11)]:
         s = export_model(
