@@ -83,7 +83,8 @@ def _stat(values: np.ndarray, how: str, quantile: float) -> float:
         return float(np.max(values))
     if how == "mean":
         return float(np.mean(values))
-    v = float(np.median(values)) if how == "median" else float(np.quantile(values, quantile))
+    with np.errstate(invalid="ignore"):
+        v = float(np.median(values)) if how == "median" else float(np.quantile(values, quantile))
     return math.inf if math.isnan(v) else v  # inf - inf while interpolating between infs
 
 
