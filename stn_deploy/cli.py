@@ -424,6 +424,9 @@ def evaluate_cmd(
 
 
 # --------------------------------------------------------------------------- export
+from stn_deploy.cli_quantize import build_precision_options, describe, precision_options  # noqa: E402
+
+
 @main.command("export")
 @with_model_source
 @click.option(
@@ -471,8 +474,21 @@ def evaluate_cmd(
     help="Inputs in the golden bundle.",
 )
 @click.option(
-    "--seed", type=int, default=0, show_default=True, help="Seed of random golden inputs."
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of random golden inputs and of the int8 calibration set.",
 )
+@click.option(
+    "--precision",
+    default="fp32",
+    show_default=True,
+    metavar="fp32|fp16|int8",
+    help="Numeric precision of the file: int8 is calibrated on real MNIST training images "
+    "(`stn-deploy data fetch`); θ, grid and sampler stay fp32 unless asked.",
+)
+@precision_options
 def export_cmd(
     separable,
     model,
@@ -487,6 +503,8 @@ def export_cmd(
     static_batch,
     golden_count,
     seed,
+    precision,
+    **precision_kw,
 ) -> None:
     """Export a model to ONNX with stn-deploy's grid-sample lowering and a golden I/O bundle.
 
@@ -497,7 +515,10 @@ def export_cmd(
     """
     from stn_deploy.export.exporter import export_model
     from stn_deploy.models.loading import load_model
+    from stn_deploy.precision.convert import check_precision
 
+    precision = check_precision(precision)  # before loading: an unknown one is a usage error
+    options = build_precision_options(seed, precision_kw)
     loaded = load_model(model, checkpoint=checkpoint, input_shape=input_shape)
     s = export_model(
         loaded,
@@ -511,6 +532,8 @@ def export_cmd(
         golden_count=golden_count,
         seed=seed,
         separable=separable,
+        precision=precision,
+        precision_options=options,
     )
     if s["auto"]:
         for cand, row in s["auto"]["candidates"].items():
@@ -524,6 +547,10 @@ def export_cmd(
             click.echo(
                 f"auto: {cand:<12} {timing}{'  <- chosen' if cand == s['auto']['chosen'] else ''}"
             )
+    if precision != "fp32":
+        meta = {k.removeprefix("stn_deploy."): v for k, v in s["metadata"].items()}
+        parsed = {k: json.loads(meta[k]) for k in ("calibration", "fp16") if k in meta}
+        click.echo(describe(parsed))
     if s["samplers"] == 0:
         click.echo("note: the model has no grid sampler (no grid_sample): exported as plain ONNX")
     click.echo(
@@ -555,6 +582,9 @@ main.add_command(bench_cmd)
 from stn_deploy.cli_verify import verify_cmd  # noqa: E402
 
 main.add_command(verify_cmd)
+from stn_deploy.cli_quantize import quantize_cmd  # noqa: E402
+
+main.add_command(quantize_cmd)
 # (one import + add_command pair per command module, appended here)
 
 

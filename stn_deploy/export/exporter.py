@@ -270,6 +270,27 @@ def choose_sampler(
     }
 
 
+def _apply_precision(
+    loaded: LoadedModel, model: onnx.ModelProto, precision: str, options: dict[str, Any]
+) -> onnx.ModelProto:
+    """The fp16/int8 form of the checked fp32 export; int8 calibrates by default on the
+    distortion the model was trained with (and the export's seed)."""
+    from dataclasses import replace
+
+    from stn_deploy.precision.calibration import CalibrationSpec
+    from stn_deploy.precision.convert import apply_precision
+
+    options = dict(options)
+    if precision == "int8":
+        spec = options.get("calibration") or CalibrationSpec()
+        trained = loaded.config.extra.get("trained_on", {}).get("distortion")
+        if spec.distortion is None and trained:
+            spec = replace(spec, distortion=trained)
+        options["calibration"] = spec
+    converted, _ = apply_precision(model, precision, **options)
+    return converted
+
+
 def default_name(loaded: LoadedModel, sampler: str) -> str:
     base = re.sub(r"[^A-Za-z0-9_.-]+", "-", loaded.config.arch.split(":")[-1]).strip("-") or "model"
     return f"{base}-{sampler}"
@@ -288,11 +309,22 @@ def export_model(
     golden_count: int = 8,
     seed: int = 0,
     separable: bool = True,
+    precision: str = "fp32",
+    precision_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Export ``loaded`` to ``out`` (a ``.onnx`` file, or a directory for ``NAME.onnx``).
 
+    ``precision`` fp16 or int8 converts the checked fp32 export with
+    :func:`stn_deploy.precision.apply_precision` (``precision_options`` go there; int8
+    calibrates on the distortion and seed the model was trained with unless
+    ``precision_options["calibration"]`` says otherwise); the golden bundle keeps torch's
+    fp32 outputs as the reference.
+
     Returns a summary: paths, target, sampler, opset, node count, golden input source.
     """
+    from stn_deploy.precision.convert import check_precision
+
+    precision = check_precision(precision)
     profile = get_target(target)
     auto = sampler == "auto"
     sampler = None if auto else (sampler or profile.sampler)
@@ -328,7 +360,8 @@ def export_model(
     auto_figures = None
     if auto:
         sampler, auto_figures = choose_sampler(traced, target, opset, x, outs[0].numpy(), seed)
-    path = out if out.suffix == ".onnx" else out / f"{default_name(loaded, sampler)}.onnx"
+    suffix = "" if precision == "fp32" else f"-{precision}"
+    path = out if out.suffix == ".onnx" else out / f"{default_name(loaded, sampler)}{suffix}.onnx"
     samplers = sum(n.op_type == "GridSample" for n in traced.graph.node)
     onnx_model = lower_model(traced, sampler, inline=inline)
     lowering = "custom-inline" if sampler == "custom" and inline else sampler
@@ -377,6 +410,8 @@ def export_model(
             f"the exported model fails onnx.checker: {str(exc).splitlines()[0][:300]}"
         ) from None
 
+    if precision != "fp32":
+        onnx_model = _apply_precision(loaded, onnx_model, precision, precision_options or {})
     data = onnx_model.SerializeToString()
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
@@ -400,6 +435,7 @@ def export_model(
         "auto": auto_figures,
         "bytes": len(data),
         "golden_source": source,
+        "precision": precision,
         "outputs": names,
         "metadata": {p.key: p.value for p in onnx_model.metadata_props},
     }

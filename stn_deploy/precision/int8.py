@@ -1,0 +1,235 @@
+"""int8: ONNX Runtime static quantisation, QDQ format, per-channel weights (onnx + ORT, no torch).
+
+:func:`quantize_int8` quantises the weighted layers (Conv, Gemm, MatMul) and the activations
+between them with ranges calibrated on the images given, and by default leaves the STN's float
+region (:mod:`stn_deploy.precision.region`: θ's Gemm, the grid generator, the sampler) in fp32.
+ORT's quantiser still feeds a shared input (the image goes to the localisation Conv *and* the
+sampler) through one Q/DQ pair; the region's inputs are rewired to the float tensors afterwards,
+so no QuantizeLinear lies between the image or θ and the sampler, and ORT can fuse the Conv's
+DequantizeLinear (it fuses only a DQ with a single consumer).
+
+Per-channel weights need opset 13: a model below (the portable and ort-contrib exports at 11)
+is raised to 13 with the lowering's opset retargeting first. Activations are signed int8 (S8S8: the faster of the two on ORT CPU here), weights signed int8
+per output channel, biases int32. Models with model-local functions (the ``custom`` lowering)
+are inlined first.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from stn_deploy.errors import StnDeployError
+from stn_deploy.precision.region import float_region, inline_functions, is_weighted
+
+_QDQ = ("QuantizeLinear", "DequantizeLinear")
+#: per-channel weights need DequantizeLinear's ``axis`` (opset 13): older models are raised
+PER_CHANNEL_OPSET = 13
+_METHOD_NAMES = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+
+
+def _quantization():
+    try:
+        from onnxruntime import quantization
+    except ImportError:
+        raise StnDeployError(
+            "int8 quantisation needs onnxruntime (pip install 'stn-deploy[cpu]')"
+        ) from None
+    return quantization
+
+
+def _raise_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` at opset 13 (per-channel DequantizeLinear has an ``axis`` from 13 on), through
+    the lowering's opset retargeting; its samplers are left in the form they have."""
+    from stn_deploy.export.lower import lower_model
+
+    contrib = any(
+        n.op_type == "GridSample" and n.domain == "com.microsoft" for n in model.graph.node
+    )
+    return lower_model(model, "ort-contrib" if contrib else "portable", opset=PER_CHANNEL_OPSET)
+
+
+def quantisable_nodes(model: onnx.ModelProto, region: set[int]) -> list[str]:
+    """Names (or op types) of the weighted nodes outside ``region``: what int8 is about."""
+    constants = {i.name for i in model.graph.initializer}
+    constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    return [
+        n.name or n.op_type
+        for i, n in enumerate(model.graph.node)
+        if i not in region and is_weighted(n, constants)
+    ]
+
+
+def _rewire_region_inputs(model: onnx.ModelProto, region_names: set[str]) -> int:
+    """Region nodes that read ``DQ(Q(x))`` read ``x`` again when ``x`` is a graph input or a
+    region node's output (elsewhere the quantiser may have folded a Relu into the Q: its
+    input is then not the tensor the node used to read); drops Q/DQ left unused."""
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    floats = {i.name for i in graph.input}
+    floats |= {o for n in graph.node if n.name in region_names for o in n.output}
+    rewired = 0
+    for n in graph.node:
+        if n.name not in region_names:
+            continue
+        for i, name in enumerate(n.input):
+            dq = producer.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = producer.get(dq.input[0])
+            if q is None or q.op_type != "QuantizeLinear" or q.input[0] not in floats:
+                continue  # a quantised weight, or an activation without its float original
+            n.input[i] = q.input[0]
+            rewired += 1
+    outputs = {o.name for o in graph.output}
+    while True:
+        used = {i for n in graph.node for i in n.input} | outputs
+        dead = [n for n in graph.node if n.op_type in _QDQ and not set(n.output) & used]
+        if not dead:
+            break
+        for n in dead:
+            graph.node.remove(n)
+    used = {i for n in graph.node for i in n.input}
+    for init in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(init)
+    return rewired
+
+
+def quantize_int8(
+    model: onnx.ModelProto,
+    calibration: np.ndarray,
+    *,
+    method: str = "minmax",
+    quantize_sampler: bool = False,
+    keep_fp32: Sequence[str] = (),
+    batch: int = 64,
+) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """A QDQ int8 copy of ``model`` calibrated on ``calibration`` ``(N, C, H, W)`` (normalised
+    model inputs), and a summary: nodes kept in fp32, quantised layers, Q/DQ counts.
+
+    ``quantize_sampler`` quantises θ's Gemm and the grid generator too (the sampler op itself
+    has no int8 kernel and reads dequantised inputs); ``keep_fp32`` names more nodes to leave
+    in fp32 (e.g. single-channel first convolutions, slow in int8 on ORT CPU).
+
+    Example:
+        >>> q, info = quantize_int8(onnx.load("m.onnx"), x)  # doctest: +SKIP
+        >>> info["excluded_ops"]                               # doctest: +SKIP
+        {'Constant': 3, 'Gemm': 1, 'GridSample': 1, 'MatMul': 1, 'Reshape': 2, 'Transpose': 1}
+    """
+    qz = _quantization()
+    if method not in _METHOD_NAMES:
+        raise StnDeployError(
+            f"unknown calibration method {method!r}: choose from {', '.join(_METHOD_NAMES)}"
+        )
+    model = inline_functions(copy.deepcopy(model))
+    opset_from = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset_from < PER_CHANNEL_OPSET:
+        model = _raise_opset(model)
+    inputs = [
+        i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}
+    ]
+    if len(inputs) != 1:
+        raise StnDeployError(
+            f"int8 calibration feeds one image input; the model has {len(inputs)} inputs"
+        )
+    nodes = model.graph.node
+    region = set() if quantize_sampler else float_region(model)
+    known = {n.name for n in nodes}
+    unknown = sorted(set(keep_fp32) - known)
+    if unknown:
+        raise StnDeployError(f"--keep-fp32: the model has no node named {', '.join(unknown)}")
+    region |= {i for i, n in enumerate(nodes) if n.name in set(keep_fp32)}
+    targets = quantisable_nodes(model, region)
+    if not targets:
+        raise StnDeployError(
+            "nothing to quantise: the model has no Conv, Gemm or MatMul with weights"
+            + ("" if quantize_sampler else " outside the STN's grid generator and sampler")
+        )
+    for i, n in enumerate(nodes):
+        if not n.name:  # ORT's exclusion list is by node name
+            n.name = f"stn_deploy_node_{i}"
+    excluded = [nodes[i].name for i in sorted(region)]
+    excluded_ops = Counter(nodes[i].op_type for i in region)
+    name = inputs[0].name
+    x = np.ascontiguousarray(calibration, dtype=np.float32)
+
+    class _Reader(qz.CalibrationDataReader):
+        def __init__(self) -> None:
+            self.i = 0
+
+        def get_next(self):
+            if self.i >= len(x):
+                return None
+            feed = {name: x[self.i : self.i + batch]}
+            self.i += batch
+            return feed
+
+    with tempfile.TemporaryDirectory(prefix="stn-deploy-int8-") as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(model, str(src))
+        previous = logging.root.manager.disable
+        logging.disable(logging.WARNING)  # ORT logs "consider pre-processing" on every call
+        try:
+            qz.quantize_static(
+                str(src),
+                str(dst),
+                _Reader(),
+                quant_format=qz.QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=qz.QuantType.QInt8,
+                weight_type=qz.QuantType.QInt8,
+                nodes_to_exclude=excluded or None,
+                calibrate_method=getattr(qz.CalibrationMethod, _METHOD_NAMES[method]),
+                extra_options={"CalibTensorRangeSymmetric": False},
+            )
+        except StnDeployError:
+            raise
+        except Exception as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StnDeployError(f"onnxruntime quantisation failed: {msg[:300]}") from None
+        finally:
+            logging.disable(previous)
+        quantised = onnx.load(str(dst))
+    rewired = _rewire_region_inputs(quantised, set(excluded))
+    counts = Counter(n.op_type for n in quantised.graph.node)
+    return quantised, {
+        "opset": max(opset_from, PER_CHANNEL_OPSET),
+        "opset_from": opset_from,
+        "method": method,
+        "format": "QDQ",
+        "activations": "int8",
+        "weights": "int8 per channel",
+        "quantize_sampler": quantize_sampler,
+        "excluded_nodes": excluded,
+        "excluded_ops": dict(sorted(excluded_ops.items())),
+        "quantised_layers": targets,
+        "quantize_linear": counts["QuantizeLinear"],
+        "dequantize_linear": counts["DequantizeLinear"],
+        "region_inputs_rewired": rewired,
+    }
+
+
+def is_quantised(model: onnx.ModelProto) -> str | None:
+    """Why ``model`` is already reduced-precision (a line), or None for a float32 model."""
+    from stn_deploy.export.metadata import stn_metadata
+
+    precision = stn_metadata(model).get("precision")
+    if precision and precision != "fp32":
+        return f"its metadata says precision {precision}"
+    ops = Counter(n.op_type for n in model.graph.node)
+    q = [
+        op for op in ops if op in _QDQ or op.startswith(("QLinear", "ConvInteger", "MatMulInteger"))
+    ]
+    if q:
+        return f"it holds {', '.join(sorted(q))} nodes"
+    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
+        return "it holds fp16 weights"
+    return None

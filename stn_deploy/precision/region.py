@@ -1,0 +1,105 @@
+"""The STN's float region: nodes from θ onward to the sampler output (onnx only, no torch).
+
+Quantising θ or the sampling grid moves every pixel of the rectified image, and fp16 grid
+coordinates are off by up to ``2**-11 * W`` pixels; so by default the int8 and fp16 steps keep
+these nodes in fp32:
+
+* the θ producer: the last Conv/Gemm (or MatMul with a constant operand) before a sampler,
+* everything downstream of it up to the next Conv/Gemm: the grid MatMul/Reshape/Transpose of
+  the affine (projective, TPS) grid generator, and the sampler itself (native or ORT-contrib
+  ``GridSample``, or the portable/inlined-custom decomposition with its index arithmetic).
+
+A sampler here is a ``GridSample`` node of any domain or a ``GatherElements`` (the portable
+decomposition's gather). Models with local functions must be inlined first
+(:func:`inline_functions`).
+
+Example:
+    >>> import onnx                                                   # doctest: +SKIP
+    >>> m = onnx.load("exported/mnist-affine-native.onnx")            # doctest: +SKIP
+    >>> [m.graph.node[i].op_type for i in sorted(float_region(m))]    # doctest: +SKIP
+    ['Gemm', 'Constant', 'Reshape', 'Transpose', 'Constant', 'MatMul', 'Constant', 'Reshape', 'GridSample']
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import onnx
+
+#: ops that end the forward walk from θ: the classifier's (or the next STN's) weighted layers
+WEIGHTED = ("Conv", "Gemm", "ConvTranspose")
+#: ops that mark a sampler (the portable decomposition gathers with GatherElements)
+SAMPLER_OPS = ("GridSample", "GatherElements")
+
+
+def inline_functions(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with its model-local functions written in place (a no-op without any)."""
+    if not model.functions:
+        return model
+    import onnx.inliner
+
+    return onnx.inliner.inline_local_functions(model)
+
+
+def _constant_names(model: onnx.ModelProto) -> set[str]:
+    names = {i.name for i in model.graph.initializer}
+    names |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    return names
+
+
+def is_weighted(node: onnx.NodeProto, constants: set[str]) -> bool:
+    """A node int8 quantisation is about: Conv/Gemm, or a MatMul with a constant operand."""
+    if node.domain not in ("", "ai.onnx"):
+        return False
+    if node.op_type in WEIGHTED:
+        return True
+    return node.op_type == "MatMul" and any(i in constants for i in node.input)
+
+
+def float_region(model: onnx.ModelProto) -> set[int]:
+    """Indices (into ``model.graph.node``) of the nodes from each θ producer to its sampler.
+
+    For every weighted node (Conv/Gemm) the walk follows its consumers until the next Conv or
+    Gemm; when that walk reaches a sampler op, the node is a θ producer and the walk (with the
+    node itself) is the float region. Constant nodes feeding the region belong to it.
+    """
+    nodes = list(model.graph.node)
+    consumers: dict[str, list[int]] = defaultdict(list)
+    for i, n in enumerate(nodes):
+        for name in n.input:
+            if name:
+                consumers[name].append(i)
+    region: set[int] = set()
+    for i, n in enumerate(nodes):
+        if n.domain not in ("", "ai.onnx") or n.op_type not in WEIGHTED:
+            continue
+        seen: set[int] = set()
+        stack = [o for out in n.output for o in consumers[out]]
+        while stack:
+            j = stack.pop()
+            if j in seen or nodes[j].op_type in WEIGHTED:
+                continue
+            seen.add(j)
+            stack.extend(o for out in nodes[j].output for o in consumers[out])
+        if any(nodes[j].op_type in SAMPLER_OPS for j in seen):
+            region |= seen | {i}
+    # the sampler's other inputs: what it reads the image through (the portable form's Pad,
+    # Shape, Reshape of the image) up to a graph input, a weighted node or the region
+    producers = {out: i for i, n in enumerate(nodes) for out in n.output}
+    thetas = {i for i in region if nodes[i].op_type in WEIGHTED}
+    stack = [j for j in region if j not in thetas]
+    while stack:
+        j = stack.pop()
+        for name in nodes[j].input:
+            k = producers.get(name)
+            if k is None or k in region or nodes[k].op_type in WEIGHTED:
+                continue
+            region.add(k)
+            stack.append(k)
+    return region
+
+
+def float_region_names(model: onnx.ModelProto) -> list[str]:
+    """Names of the :func:`float_region` nodes, in graph order (unnamed nodes are skipped)."""
+    nodes = model.graph.node
+    return [nodes[i].name for i in sorted(float_region(model)) if nodes[i].name]
