@@ -1,0 +1,201 @@
+"""Runtime latency: our exports on every runtime here vs torch eager and the stock export.
+
+Two models, each in one ``bench_model`` run (so the ratios compare figures taken together):
+
+1. ``mnist-affine`` trained on RTS (``exported/mnist-affine-rts.pt``, 1x42x42), our committed
+   native export ``exported/mnist-affine-native.onnx``, with ``--sampler-sweep`` (every other
+   lowering of the same weights beside it);
+2. a larger STN: 3x224x224 input, the same affine STN (tutorial localisation net) in front of
+   the same small CNN (zoo ``mnist-affine`` with ``in_channels=3, in_size=224``), seeded random
+   weights, exported natively for ORT CPU.
+
+Every runtime available (ORT CPU, OpenVINO f32, ORT GPU EPs if present), batch 1/8/64/256,
+torch eager and stock ``torch.onnx.export(dynamo=True)`` (on each runtime) as baselines.
+
+Goals (issue 5, CPU, same run): our export >= 4x faster than the stock export at batch 64 and
+>= 5x faster than torch eager at batch 1, on ORT CPU; OpenVINO reported beside it.
+
+Run it alone (other benchmarks hold the same lock):
+
+    flock /tmp/stn-bench.lock .venv/bin/python benchmarks/runtime_latency.py
+
+Writes benchmarks/results/runtime_latency.{md,json,png}. Needs torch, onnxscript, matplotlib.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+from stn_deploy.bench import bench_model, format_markdown
+from stn_deploy.bench.machine import format_machine, load_average
+from stn_deploy.io.atomic import write_text_atomic
+from stn_deploy.report.latency_plot import save_latency_plot
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+#: (goal name, batch, baseline, minimum speed-up) on ORT CPU
+GOALS = (("vs stock export", 64, "stock-export", 4.0), ("vs torch eager", 1, "torch", 5.0))
+
+
+def larger_stn(tmp: Path):
+    """The 3x224x224 affine STN + small CNN (seeded random weights) and its native export."""
+    import torch
+
+    from stn_deploy.export.exporter import export_model
+    from stn_deploy.models.loading import load_model
+
+    torch.manual_seed(0)
+    loaded = load_model("mnist-affine", in_channels=3, in_size=224, out_size=224)
+    path = tmp / "stn224-affine-native.onnx"
+    export_model(loaded, path, target="ort-cpu", golden_count=2)
+    return loaded, path
+
+
+def goal_rows(name: str, d: dict) -> list[dict]:
+    """The goals checked on one result: our file on ORT CPU against each baseline."""
+    out = []
+    for goal, batch, baseline, want in GOALS:
+        row = next(
+            (
+                r
+                for r in d["rows"]
+                if r["route"] == "cpu/model" and r["batch"] == batch and r["status"] == "ok"
+            ),
+            None,
+        )
+        got = row["speedup"][baseline] if row else None
+        out.append(
+            {
+                "model": name,
+                "goal": f"{goal} at batch {batch} on ORT CPU",
+                "want": want,
+                "got": got,
+                "met": got is not None and got >= want,
+            }
+        )
+    return out
+
+
+def openvino_ratios(d: dict) -> list[str]:
+    """OpenVINO beside ORT CPU: the same two ratios, in words."""
+    parts = []
+    for _goal, batch, baseline, _ in GOALS:
+        row = next(
+            (
+                r
+                for r in d["rows"]
+                if r["route"] == "openvino/model" and r["batch"] == batch and r["status"] == "ok"
+            ),
+            None,
+        )
+        if row and row["speedup"][baseline] is not None:
+            parts.append(f"{row['speedup'][baseline]:.2f}× vs {baseline} at batch {batch}")
+    return parts
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--checkpoint", type=Path, default=ROOT / "exported" / "mnist-affine-rts.pt")
+    ap.add_argument("--model", type=Path, default=ROOT / "exported" / "mnist-affine-native.onnx")
+    ap.add_argument("--batch-sizes", default="1,8,64,256")
+    ap.add_argument("--providers", default=None, help="runtimes [default: all available]")
+    ap.add_argument("--duration", type=float, default=2.0, help="seconds of timed calls per row")
+    ap.add_argument("--warmup", type=int, default=10, help="warm-up calls per row (mnist)")
+    ap.add_argument("--skip-large", action="store_true", help="only mnist-affine")
+    ap.add_argument("--out", type=Path, default=HERE / "results")
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+
+    from stn_deploy.models.loading import load_model
+
+    command = (
+        "flock /tmp/stn-bench.lock .venv/bin/python benchmarks/runtime_latency.py "
+        + " ".join(sys.argv[1:])
+    )
+    load_start = load_average()
+    t0 = time.perf_counter()
+    common = {
+        "runtimes": args.providers,
+        "batch_sizes": args.batch_sizes,
+        "duration": args.duration,
+        "compare": ("torch", "stock-export"),
+        "progress": None,
+    }
+    results: dict[str, dict] = {}
+    loaded = load_model(str(args.checkpoint))
+    results["mnist-affine"] = bench_model(
+        args.model, loaded=loaded, sampler_sweep=True, warmup=args.warmup, **common
+    ).to_dict()
+    print(json.dumps({"done": "mnist-affine", "s": round(time.perf_counter() - t0)}), flush=True)
+    if not args.skip_large:
+        with tempfile.TemporaryDirectory() as tmp:
+            big, path = larger_stn(Path(tmp))
+            results["stn224-affine"] = bench_model(path, loaded=big, warmup=2, **common).to_dict()
+            results["stn224-affine"]["model"]["path"] = "(temporary) " + path.name
+        print(json.dumps({"done": "stn224-affine", "s": round(time.perf_counter() - t0)}))
+    load_end = load_average()
+
+    goals = [g for name, d in results.items() for g in goal_rows(name, d)]
+    machine = results["mnist-affine"]["machine"]
+    doc = {
+        "benchmark": "runtime latency: our exports vs torch eager and stock torch.onnx.export",
+        "command": command,
+        "load_average_start": load_start,
+        "load_average_end": load_end,
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "machine": machine,
+        "goals": goals,
+        "results": results,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(args.out / "runtime_latency.json", json.dumps(doc, indent=2) + "\n")
+    save_latency_plot(
+        list(results.values()),
+        args.out / "runtime_latency.png",
+        titles=[f"{k} {d['model']['input_shape']}" for k, d in results.items()],
+    )
+
+    lines = [
+        "# Runtime latency: our exports vs torch eager and the stock export",
+        "",
+        f"Generated by `{command.strip()}` ({doc['wall_s']:.0f} s). Each model is one run: every "
+        "route and baseline measured together, so compare the ratios (absolute times drift "
+        "between runs on this shared machine).",
+        "",
+        f"Machine: {format_machine(machine)}. Load average at the start "
+        f"{load_start}, at the end {load_end} (1/5/15 min).",
+        "",
+        "## Goals (ORT CPU, same run)",
+        "",
+        "| model | goal | want | got | met |",
+        "|---|---|---:|---:|---|",
+    ]
+    for g in goals:
+        got = "n/a" if g["got"] is None else f"{g['got']:.2f}×"
+        lines.append(
+            f"| {g['model']} | {g['goal']} | ≥ {g['want']:.0f}× | {got} | "
+            f"{'met' if g['met'] else 'missed'} |"
+        )
+    for name, d in results.items():
+        ov = openvino_ratios(d)
+        if ov:
+            lines.append(f"\nOpenVINO (f32), {name}: {', '.join(ov)}.")
+    for name, d in results.items():
+        body = format_markdown(d).split("\n", 2)[2]  # drop the report's own title
+        lines += ["", f"## {name}", "", body]
+    lines += ["", "![latency vs batch size](runtime_latency.png)", ""]
+    write_text_atomic(args.out / "runtime_latency.md", "\n".join(lines))
+    print("\n".join(lines[: 12 + len(goals)]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
