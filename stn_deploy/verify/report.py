@@ -253,6 +253,25 @@ def format_table(report: VerifyReport | dict[str, Any], *, histograms: bool = Tr
         verdict = {"passed": "PASSED", "failed": "FAILED", "error": "FAILED"}.get(r["status"])
         if verdict and r["sets"]:
             notes.append(f"{r['name']}: {verdict}")
+    if (m.get("precision") or "fp32") != "fp32":
+        lines.append("")
+        for r in d["runtimes"]:
+            agree = [
+                (o["argmax_agreement"], o["shape"][0])
+                for s in r["sets"]
+                for o in s["outputs"]
+                if o.get("argmax_agreement") is not None
+            ]
+            accs = [s["accuracy"] for s in r["sets"] if s.get("accuracy")]
+            if not agree:
+                continue
+            rate = sum(a * n for a, n in agree) / max(1, sum(n for _, n in agree))
+            acc = (
+                f", accuracy {accs[0]['candidate']:.1f}% ({accs[0]['delta']:+.1f} pt vs reference)"
+                if accs
+                else ""
+            )
+            lines.append(f"headline {r['name']}: argmax agreement {rate:.1%} over all inputs{acc}")
     if d.get("stn"):
         lines.append("")
         for name, st in d["stn"].items():

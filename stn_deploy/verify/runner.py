@@ -63,6 +63,13 @@ def open_runtime(name: str, model: Any, **kw: Any) -> RuntimeSession:
 
 def run_batched(session: RuntimeSession, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run ``feeds`` ``(N, ...)``; a model with a fixed batch size is run in chunks of it."""
+    dtypes = {t.name: t.dtype for t in session.inputs}
+    feeds = {  # an fp16 file with half-precision inputs gets them cast from float32
+        k: v.astype(dtypes[k])
+        if dtypes.get(k) in ("float16", "float32", "float64") and v.dtype != dtypes[k]
+        else v
+        for k, v in feeds.items()
+    }
     batch = session.inputs[0].fixed_batch() if session.inputs else None
     n = next(iter(feeds.values())).shape[0]
     if not batch or batch == n:

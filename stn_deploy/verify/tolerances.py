@@ -4,7 +4,12 @@ fp32 files are held to float32 round-off: element-wise ``atol=1e-4`` or ``rtol=1
 log-probabilities (the exported mnist-affine differs from torch by at most 9e-5 over the
 10,000 RTS test images on ONNX Runtime CPU). fp16 and int8 files cannot match torch's fp32
 element-wise; for them the headline figures are the argmax agreement with the reference and
-the accuracy delta on labelled MNIST inputs, and those are gated too.
+the accuracy delta on labelled MNIST inputs, and those are gated too. (mnist-affine in fp16 with
+the sampler kept fp32 is 0.027 off torch at the 99th percentile of its golden log-probs on ORT
+CPU, with 100% argmax agreement: hence fp16's 0.05 at q0.99.)
+
+Without torch, the generated input sets of an fp16/int8 file are compared with the same file on
+ONNX Runtime CPU (runtime parity); only the golden inputs carry the fp32 reference.
 """
 
 from __future__ import annotations
@@ -36,8 +41,8 @@ class Tolerance:
 DEFAULTS: dict[str, Tolerance] = {
     "fp32": Tolerance(atol=1e-4, rtol=1e-3, check_error_stat="elemwise"),
     "fp16": Tolerance(
-        atol=2e-2,
-        rtol=2e-2,
+        atol=5e-2,
+        rtol=5e-2,
         check_error_stat="quantile",
         min_argmax_agreement=0.99,
         max_accuracy_drop=0.5,
