@@ -276,3 +276,18 @@ def test_latency_plot(tmp_path, monkeypatch, fake_runtime):
     monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)
     with pytest.raises(StnDeployError, match="matplotlib"):
         save_latency_plot(d, tmp_path / "p2.png")
+
+
+def test_openvino_bf16_is_labelled():
+    from stn_deploy.runtimes import availability
+
+    if not availability("openvino").available:
+        pytest.skip("OpenVINO is not installed")
+    d = bench_model(
+        NATIVE, runtimes="openvino,openvino-bf16", batch_sizes=(1,), iters=2, progress=False
+    ).to_dict()
+    by = {r["runtime"]: r for r in d["rows"]}
+    assert by["openvino"]["precision"] == "fp32"
+    assert by["openvino-bf16"]["precision"] == "bf16 compute"
+    info = {r["runtime"]: r["runtime_info"] for r in d["routes"]}
+    assert "bfloat16" in info["openvino-bf16"]["extra"]["inference_precision"]

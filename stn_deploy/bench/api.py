@@ -255,6 +255,9 @@ def _plan_routes(
     label = model_path.stem
     for rt in names:
         unavailable = None if available[rt].available else available[rt].reason
+        # OpenVINO asked to compute in bf16: say so in the precision column
+        computes = BENCH_ALIASES.get(rt, ("", {}))[1].get("precision")
+        rt_precision = f"{computes} compute" if computes else precision
         routes.append(
             Route(
                 f"{rt}/model",
@@ -263,7 +266,7 @@ def _plan_routes(
                 label,
                 str(model_path),
                 meta.get("lowering"),
-                precision,
+                rt_precision,
                 skip=unavailable,
             )
         )
@@ -300,7 +303,8 @@ def _plan_routes(
                     f"sweep: {v.lowering}",
                     str(v.path) if v.path else None,
                     v.lowering,
-                    _precision_of_file(v.path, None) if v.path else None,
+                    (computes and rt_precision)
+                    or (_precision_of_file(v.path, None) if v.path else None),
                     skip=unavailable or (v.reason or None),
                     skip_status="skipped" if unavailable or not v.reason else "failed",
                 )
@@ -314,7 +318,7 @@ def _plan_routes(
                     "stock torch.onnx.export",
                     str(stock_path) if stock_path else None,
                     None,
-                    "fp32",
+                    rt_precision if computes else "fp32",
                     skip=unavailable or stock_reason,
                     skip_status="skipped" if unavailable or not stock_reason else "failed",
                 )
