@@ -45,6 +45,12 @@ _OPTIONS = [
         "int8 θ or grid moves every pixel).",
     ),
     click.option(
+        "--localization-fp32",
+        is_flag=True,
+        help="int8: keep the STN's localisation net fp32 too (an int8 one moves θ slightly: "
+        "most of int8's argmax disagreements).",
+    ),
+    click.option(
         "--keep-fp32",
         multiple=True,
         metavar="NODE",
@@ -99,6 +105,7 @@ def build_precision_options(seed: int, kw: dict[str, Any]) -> dict[str, Any]:
         "cache_dir": kw.pop("cache_dir"),
         "quantize_sampler": kw.pop("quantize_sampler"),
         "keep_fp32": tuple(kw.pop("keep_fp32")),
+        "localization_fp32": kw.pop("localization_fp32"),
         "keep_io_types": kw.pop("keep_io_types"),
         "fp16_sampler": kw.pop("fp16_sampler"),
     }

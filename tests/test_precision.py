@@ -368,3 +368,29 @@ def test_quantize_works_without_torch(fp32_models, tmp_path):
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "torch-free ok ['torch']" in r.stdout
+
+
+def test_localization_fp32_keeps_the_localisation_net_float(fp32_models):
+    q, meta = apply_precision(
+        onnx.load(fp32_models["native"]), "int8", calibration=SYNTH, localization_fp32=True
+    )
+    excluded = set(meta["calibration"]["excluded_nodes"])
+    loc = {"/stn/localization/localization.0/Conv", "/stn/localization/localization.3/Conv"}
+    assert loc | {"/stn/fc_loc/fc_loc.0/Gemm"} <= excluded
+    assert meta["calibration"]["quantised_layers"] == [
+        "/conv1/Conv",
+        "/conv2/Conv",
+        "/fc1/Gemm",
+        "/fc2/Gemm",
+    ]
+    inits = {i.name: i for i in q.graph.initializer}
+    for n in q.graph.node:
+        if n.name in loc:
+            assert inits[n.input[1]].data_type == TensorProto.FLOAT
+
+
+def test_logits_are_not_rounded_to_int8(fp32_models):
+    q, meta = apply_precision(onnx.load(fp32_models["native"]), "int8", calibration=SYNTH)
+    assert meta["calibration"]["float_scores"] == ["/fc2/Gemm_output_0"]
+    softmax = next(n for n in q.graph.node if n.op_type == "LogSoftmax")
+    assert softmax.input[0] == "/fc2/Gemm_output_0"

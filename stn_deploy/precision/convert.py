@@ -79,6 +79,7 @@ def apply_precision(
     cache_dir: str | Path | None = None,
     quantize_sampler: bool = False,
     keep_fp32: tuple[str, ...] = (),
+    localization_fp32: bool = False,
     keep_io_types: bool = True,
     fp16_sampler: bool = False,
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
@@ -108,7 +109,12 @@ def apply_precision(
             spec, shape, mean, std, data=calibration_data, cache_dir=cache_dir
         )
         out, info = quantize_int8(
-            model, x, method=spec.method, quantize_sampler=quantize_sampler, keep_fp32=keep_fp32
+            model,
+            x,
+            method=spec.method,
+            quantize_sampler=quantize_sampler,
+            keep_fp32=keep_fp32,
+            localization_fp32=localization_fp32,
         )
         from stn_deploy.precision.calibration import distortion_for
 

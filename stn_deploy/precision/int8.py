@@ -16,7 +16,9 @@ are inlined first.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import logging
 import tempfile
 from collections import Counter
@@ -28,7 +30,12 @@ import numpy as np
 import onnx
 
 from stn_deploy.errors import StnDeployError
-from stn_deploy.precision.region import float_region, inline_functions, is_weighted
+from stn_deploy.precision.region import (
+    float_region,
+    inline_functions,
+    is_weighted,
+    localization_nodes,
+)
 
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 #: per-channel weights need DequantizeLinear's ``axis`` (opset 13): older models are raised
@@ -55,6 +62,41 @@ def _raise_opset(model: onnx.ModelProto) -> onnx.ModelProto:
         n.op_type == "GridSample" and n.domain == "com.microsoft" for n in model.graph.node
     )
     return lower_model(model, "ort-contrib" if contrib else "portable", opset=PER_CHANNEL_OPSET)
+
+
+#: ops that read logits: a QDQ pair in front of them only rounds the scores (argmax ties)
+_SCORE_OPS = ("Softmax", "LogSoftmax")
+
+
+def _float_scores(model: onnx.ModelProto) -> list[str]:
+    """Drop the Q/DQ pair on tensors read only by Softmax/LogSoftmax or graph outputs (the
+    classifier's logits): 256 levels over the logits' range make near-ties equal and move
+    the argmax, and ORT still fuses the Gemm (QGemm with a float output). Returns the tensors."""
+    graph = model.graph
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    outputs = {o.name for o in graph.output}
+    kept = []
+    for q in [n for n in graph.node if n.op_type == "QuantizeLinear"]:
+        dqs = consumers.get(q.output[0], [])
+        if len(dqs) != 1 or dqs[0].op_type != "DequantizeLinear" or q.output[0] in outputs:
+            continue
+        dq = dqs[0]
+        readers = consumers.get(dq.output[0], [])
+        if dq.output[0] in outputs or not readers:
+            continue
+        if not all(r.op_type in _SCORE_OPS for r in readers):
+            continue
+        for r in readers:
+            for k, name in enumerate(r.input):
+                if name == dq.output[0]:
+                    r.input[k] = q.input[0]
+        graph.node.remove(q)
+        graph.node.remove(dq)
+        kept.append(q.input[0])
+    return kept
 
 
 def quantisable_nodes(model: onnx.ModelProto, region: set[int]) -> list[str]:
@@ -110,6 +152,7 @@ def quantize_int8(
     method: str = "minmax",
     quantize_sampler: bool = False,
     keep_fp32: Sequence[str] = (),
+    localization_fp32: bool = False,
     batch: int = 64,
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """A QDQ int8 copy of ``model`` calibrated on ``calibration`` ``(N, C, H, W)`` (normalised
@@ -117,7 +160,9 @@ def quantize_int8(
 
     ``quantize_sampler`` quantises θ's Gemm and the grid generator too (the sampler op itself
     has no int8 kernel and reads dequantised inputs); ``keep_fp32`` names more nodes to leave
-    in fp32 (e.g. single-channel first convolutions, slow in int8 on ORT CPU).
+    in fp32 (e.g. single-channel first convolutions, slow in int8 on ORT CPU);
+    ``localization_fp32`` keeps the localisation net's layers fp32 too (an int8 localisation
+    net moves θ a little, and with it every pixel: most of int8's argmax disagreements).
 
     Example:
         >>> q, info = quantize_int8(onnx.load("m.onnx"), x)  # doctest: +SKIP
@@ -147,6 +192,8 @@ def quantize_int8(
     if unknown:
         raise StnDeployError(f"--keep-fp32: the model has no node named {', '.join(unknown)}")
     region |= {i for i, n in enumerate(nodes) if n.name in set(keep_fp32)}
+    if localization_fp32:
+        region |= localization_nodes(model)
     targets = quantisable_nodes(model, region)
     if not targets:
         raise StnDeployError(
@@ -178,18 +225,22 @@ def quantize_int8(
         previous = logging.root.manager.disable
         logging.disable(logging.WARNING)  # ORT logs "consider pre-processing" on every call
         try:
-            qz.quantize_static(
-                str(src),
-                str(dst),
-                _Reader(),
-                quant_format=qz.QuantFormat.QDQ,
-                per_channel=True,
-                activation_type=qz.QuantType.QInt8,
-                weight_type=qz.QuantType.QInt8,
-                nodes_to_exclude=excluded or None,
-                calibrate_method=getattr(qz.CalibrationMethod, _METHOD_NAMES[method]),
-                extra_options={"CalibTensorRangeSymmetric": False},
-            )
+            with contextlib.redirect_stdout(io.StringIO()):  # and entropy/percentile print
+                qz.quantize_static(
+                    str(src),
+                    str(dst),
+                    _Reader(),
+                    quant_format=qz.QuantFormat.QDQ,
+                    per_channel=True,
+                    activation_type=qz.QuantType.QInt8,
+                    weight_type=qz.QuantType.QInt8,
+                    nodes_to_exclude=excluded or None,
+                    calibrate_method=getattr(qz.CalibrationMethod, _METHOD_NAMES[method]),
+                    # (entropy: quantize_static passes no bin count, and ORT's default of 128
+                    # histogram bins for 128 quantised bins leaves only the full range: here
+                    # it gives minmax's ranges)
+                    extra_options={"CalibTensorRangeSymmetric": False},
+                )
         except StnDeployError:
             raise
         except Exception as exc:
@@ -198,6 +249,7 @@ def quantize_int8(
         finally:
             logging.disable(previous)
         quantised = onnx.load(str(dst))
+    float_logits = _float_scores(quantised)
     rewired = _rewire_region_inputs(quantised, set(excluded))
     counts = Counter(n.op_type for n in quantised.graph.node)
     return quantised, {
@@ -208,12 +260,14 @@ def quantize_int8(
         "activations": "int8",
         "weights": "int8 per channel",
         "quantize_sampler": quantize_sampler,
+        "localization_fp32": localization_fp32,
         "excluded_nodes": excluded,
         "excluded_ops": dict(sorted(excluded_ops.items())),
         "quantised_layers": targets,
         "quantize_linear": counts["QuantizeLinear"],
         "dequantize_linear": counts["DequantizeLinear"],
         "region_inputs_rewired": rewired,
+        "float_scores": float_logits,
     }
 
 

@@ -103,3 +103,24 @@ def float_region_names(model: onnx.ModelProto) -> list[str]:
     """Names of the :func:`float_region` nodes, in graph order (unnamed nodes are skipped)."""
     nodes = model.graph.node
     return [nodes[i].name for i in sorted(float_region(model)) if nodes[i].name]
+
+
+def localization_nodes(model: onnx.ModelProto) -> set[int]:
+    """Indices of the weighted nodes (Conv/Gemm/MatMul with a constant) that compute θ: the
+    θ producers' ancestors up to the graph inputs or an earlier sampler's region."""
+    nodes = list(model.graph.node)
+    region = float_region(model)
+    producers = {out: i for i, n in enumerate(nodes) for out in n.output}
+    constants = _constant_names(model)
+    thetas = [i for i in region if nodes[i].op_type in WEIGHTED]
+    seen: set[int] = set()
+    stack = list(thetas)
+    while stack:
+        j = stack.pop()
+        for name in nodes[j].input:
+            k = producers.get(name)
+            if k is None or k in seen or k in region:
+                continue
+            seen.add(k)
+            stack.append(k)
+    return {i for i in seen if is_weighted(nodes[i], constants)}

@@ -1,0 +1,254 @@
+"""Edge precisions of the RTS-trained mnist-affine: int8 (static QDQ) and fp16 vs fp32.
+
+For the native and portable exports in exported/ (fp32), every variant is built in memory with
+stn_deploy.precision (int8 calibrated on 512 distorted MNIST *training* images, seed 0), then:
+
+* accuracy on all 10,000 RTS test images (the training seed's fixed distortion) on ORT CPU:
+  test error, drop vs fp32 in points, argmax agreement with fp32;
+* latency at batch 64 (median of --iters calls after warm-up, 2 threads) on ORT CPU and, for
+  fp32/int8, on OpenVINO CPU (f32 inference precision; int8 QDQ parts run in int8), as ratios
+  to fp32 on the same runtime measured in the same run;
+* an ORT CPU profile (per op type, batch 64) of fp32 and the default int8 file: where the time
+  goes and why int8 is not faster.
+
+Variants: int8 with each calibration method, int8 with θ/grid quantised too (--quantize-sampler),
+int8 with the single-channel convolutions kept fp32, int8 with the localisation net fp32, fp16 (sampler fp32), fp16 with the sampler
+in fp16 too.
+
+Goals (issue 6): int8 top-1 drop <= 0.3 points, argmax agreement >= 99.5 %, faster than fp32 at
+batch 64 on ORT CPU.
+
+Run (never beside another benchmark):
+    flock /tmp/stn-bench.lock .venv/bin/python benchmarks/precision.py
+Writes benchmarks/results/precision.md and precision.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from stn_deploy.data import load_mnist
+from stn_deploy.models import load_checkpoint
+from stn_deploy.precision import CalibrationSpec, apply_precision
+from stn_deploy.precision.accuracy import compare_accuracy, distorted_test_set, predict
+from stn_deploy.runtimes import open_session
+from stn_deploy.timing import median_us
+from stn_deploy.train import machine_info
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+EXPORTED = ROOT / "exported"
+SINGLE_CHANNEL_CONVS = ("/stn/localization/localization.0/Conv", "/conv1/Conv")
+#: (name, precision, options for apply_precision); the calibration spec is added per run
+VARIANTS = [
+    ("fp32", "fp32", {}),
+    ("int8", "int8", {}),
+    ("int8 entropy", "int8", {"method": "entropy"}),
+    ("int8 percentile", "int8", {"method": "percentile"}),
+    ("int8 --quantize-sampler", "int8", {"quantize_sampler": True}),
+    ("int8, 1-channel convs fp32", "int8", {"keep_fp32": SINGLE_CHANNEL_CONVS}),
+    ("int8 --localization-fp32", "int8", {"localization_fp32": True}),
+    ("fp16", "fp16", {}),
+    ("fp16 --fp16-sampler", "fp16", {"fp16_sampler": True}),
+]
+PORTABLE_VARIANTS = ("fp32", "int8", "fp16")
+
+
+def build(model: onnx.ModelProto, precision: str, opts: dict, count: int, data) -> onnx.ModelProto:
+    opts = dict(opts)
+    spec = CalibrationSpec(count=count, method=opts.pop("method", "minmax"), seed=0)
+    out, _ = apply_precision(model, precision, calibration=spec, calibration_data=data, **opts)
+    return out
+
+
+def latency(model: onnx.ModelProto, runtime: str, x: np.ndarray, iters: int) -> float:
+    sess = open_session(runtime, model, threads=2)
+    return median_us(lambda: sess.run({"image": x}), warmup=20, iters=iters)
+
+
+def profile(model: onnx.ModelProto, x: np.ndarray, runs: int = 50) -> dict[str, float]:
+    """µs per run by op type, from ORT's profiler (2 threads, batch of x)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 2
+        so.enable_profiling = True
+        so.profile_file_prefix = os.path.join(tmp, "p")
+        sess = ort.InferenceSession(
+            model.SerializeToString(), so, providers=["CPUExecutionProvider"]
+        )
+        for _ in range(runs):
+            sess.run(None, {"image": x})
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    per_op: collections.Counter = collections.Counter()
+    for ev in events:
+        if ev.get("cat") == "Node" and ev["name"].endswith("_kernel_time"):
+            per_op[ev["args"]["op_name"]] += ev["dur"] / runs
+    return {k: round(v, 1) for k, v in per_op.most_common()}
+
+
+def profile_nodes(model: onnx.ModelProto, x: np.ndarray, ops: tuple[str, ...], runs: int = 50):
+    """µs per run of each node whose op type is in ``ops`` (ORT's optimised graph)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 2
+        so.enable_profiling = True
+        so.profile_file_prefix = os.path.join(tmp, "p")
+        sess = ort.InferenceSession(
+            model.SerializeToString(), so, providers=["CPUExecutionProvider"]
+        )
+        for _ in range(runs):
+            sess.run(None, {"image": x})
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    per_node: collections.Counter = collections.Counter()
+    for ev in events:
+        if ev.get("cat") == "Node" and ev["name"].endswith("_kernel_time"):
+            if ev["args"]["op_name"] in ops:
+                per_node[ev["name"][: -len("_kernel_time")]] += ev["dur"] / runs
+    return {k: round(v, 1) for k, v in sorted(per_node.items())}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--iters", type=int, default=300, help="timed calls per latency figure")
+    ap.add_argument("--count", type=int, default=512, help="calibration images")
+    ap.add_argument("--limit", type=int, default=None, help="test images (default: all 10,000)")
+    ap.add_argument("--out", type=Path, default=HERE / "results")
+    args = ap.parse_args()
+
+    load_start = os.getloadavg()
+    t0 = time.time()
+    trained = load_checkpoint(EXPORTED / "mnist-affine-rts.pt").config.extra["trained_on"]
+    data = load_mnist()
+    norm = ([0.1307], [0.3081])
+    x, y = distorted_test_set(
+        trained["distortion"], trained["seed"], *norm, data=data, limit=args.limit
+    )
+    x64 = x[:64]
+    rows = []
+    profiles = {}
+    for lowering, names in (("native", None), ("portable", PORTABLE_VARIANTS)):
+        fp32 = onnx.load(EXPORTED / f"mnist-affine-{lowering}.onnx")
+        ref = None
+        base = {}
+        for name, precision, opts in VARIANTS:
+            if names is not None and name not in names:
+                continue
+            model = fp32 if precision == "fp32" else build(fp32, precision, opts, args.count, data)
+            scores = predict(open_session("cpu", model), x)
+            if ref is None:
+                ref = scores
+            row = {
+                "lowering": lowering,
+                "variant": name,
+                "precision": precision,
+                "bytes": len(model.SerializeToString()),
+                **compare_accuracy(scores, ref, y),
+            }
+            runtimes = ["cpu"] + (["openvino"] if precision != "fp16" else [])
+            for rt in runtimes:
+                us = latency(model, rt, x64, args.iters)
+                row[f"{rt}_b64_us"] = round(us, 1)
+                if precision == "fp32":
+                    base[rt] = us
+                row[f"{rt}_b64_ratio"] = round(us / base[rt], 3)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            if lowering == "native" and name in ("fp32", "int8"):
+                profiles[name] = {
+                    "per_op_us": profile(model, x64),
+                    "conv_nodes_us": profile_nodes(model, x64, ("Conv", "QLinearConv")),
+                }
+    result = {
+        "machine": machine_info(),
+        "onnxruntime": ort.__version__,
+        "openvino": _ov_version(),
+        "load_average_start": [round(v, 2) for v in load_start],
+        "load_average_end": [round(v, 2) for v in os.getloadavg()],
+        "seconds": round(time.time() - t0, 1),
+        "calibration_count": args.count,
+        "test_images": int(len(y)),
+        "iters": args.iters,
+        "rows": rows,
+        "ort_profile_batch64": profiles,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "precision.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "precision.md").write_text(markdown(result))
+    print(f"wrote {args.out / 'precision.md'} and precision.json", flush=True)
+    return 0
+
+
+def _ov_version() -> str:
+    try:
+        import openvino
+
+        return openvino.get_version()
+    except ImportError:
+        return "not installed"
+
+
+def markdown(r: dict) -> str:
+    m = r["machine"]
+    lines = [
+        "# Edge precisions: int8 (static QDQ) and fp16 vs fp32",
+        "",
+        f"`benchmarks/precision.py` on {m['cpu']} ({m['cores']} cores), onnxruntime {r['onnxruntime']}, "
+        f"OpenVINO {r['openvino']}; load average {r['load_average_start']} at the start, "
+        f"{r['load_average_end']} at the end ({r['seconds']:.0f} s).",
+        f"mnist-affine trained on RTS (`exported/mnist-affine-rts.pt`), exports from `exported/`; "
+        f"accuracy on all {r['test_images']:,} RTS test images on ORT CPU; int8 calibrated on "
+        f"{r['calibration_count']} RTS-distorted MNIST training images (seed 0). Latency: batch 64, "
+        f"2 threads, median of {r['iters']} calls; ratio = variant / fp32 on the same runtime, same run "
+        "(< 1 is faster).",
+        "",
+        "| lowering | variant | KB | error % | drop (points) | argmax = fp32 | ORT CPU b64 µs | ratio | OpenVINO b64 µs | ratio |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in r["rows"]:
+        ov = (
+            f"{row['openvino_b64_us']:.0f} | {row['openvino_b64_ratio']:.2f}"
+            if "openvino_b64_us" in row
+            else "– | –"
+        )
+        lines.append(
+            f"| {row['lowering']} | {row['variant']} | {row['bytes'] / 1024:.0f} | {row['error_pct']:.2f} "
+            f"| {row['error_drop_points']:+.2f} | {row['agreement_pct']:.2f} % "
+            f"| {row['cpu_b64_us']:.0f} | {row['cpu_b64_ratio']:.2f} | {ov} |"
+        )
+    lines += ["", "## ORT CPU profile at batch 64 (µs per run by op type)", ""]
+    prof = r["ort_profile_batch64"]
+    ops = sorted(
+        {k for p in prof.values() for k in p["per_op_us"]},
+        key=lambda k: -max(p["per_op_us"].get(k, 0) for p in prof.values()),
+    )
+    lines += ["| op | " + " | ".join(prof) + " |", "|---|" + "---:|" * len(prof)]
+    for op in ops:
+        lines.append(
+            f"| {op} | "
+            + " | ".join(f"{p['per_op_us'].get(op, 0):.0f}" for p in prof.values())
+            + " |"
+        )
+    lines += ["", "Per convolution (µs per run):", ""]
+    for name, p in prof.items():
+        lines.append(
+            f"- {name}: " + ", ".join(f"`{k}` {v:.0f}" for k, v in p["conv_nodes_us"].items())
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
