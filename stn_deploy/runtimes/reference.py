@@ -8,6 +8,8 @@ Two corrections are loaded with it:
 - ``GridSample``: onnx 1.23's only knows opset 20's mode names (linear, cubic); opset 16-19
   files say bilinear and bicubic. ORT's contrib ``com.microsoft.GridSample`` (the
   ``ort-contrib`` lowering) has the same attributes and is evaluated the same way.
+- ``DequantizeLinear`` in files below opset 19 (our int8 exports): onnx 1.23 implements only
+  opset 19 and later, which compute the same thing for per-tensor and per-axis scales.
 
 Model-local functions are inlined first so the corrections apply inside them too.
 """
@@ -26,6 +28,19 @@ from stn_deploy.runtimes.base import (
     load_onnx,
     onnx_specs,
 )
+
+
+def _dequantize_before_19() -> list:
+    from onnx.reference.ops.op_dequantize_linear import DequantizeLinear_19
+
+    class DequantizeLinear(DequantizeLinear_19):
+        """Opsets 10-18: per-tensor / per-axis, as opset 19 without its float8 types."""
+
+        def _run(self, x, x_scale, x_zero_point=None, axis=None, **_later_attributes):
+            # the schema the evaluator reads is the newest (block_size, output_dtype): unused
+            return super()._run(x, x_scale, x_zero_point, 1 if axis is None else axis)
+
+    return [DequantizeLinear]
 
 
 def _new_ops() -> list:
@@ -73,7 +88,9 @@ class ReferenceSession(RuntimeSession):
         self.inputs = onnx_specs(graph_inputs(proto))
         self.outputs = onnx_specs(proto.graph.output)
         try:
-            self.evaluator = ReferenceEvaluator(proto, new_ops=_new_ops())
+            opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+            extra = _dequantize_before_19() if opset < 19 else []
+            self.evaluator = ReferenceEvaluator(proto, new_ops=_new_ops() + extra)
         except Exception as exc:
             msg = next((m for m in str(exc).splitlines() if m.strip()), type(exc).__name__)
             raise StnDeployError(
