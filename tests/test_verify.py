@@ -386,3 +386,75 @@ def test_verify_works_without_torch():
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "torch-free verify ok ['torch']" in r.stdout
+
+
+# --------------------------------------------------------------------------- more
+def test_reference_evaluator_runs_dequantize_linear_below_opset_19():
+    """onnx 1.23's evaluator has DequantizeLinear only from opset 19: int8 files at opset 17
+    (ours) failed to load on it; runtimes/reference.py adds the older opsets."""
+    from onnx import TensorProto, helper
+
+    from stn_deploy.runtimes import open_session
+
+    w = numpy_helper.from_array(np.array([[-3, 0, 5], [7, -128, 127]], np.int8), "w")
+    scale = numpy_helper.from_array(np.array([0.5, 0.25], np.float32), "s")
+    zp = numpy_helper.from_array(np.array([0, 1], np.int8), "z")
+    g = helper.make_graph(
+        [
+            helper.make_node("DequantizeLinear", ["w", "s", "z"], ["wf"], axis=0),
+            helper.make_node("Add", ["x", "wf"], ["y"]),
+        ],
+        "dq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+        [w, scale, zp],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    x = {"x": np.zeros((2, 3), np.float32)}
+    want = open_session("cpu", m).run(x)["y"]
+    np.testing.assert_array_equal(open_session("reference", m).run(x)["y"], want)
+    np.testing.assert_array_equal(want, [[-1.5, 0, 2.5], [1.5, -32.25, 31.5]])
+
+
+def test_expose_stn_outputs_are_compared_and_theta_summarised(tmp_path):
+    from stn_deploy.export.exporter import export_model
+    from stn_deploy.models.loading import load_model
+
+    s = export_model(load_model(str(CKPT)), tmp_path / "x.onnx", expose_stn=True, golden_count=2)
+    rep = verify_model(
+        s["path"], runtimes="cpu,openvino" if HAVE_OV else "cpu", inputs="golden,stress", count=6
+    )
+    assert rep.passed, format_table(rep)
+    names = [o.output for o in rep.runtimes[0].sets[0].outputs]
+    assert names == ["log_probs", "theta", "rectified"]
+    theta_cmp = rep.runtimes[0].sets[0].outputs[1]
+    assert theta_cmp.argmax_agreement is None  # theta is not a classifier output
+    st = rep.stn["stress"]
+    assert st["theta_abs_max"] > 0 and "theta_det_min" in st and "det" in st["summary"]
+
+
+class FixedBatch:
+    """A session taking batches of exactly 2 (records the batch sizes it saw)."""
+
+    def __init__(self):
+        from stn_deploy.runtimes import TensorSpec
+
+        self.inputs = [TensorSpec("image", "float32", (2, 1, 4, 4))]
+        self.seen = []
+
+    def run(self, feeds, output_names=None):
+        x = feeds["image"]
+        self.seen.append(x.shape[0])
+        assert x.shape[0] == 2
+        return {"y": x.reshape(2, -1).sum(1, keepdims=True)}
+
+
+def test_fixed_batch_models_run_in_chunks():
+    s = FixedBatch()
+    x = np.arange(6 * 16, dtype=np.float32).reshape(6, 1, 4, 4)
+    out = verify_runner.run_batched(s, {"image": x})
+    assert s.seen == [2, 2, 2] and out["y"].shape == (6, 1)
+    np.testing.assert_array_equal(out["y"][:, 0], x.reshape(6, -1).sum(1))
+    with pytest.raises(Exception, match="fixed batch of 2"):
+        verify_runner.run_batched(FixedBatch(), {"image": x[:5]})

@@ -53,13 +53,15 @@ def grid_summary(grid: np.ndarray, kinds: list[str] | None = None) -> dict[str, 
 
 
 def theta_summary(theta: np.ndarray) -> dict[str, Any]:
-    """Statistics of ``(N, 2, 3)`` affine (or other) STN parameters."""
+    """Statistics of STN parameters ``(N, ...)``; for affine ``(N, 2, 3)`` or ``(N, 6)`` also
+    the determinant of the linear part (< 1: zoom in, > 1: zoom out) and the translation."""
     t = theta.reshape(theta.shape[0], -1).astype(np.float64)
     d: dict[str, Any] = {"theta_abs_max": float(np.abs(t).max()) if t.size else 0.0}
-    if theta.ndim == 3 and theta.shape[1:] == (2, 3):
-        det = np.linalg.det(theta[:, :, :2].astype(np.float64))
+    if t.shape[1] == 6:  # affine, (N, 2, 3) or flattened (N, 6)
+        a = t.reshape(-1, 2, 3)
+        det = np.linalg.det(a[:, :, :2])
         d["theta_det_min"], d["theta_det_max"] = float(det.min()), float(det.max())
-        d["theta_translation_abs_max"] = float(np.abs(theta[:, :, 2]).max())
+        d["theta_translation_abs_max"] = float(np.abs(a[:, :, 2]).max())
     return d
 
 
