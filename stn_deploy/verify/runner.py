@@ -396,7 +396,9 @@ def verify_model(
             r.sets.append(
                 _compare_set(references[s.name], out, s, ref_labels[s.name], tol, num_classes)
             )
-        r.placement = _placement(session, sets[0].feeds, strict_placement)
+        batch = session.inputs[0].fixed_batch() if session.inputs else None
+        first = {k: v[:batch] for k, v in sets[0].feeds.items()} if batch else sets[0].feeds
+        r.placement = _placement(session, first, strict_placement)
         failed = [s for s in r.sets if not s.passed]
         if failed:
             r.status = "failed"
