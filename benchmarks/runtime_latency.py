@@ -57,6 +57,42 @@ def larger_stn(tmp: Path):
     return loaded, path
 
 
+def ort_op_profile(path: Path, shape: list[int], batch: int = 64, runs: int = 30) -> dict:
+    """ORT CPU profile of ``path`` at ``batch``: kernel µs per run by op type (nodes of the
+    optimised graph, so layout reorders show up), largest first; 5 warm-up runs left out."""
+    import numpy as np
+    import onnxruntime as ort
+
+    warmup = 5
+    with tempfile.TemporaryDirectory() as tmp:
+        so = ort.SessionOptions()
+        so.enable_profiling = True
+        so.profile_file_prefix = str(Path(tmp) / "prof")
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
+        for _ in range(warmup + runs):
+            sess.run(None, {name: x})
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    starts = sorted(e["ts"] for e in events if e.get("name") == "model_run")
+    t_from = starts[warmup] if len(starts) > warmup else 0
+    by: dict[str, float] = {}
+    for ev in events:
+        if ev.get("cat") != "Node" or not ev.get("name", "").endswith("_kernel_time"):
+            continue
+        if ev["ts"] < t_from:
+            continue
+        op = ev["args"].get("op_name", "?")
+        by[op] = by.get(op, 0.0) + ev["dur"] / runs
+    return {
+        "batch": batch,
+        "runs": runs,
+        "total_us": round(sum(by.values()), 1),
+        "by_op_us": {k: round(v, 1) for k, v in sorted(by.items(), key=lambda kv: -kv[1])},
+    }
+
+
 def goal_rows(name: str, d: dict) -> list[dict]:
     """The goals checked on one result: our file on ORT CPU against each baseline."""
     out = []
@@ -99,6 +135,33 @@ def openvino_ratios(d: dict) -> list[str]:
     return parts
 
 
+def profile_table(profiles: dict) -> list[str]:
+    """Markdown: kernel µs per op type at batch 64 on ORT CPU, ours beside the stock export."""
+    names = list(profiles)
+    ops = list(dict.fromkeys(op for p in profiles.values() for op in p["by_op_us"]))
+    lines = [
+        "",
+        "## Where the time goes: ORT CPU profile of mnist-affine at batch 64",
+        "",
+        "Kernel time per run by op type (optimised graph; `ReorderInput`/`ReorderOutput` are "
+        "ORT's NCHWc layout conversions), profiler on, so slower than the timings above.",
+        "",
+        "| op | " + " | ".join(f"{n} µs" for n in names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    for op in ops:
+        cells = []
+        for n in names:
+            v = profiles[n]["by_op_us"].get(op)
+            share = 100 * v / profiles[n]["total_us"] if v else 0
+            cells.append(f"{v:.0f} ({share:.0f} %)" if v else "")
+        lines.append(f"| {op} | " + " | ".join(cells) + " |")
+    lines.append(
+        "| **total** | " + " | ".join(f"{profiles[n]['total_us']:.0f}" for n in names) + " |"
+    )
+    return lines
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -135,6 +198,16 @@ def main() -> int:
         args.model, loaded=loaded, sampler_sweep=True, warmup=args.warmup, **common
     ).to_dict()
     print(json.dumps({"done": "mnist-affine", "s": round(time.perf_counter() - t0)}), flush=True)
+    profiles = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        from stn_deploy.bench.baselines import stock_export_loaded
+
+        stock = stock_export_loaded(loaded, Path(tmp) / "stock.onnx")
+        shape = list(loaded.input_shape)
+        profiles = {
+            args.model.name: ort_op_profile(args.model, shape),
+            "stock torch.onnx.export": ort_op_profile(stock, shape),
+        }
     if not args.skip_large:
         with tempfile.TemporaryDirectory() as tmp:
             big, path = larger_stn(Path(tmp))
@@ -153,6 +226,7 @@ def main() -> int:
         "wall_s": round(time.perf_counter() - t0, 1),
         "machine": machine,
         "goals": goals,
+        "ort_cpu_profile_mnist_affine_b64": profiles,
         "results": results,
     }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -188,6 +262,7 @@ def main() -> int:
         ov = openvino_ratios(d)
         if ov:
             lines.append(f"\nOpenVINO (f32), {name}: {', '.join(ov)}.")
+    lines += profile_table(profiles)
     for name, d in results.items():
         body = format_markdown(d).split("\n", 2)[2]  # drop the report's own title
         lines += ["", f"## {name}", "", body]
