@@ -197,19 +197,22 @@ def bench_cmd(
         strict=strict,
     )
     d = result.to_dict()
+    written: list[str] = []
     if json_out is not None:
         from stn_deploy.io.atomic import write_text_atomic
 
         write_text_atomic(json_out, json.dumps(d, indent=2) + "\n")
+        written.append(str(json_out))
     if markdown is not None:
         write_markdown(d, markdown)
+        written.append(str(markdown))
     if plot is not None and result.ok_rows():
         from stn_deploy.report.latency_plot import save_latency_plot
 
         save_latency_plot(d, plot)
+        written.append(str(plot))
     click.echo(json.dumps(d, indent=2) if as_json else format_table(d))
     if not result.ok_rows():
         click.echo("note: nothing was measured (every row was skipped or failed)", err=True)
-    written = [str(p) for p in (json_out, markdown, plot) if p is not None and p.exists()]
     if written and not as_json:
         click.echo(f"wrote {', '.join(written)}")
