@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine:
-#   make run    fetch MNIST, train a small STN, evaluate, save checkpoint + picture
+#   make run    fetch MNIST, then train -> export -> verify -> bench into runs/main/report.md
 #   make test   run the test suite
 # Both create .venv and install stn-deploy into it on first use.
 
@@ -23,10 +23,7 @@ setup: $(STAMP)
 
 run: setup
 	$(CLI) data fetch
-	$(CLI) train --model mnist-affine --distortion rts --epochs 5 --out $(OUT) --force
-	$(CLI) evaluate $(OUT)/checkpoint.pt
-	$(CLI) export $(OUT)/checkpoint.pt --target ort-cpu --out $(OUT)/mnist-affine.onnx
-	$(CLI) inspect $(OUT)/mnist-affine.onnx
+	$(CLI) run --model mnist-affine --distortion rts --epochs 5 --target ort-cpu --out $(OUT) --force
 
 test: setup
 	$(PY) -m pytest -n 2 -q

@@ -585,6 +585,9 @@ main.add_command(verify_cmd)
 from stn_deploy.cli_quantize import quantize_cmd  # noqa: E402
 
 main.add_command(quantize_cmd)
+from stn_deploy.cli_run import run_cmd  # noqa: E402
+
+main.add_command(run_cmd)
 # (one import + add_command pair per command module, appended here)
 
 

@@ -1,0 +1,269 @@
+"""``stn-deploy run``: train (or load) -> export -> verify -> bench -> one report folder.
+
+The folder is built beside its final place and renamed into it at the end, so a run that fails
+half-way leaves no partial report::
+
+    OUT/report.md, OUT/report.json      what was done, the figures, the verdict
+    OUT/rectification.png               inputs and what the STN made of them
+    OUT/latency.png, OUT/errors.png     latency vs batch size; |torch - runtime| histogram
+    OUT/train/                          checkpoint.pt + metrics.json (when trained here)
+    OUT/model/NAME.onnx, NAME.io.npz    the export and its golden bundle
+    OUT/verify.json, OUT/bench.json     the full verify and bench results
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stn_deploy.errors import StnDeployError
+
+DEFAULT_BATCH_SIZES = (1, 8, 64, 256)
+
+
+@dataclass
+class RunOptions:
+    """What ``stn-deploy run`` does; the defaults finish in a few minutes on 2 CPU cores."""
+
+    model: str = "mnist-affine"  # zoo name (trained here), checkpoint file, or module:callable
+    checkpoint: str | None = None  # weights for a zoo name: then nothing is trained
+    input_shape: str | None = None  # C,H,W of a module:callable
+    distortion: str = "rts"
+    epochs: int = 5
+    max_minutes: float | None = None
+    seed: int = 0
+    synthetic: bool = False  # generated digits instead of MNIST (tests, offline demos)
+    limit_train: int | None = None
+    limit_test: int | None = None
+    target: str = "ort-cpu"
+    sampler: str | None = None  # None: the target's lowering
+    providers: str | None = None  # verify + bench runtimes; None: all available
+    verify_count: int = 32  # images per generated input set (the reference evaluator is slow)
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
+    bench_duration: float = 0.5  # seconds per runtime x batch size
+    compare: tuple[str, ...] = ("torch", "stock-export")
+    threads: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _plot(fn, *args) -> str | None:
+    """Draw a plot; without matplotlib say so in the report instead of failing the run."""
+    try:
+        fn(*args)
+    except StnDeployError as exc:
+        return str(exc)
+    return None
+
+
+def run_pipeline(
+    opts: RunOptions,
+    out: str | Path,
+    *,
+    force: bool = False,
+    cache_dir: Path | None = None,
+    progress: bool | None = None,
+    log=print,
+) -> dict[str, Any]:
+    """Run every step into ``out`` and return the report dict (also ``out/report.json``).
+
+    ``report["passed"]`` is False when any runtime failed verification; the folder is written
+    either way (the report says what failed), but nothing is written when a step errors.
+    """
+    out = Path(out)
+    if out.exists() and not force:
+        raise StnDeployError(f"{out} already exists: pass --force to replace it")
+    if out.exists() and not out.is_dir():
+        raise StnDeployError(f"{out} exists and is not a directory")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise StnDeployError(f"the directory {parent} does not exist")
+    from stn_deploy.export.targets import get_target
+    from stn_deploy.runtimes import parse_names
+
+    parse_names(opts.providers)  # unknown names fail now, not after training
+    get_target(opts.target)
+    if any(b < 1 for b in opts.batch_sizes):
+        raise StnDeployError(f"batch sizes must be at least 1, got {list(opts.batch_sizes)}")
+    try:
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    except OSError as exc:
+        raise StnDeployError(f"cannot write in {parent}: {exc.strerror}") from None
+    try:
+        report = _run(opts, work, cache_dir, progress, log)
+        _write_reports(report, work, out)
+        if out.exists():
+            shutil.rmtree(out)
+        work.rename(out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    from stn_deploy.report.run_report import bench_headline
+
+    for line in bench_headline(report["bench"]):
+        log(line.replace("**", ""))
+    log(f"verify: {'passed' if report['passed'] else 'FAILED'}; report: {out / 'report.md'}")
+    return report
+
+
+def _run(opts, work: Path, cache_dir, progress, log) -> dict[str, Any]:
+    from stn_deploy.bench import bench_model
+    from stn_deploy.export.exporter import export_model
+    from stn_deploy.models.loading import load_model
+    from stn_deploy.report.error_plot import save_error_histogram
+    from stn_deploy.report.latency_plot import save_latency_plot
+    from stn_deploy.train import machine_info
+    from stn_deploy.verify import verify_model
+
+    t0 = time.perf_counter()
+    steps: dict[str, Any] = {}
+    report: dict[str, Any] = {"options": asdict(opts), "steps": steps, "notes": []}
+
+    # 1. train or load
+    trains = opts.checkpoint is None and ":" not in opts.model and not Path(opts.model).is_file()
+    t = time.perf_counter()
+    if trains:
+        from stn_deploy.train import train
+        from stn_deploy.train_options import TrainOptions
+
+        topts = TrainOptions(
+            model=opts.model,
+            distortion=opts.distortion,
+            epochs=opts.epochs,
+            seed=opts.seed,
+            synthetic=opts.synthetic,
+            limit_train=opts.limit_train,
+            limit_test=opts.limit_test,
+            max_minutes=opts.max_minutes,
+            threads=opts.threads,
+        )
+        metrics = train(topts, work / "train", cache_dir=cache_dir, progress=progress, log=log)
+        loaded = load_model(str(work / "train" / "checkpoint.pt"))
+        steps["train"] = {
+            "seconds": time.perf_counter() - t,
+            "epochs": metrics["epochs_run"],
+            "test_error": metrics["final"]["test_error"],
+            "distortion": opts.distortion,
+            "data": metrics["data"],
+            "checkpoint": "train/checkpoint.pt",
+        }
+        if "picture" in metrics:
+            shutil.copyfile(work / "train" / metrics["picture"], work / "rectification.png")
+            report["rectification_png"] = "rectification.png"
+    else:
+        loaded = load_model(opts.model, checkpoint=opts.checkpoint, input_shape=opts.input_shape)
+        steps["load"] = {"source": loaded.source, "seconds": time.perf_counter() - t}
+        if _save_rectification(loaded, work / "rectification.png", opts, cache_dir):
+            report["rectification_png"] = "rectification.png"
+    report["model"] = {"arch": loaded.config.arch, "source": loaded.source}
+
+    # 2. export with the target's lowering
+    t = time.perf_counter()
+    (work / "model").mkdir()
+    summary = export_model(loaded, work / "model", target=opts.target, sampler=opts.sampler)
+    onnx_path = Path(summary["path"])
+    steps["export"] = {
+        "seconds": time.perf_counter() - t,
+        "file": f"model/{onnx_path.name}",
+        "target": summary["target"],
+        "lowering": summary["sampler"],
+        "opset": summary["opset"],
+        "nodes": summary["nodes"],
+        "bytes": summary["bytes"],
+    }
+    log(f"exported {onnx_path.name} ({summary['sampler']}, opset {summary['opset']})")
+
+    # 3. verify against torch on every runtime
+    t = time.perf_counter()
+    vrep = verify_model(
+        onnx_path,
+        loaded=loaded,
+        runtimes=opts.providers,
+        count=opts.verify_count,
+        seed=opts.seed,
+        threads=opts.threads,
+    )
+    vdict = vrep.to_dict()
+    steps["verify"] = {"seconds": time.perf_counter() - t, "passed": vrep.passed}
+    report["verify"] = vdict
+    note = _plot(save_error_histogram, vdict, work / "errors.png")
+    report["errors_png"] = None if note else "errors.png"
+    if note:
+        report["notes"].append(f"error histogram not drawn: {note}")
+    log(
+        f"verify: {'passed' if vrep.passed else 'FAILED'} ({', '.join(r.name + ' ' + r.status for r in vrep.runtimes)})"
+    )
+
+    # 4. bench with torch (and the stock export) as baselines in the same run
+    t = time.perf_counter()
+    compare = tuple(opts.compare)
+    if "stock-export" in compare and not _has("onnxscript"):
+        compare = tuple(c for c in compare if c != "stock-export")
+        report["notes"].append(
+            "stock-export baseline skipped: torch.onnx.export(dynamo=True) needs onnxscript "
+            "(pip install onnxscript)"
+        )
+    bres = bench_model(
+        onnx_path,
+        runtimes=opts.providers,
+        batch_sizes=tuple(opts.batch_sizes),
+        duration=opts.bench_duration,
+        threads=opts.threads,
+        compare=compare,
+        loaded=loaded,
+        progress=progress if progress is not None else True,
+    )
+    bdict = bres.to_dict()
+    steps["bench"] = {"seconds": time.perf_counter() - t}
+    report["bench"] = bdict
+    note = _plot(save_latency_plot, bdict, work / "latency.png")
+    report["latency_png"] = None if note else "latency.png"
+    if note:
+        report["notes"].append(f"latency plot not drawn: {note}")
+
+    report["passed"] = vrep.passed
+    report["machine"] = machine_info()
+    report["seconds"] = time.perf_counter() - t0
+    return report
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _save_rectification(loaded, path: Path, opts: RunOptions, cache_dir) -> bool:
+    """The tutorial picture for a loaded model with an STN, on the images it was trained on."""
+    import torch
+
+    from stn_deploy.export.exporter import golden_inputs
+    from stn_deploy.report.png import save_rectification_png
+    from stn_deploy.train import Normalizer
+
+    if not hasattr(loaded.model, "rectify") or loaded.input_shape[0] != 1:
+        return False
+    x, _ = golden_inputs(loaded, 32, opts.seed)
+    norm = Normalizer.from_config(loaded.config.normalization)
+    with torch.inference_mode():
+        rect = loaded.model.eval().rectify(torch.from_numpy(x))
+    save_rectification_png(norm.display(torch.from_numpy(x))[:, 0], norm.display(rect)[:, 0], path)
+    return True
+
+
+def _write_reports(report: dict[str, Any], work: Path, out: Path) -> None:
+    """report.json/.md, verify.json, bench.json, with paths as they will be after the rename."""
+    from stn_deploy.report.run_report import format_run_report
+
+    def final(text: str) -> str:
+        return text.replace(str(work), str(out))
+
+    for name, value in (("verify", report["verify"]), ("bench", report["bench"])):
+        (work / f"{name}.json").write_text(final(json.dumps(value, indent=2)))
+    report = json.loads(final(json.dumps(report, default=str)))
+    (work / "report.json").write_text(json.dumps(report, indent=2))
+    (work / "report.md").write_text(format_run_report(report))

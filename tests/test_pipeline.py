@@ -1,0 +1,91 @@
+"""``stn-deploy run`` end to end on a tiny budget, and its error paths."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from stn_deploy.cli import main
+
+TINY = [
+    "--synthetic",
+    "--limit-train", "256",
+    "--limit-test", "64",
+    "--epochs", "1",
+    "--providers", "cpu,openvino",
+    "--batch-sizes", "1,4",
+    "--bench-duration", "0.02",
+    "--compare", "torch",
+    "--no-progress",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_run_end_to_end_on_a_tiny_budget(tmp_path):
+    out = tmp_path / "report"
+    r = CliRunner().invoke(main, ["run", *TINY, "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "verify: passed" in r.output
+    for name in ("report.md", "report.json", "verify.json", "bench.json", "rectification.png"):
+        assert (out / name).is_file(), name
+    assert (out / "train" / "checkpoint.pt").is_file()
+    (onnx_file,) = (out / "model").glob("*.onnx")
+    assert onnx_file.with_name(onnx_file.stem + ".io.npz").is_file()
+    report = json.loads((out / "report.json").read_text())
+    assert report["passed"] is True
+    assert [r["name"] for r in report["verify"]["runtimes"]] == ["cpu", "openvino"]
+    assert all(r["status"] == "passed" for r in report["verify"]["runtimes"])
+    rows = report["bench"]["rows"]
+    assert {(row["runtime"], row["batch"]) for row in rows if row["status"] == "ok"} >= {
+        ("cpu", 1),
+        ("cpu", 4),
+        ("openvino", 1),
+        ("torch", 4),
+    }
+    cpu1 = next(row for row in rows if row["runtime"] == "cpu" and row["batch"] == 1)
+    assert cpu1["speedup"]["torch"] > 0
+    # paths name the final folder, not the temporary one it was built in
+    text = (out / "report.md").read_text()
+    assert ".tmp-" not in text and ".tmp-" not in (out / "verify.json").read_text()
+    assert str(out) in report["verify"]["model"]["path"]
+    assert "Verification PASSED" in text and "train" in text
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "not drawn" in text
+    else:
+        assert (out / "latency.png").is_file() and (out / "errors.png").is_file()
+    # nothing else is left beside it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]
+
+
+def test_run_refuses_an_existing_folder_without_force(tmp_path):
+    out = tmp_path / "report"
+    out.mkdir()
+    r = CliRunner().invoke(main, ["run", *TINY, "--out", str(out)])
+    assert r.exit_code == 1 and r.output.startswith("Error: ") and "--force" in r.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--batch-sizes", "0,4"], "batch sizes must be positive"),
+        (["--batch-sizes", "-1"], "batch sizes must be positive"),
+        (["--compare", "tf"], "unknown --compare 'tf'"),
+        (["--providers", "gpu"], "unknown runtime/provider 'gpu'"),
+        (["--out", "/nonexistent-dir/report"], "does not exist"),
+    ],
+)
+def test_run_bad_input_is_one_line_and_leaves_nothing(tmp_path, args, message):
+    base = (
+        [a for a in TINY if a not in ("--batch-sizes", "1,4")] if "--batch-sizes" in args else TINY
+    )
+    argv = ["run", *base, "--out", str(tmp_path / "report"), *args]
+    r = CliRunner().invoke(main, argv)
+    assert r.exit_code != 0
+    assert r.output.startswith("Error: ") and len(r.output.strip().splitlines()) == 1, r.output
+    assert message in r.output
+    assert "Traceback" not in r.output
+    assert not any(tmp_path.iterdir())
