@@ -394,3 +394,11 @@ def test_logits_are_not_rounded_to_int8(fp32_models):
     assert meta["calibration"]["float_scores"] == ["/fc2/Gemm_output_0"]
     softmax = next(n for n in q.graph.node if n.op_type == "LogSoftmax")
     assert softmax.input[0] == "/fc2/Gemm_output_0"
+
+
+def test_fp16_log_probs_are_finite_on_the_reference_evaluator(fp32_models):
+    h, meta = apply_precision(onnx.load(fp32_models["native"]), "fp16")
+    assert meta["fp16"]["fp32_ops"]["LogSoftmax"] == 1  # exp underflows in fp16
+    x = _x(4) * 20  # confident, far-apart logits
+    out = open_session("reference", h).run({"image": x})["log_probs"]
+    assert np.isfinite(out).all()

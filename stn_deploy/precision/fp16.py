@@ -11,6 +11,9 @@ MatMul/Reshape/Transpose and the sampler, because
   coordinates pick the wrong neighbour, so GatherElements reads the wrong pixel or out of range;
 * fp16 grid coordinates in [-1, 1] carry 11 bits: up to ``W / 2**11`` pixels of error.
 
+Softmax/LogSoftmax stay fp32 as well: in fp16 the exp underflows for confident predictions
+(the onnx reference evaluator then returns -inf log-probabilities).
+
 The converter puts a Cast pair (fp32 -> fp16 -> fp32) between two blocked nodes too, which
 would round the region's tensors to fp16 anyway; :func:`fold_cast_round_trips` removes them.
 Inputs and outputs stay fp32 by default (``keep_io_types``).
@@ -27,6 +30,9 @@ from onnx import TensorProto
 
 from stn_deploy.errors import StnDeployError
 from stn_deploy.precision.region import float_region, inline_functions
+
+#: ops kept fp32 whatever the options: the scores' normalisation
+SCORE_OPS = ("Softmax", "LogSoftmax")
 
 
 def _converter():
@@ -125,7 +131,8 @@ def convert_fp16(
     model = inline_functions(copy.deepcopy(model))
     del model.graph.value_info[:]  # the converter types the blocked region's edges from these
     nodes = model.graph.node
-    keep = [] if sampler_fp16 else sorted(float_region(model))
+    keep = set() if sampler_fp16 else float_region(model)
+    keep = sorted(keep | {i for i, n in enumerate(nodes) if n.op_type in SCORE_OPS})
     for i in keep:
         if not nodes[i].name:  # the converter's block list is by name
             nodes[i].name = f"stn_deploy_fp32_{i}"
