@@ -458,3 +458,30 @@ def test_fixed_batch_models_run_in_chunks():
     np.testing.assert_array_equal(out["y"][:, 0], x.reshape(6, -1).sum(1))
     with pytest.raises(Exception, match="fixed batch of 2"):
         verify_runner.run_batched(FixedBatch(), {"image": x[:5]})
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_reference_evaluator_log_softmax_is_finite_for_confident_logits(dtype):
+    """onnx's LogSoftmax is log(softmax): -inf once the softmax underflows (an fp16 classifier
+    verified on the reference evaluator showed Inf log-probs); ours is the stable form."""
+    from onnx import TensorProto, helper
+
+    from stn_deploy.runtimes import open_session
+
+    t = TensorProto.FLOAT16 if dtype == np.float16 else TensorProto.FLOAT
+    g = helper.make_graph(
+        [helper.make_node("LogSoftmax", ["x"], ["y"], axis=-1)],
+        "ls",
+        [helper.make_tensor_value_info("x", t, [2, 3])],
+        [helper.make_tensor_value_info("y", t, [2, 3])],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    x = {"x": np.array([[0, 30, 200], [1, 2, 3]], dtype)}
+    got = open_session("reference", m).run(x)["y"]
+    want = open_session("cpu", m).run(x)["y"]
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(
+        got.astype(np.float64), want.astype(np.float64), rtol=1e-3, atol=1e-3
+    )
+    assert got[0, 0] == pytest.approx(-200, rel=1e-3)

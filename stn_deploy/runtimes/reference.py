@@ -8,6 +8,9 @@ Two corrections are loaded with it:
 - ``GridSample``: onnx 1.23's only knows opset 20's mode names (linear, cubic); opset 16-19
   files say bilinear and bicubic. ORT's contrib ``com.microsoft.GridSample`` (the
   ``ort-contrib`` lowering) has the same attributes and is evaluated the same way.
+- ``LogSoftmax``: onnx's computes ``log(softmax(x))``, which is ``-inf`` wherever the softmax
+  underflows (a logit gap above about 17 in float16, 104 in float32: any confident fp16
+  classifier). Ours is ``x - max - log(sum(exp(x - max)))``, in float32 for float16 inputs.
 - ``DequantizeLinear`` in files below opset 19 (our int8 exports): onnx 1.23 implements only
   opset 19 and later, which compute the same thing for per-tensor and per-axis scales.
 
@@ -46,6 +49,7 @@ def _dequantize_before_19() -> list:
 def _new_ops() -> list:
     from onnx.reference.op_run import OpRun
     from onnx.reference.ops.op_grid_sample import GridSample as _RefGridSample
+    from onnx.reference.ops.op_log_softmax import LogSoftmax as _RefLogSoftmax
 
     class GatherElements(OpRun):
         def _run(self, data, indices, axis=None):
@@ -72,7 +76,18 @@ def _new_ops() -> list:
         op_domain = "com.microsoft"
 
     ContribGridSample.__name__ = "GridSample"
-    return [GatherElements, GridSample, ContribGridSample]
+
+    class LogSoftmax(_RefLogSoftmax):
+        def _run(self, X, axis=None):
+            if X.size == 0:
+                return (X,)
+            axis = self.axis if axis is None else axis
+            x = X.astype(np.float32) if X.dtype == np.float16 else X
+            shifted = x - x.max(axis=axis, keepdims=True)
+            out = shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+            return (out.astype(X.dtype),)
+
+    return [GatherElements, GridSample, ContribGridSample, LogSoftmax]
 
 
 class ReferenceSession(RuntimeSession):
