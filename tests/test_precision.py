@@ -402,3 +402,10 @@ def test_fp16_log_probs_are_finite_on_the_reference_evaluator(fp32_models):
     x = _x(4) * 20  # confident, far-apart logits
     out = open_session("reference", h).run({"image": x})["log_probs"]
     assert np.isfinite(out).all()
+
+
+def test_int8_static_batch_model(tmp_path):
+    loaded = _loaded(tmp_path)
+    path = export_model(loaded, tmp_path / "s.onnx", sampler="native", dynamic_batch=False)["path"]
+    q, _ = apply_precision(onnx.load(path), "int8", calibration=SYNTH)
+    assert open_session("cpu", q).run({"image": _x(1)})["log_probs"].shape == (1, 10)

@@ -9,9 +9,10 @@ so no QuantizeLinear lies between the image or θ and the sampler, and ORT can f
 DequantizeLinear (it fuses only a DQ with a single consumer).
 
 Per-channel weights need opset 13: a model below (the portable and ort-contrib exports at 11)
-is raised to 13 with the lowering's opset retargeting first. Activations are signed int8 (S8S8: the faster of the two on ORT CPU here), weights signed int8
-per output channel, biases int32. Models with model-local functions (the ``custom`` lowering)
-are inlined first.
+is raised to 13 with the lowering's opset retargeting first. Activations are signed int8
+(S8S8: faster than U8S8 on ORT CPU here), weights signed int8 per output channel, biases
+int32. Models with model-local functions (the ``custom`` lowering) are inlined first. The
+logits are left unquantised in front of (Log)Softmax.
 """
 
 from __future__ import annotations
@@ -207,6 +208,15 @@ def quantize_int8(
     excluded_ops = Counter(nodes[i].op_type for i in region)
     name = inputs[0].name
     x = np.ascontiguousarray(calibration, dtype=np.float32)
+    dims = inputs[0].type.tensor_type.shape.dim
+    fixed = dims[0].dim_value if dims and dims[0].HasField("dim_value") else 0
+    if fixed > 0:  # a static-batch model takes exactly that many images per call
+        batch = fixed
+        x = x[: len(x) - len(x) % fixed]
+        if not len(x):
+            raise StnDeployError(
+                f"the model's batch is fixed at {fixed}: calibrate on at least {fixed} images"
+            )
 
     class _Reader(qz.CalibrationDataReader):
         def __init__(self) -> None:
