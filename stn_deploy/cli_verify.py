@@ -27,6 +27,14 @@ from stn_deploy.verify.tolerances import HELP as TOLERANCE_HELP
     help="Trained weights when --checkpoint names a zoo model.",
 )
 @click.option("--factory", default=None, help="torch reference from a module:callable factory.")
+@click.option(
+    "--reference-model",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Without torch: an ONNX file run on ORT CPU as the reference of the random/mnist/stress "
+    "inputs, e.g. the fp32 file an int8/fp16 MODEL was made from (accuracy delta vs fp32) "
+    "[default: MODEL itself on ORT CPU, i.e. runtime parity].",
+)
 @click.option("--input-shape", default=None, help="C,H,W input of --factory (e.g. 1,42,42).")
 @click.option(
     "--providers",

@@ -485,3 +485,35 @@ def test_reference_evaluator_log_softmax_is_finite_for_confident_logits(dtype):
         got.astype(np.float64), want.astype(np.float64), rtol=1e-3, atol=1e-3
     )
     assert got[0, 0] == pytest.approx(-200, rel=1e-3)
+
+
+def test_reduced_precision_file_against_an_fp32_reference_model(tmp_path):
+    """An 'int8' file (here: native with perturbed classifier weights, labelled int8) verified
+    without torch against its fp32 source: generated inputs compared with the fp32 file,
+    random/stress reported but not gated, accuracy delta reported (not gated below 100)."""
+    from stn_deploy.export.metadata import write_metadata
+
+    m = onnx.load(str(model("native")))
+    init = next(i for i in m.graph.initializer if i.name == "fc2.weight")
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 1.1, init.name))
+    write_metadata(m, {"precision": "int8"})
+    path = copy_with_bundle(tmp_path, m)
+    rep = verify_model(
+        path,
+        runtimes="cpu",
+        inputs="golden,random,mnist,stress",
+        count=8,
+        reference_model=model("native"),
+    )
+    sets = {s.input_set: s for s in rep.runtimes[0].sets}
+    assert set(sets) == {"golden", "random", "mnist", "stress"}  # cpu is not the reference here
+    assert sets["random"].reference == "mnist-affine-native.onnx on cpu"
+    assert sets["golden"].gated and sets["mnist"].gated
+    assert not sets["random"].gated and not sets["stress"].gated
+    assert sets["mnist"].accuracy["images"] == 8 and sets["mnist"].accuracy["gated"] is False
+    assert "not gated" in rep.reference["note"]
+    assert rep.passed == all(s.passed for s in sets.values() if s.gated)
+    text = format_table(rep)
+    assert "headline cpu: argmax agreement" in text and "with random, stress" in text
+    with pytest.raises(Exception, match="not both"):
+        verify_model(path, loaded=object(), reference_model=model("native"))

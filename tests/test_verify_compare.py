@@ -123,3 +123,35 @@ def test_tolerance_defaults_per_precision_and_overrides():
     assert tolerance_for("int8").min_argmax_agreement is not None
     t = tolerance_for("fp16", atol=0.5, check_error_stat="max")
     assert t.atol == 0.5 and t.check_error_stat == "max" and t.rtol == DEFAULTS["fp16"].rtol
+
+
+def test_argmax_gate_tolerates_one_flip_and_accuracy_gate_needs_100_images():
+    from stn_deploy.verify.inputs import InputSet
+    from stn_deploy.verify.runner import _compare_set
+
+    tol = tolerance_for("int8", atol=1e9, rtol=1e9)  # only the classification gates matter
+    n = 200
+    labels = np.arange(n) % 10
+    ref = np.full((n, 10), -5.0)
+    ref[np.arange(n), labels] = 0.0
+    s = InputSet("mnist", {"image": np.zeros((n, 1))}, "", labels=labels)
+
+    def flipped(k):
+        out = ref.copy()
+        out[:k, :] = ref[:k, ::-1]  # the argmax of the first k rows moves away from the label
+        return {"log_probs": out}
+
+    one = _compare_set(
+        {"log_probs": ref[:8]},
+        {"log_probs": flipped(1)["log_probs"][:8]},
+        InputSet("mnist", {"image": np.zeros((8, 1))}, "", labels=labels[:8]),
+        "ref",
+        tol,
+        10,
+    )
+    assert one.passed and one.accuracy["gated"] is False and one.accuracy["delta"] == -12.5
+    ok = _compare_set({"log_probs": ref}, flipped(2), s, "ref", tol, 10)  # 1% drop, 99% agree
+    assert ok.passed and ok.accuracy["gated"] and ok.accuracy["delta"] == -1.0
+    bad = _compare_set({"log_probs": ref}, flipped(7), s, "ref", tol, 10)  # 96.5% < 97%
+    assert not bad.passed and "argmax agreement 96.5% < 97%" in bad.reason
+    assert "accuracy" in bad.reason and "3.5 pt below" in bad.reason

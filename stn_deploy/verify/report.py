@@ -14,8 +14,8 @@ JSON schema ``stn-deploy/verify-v1`` (:meth:`VerifyReport.to_dict`)::
     skipped_input_sets  {name: why}
     runtimes      [{name, status: passed | failed | error | unavailable, reason,
                     info: {name, library, version, device, providers, extra} | null,
-                    sets: [{input_set, reference, passed, reason,
-                            accuracy: {reference, candidate, delta} | null,   (percent)
+                    sets: [{input_set, reference, passed, gated, reason,
+                            accuracy: {reference, candidate, delta, images, gated} | null  (percent)
                             outputs: [{output, shape, passed, reason, argmax_agreement,
                                        nonfinite: {candidate_nan, ...},
                                        histogram: [[label, count], ...],
@@ -55,12 +55,15 @@ class SetResult:
     reason: str = ""
     outputs: list[OutputComparison] = field(default_factory=list)
     accuracy: dict[str, float] | None = None
+    #: False: reported only (out-of-distribution inputs of an fp16/int8 file vs fp32)
+    gated: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "input_set": self.input_set,
             "reference": self.reference,
             "passed": self.passed,
+            "gated": self.gated,
             "reason": self.reason,
             "accuracy": self.accuracy,
             "outputs": [o.to_dict() for o in self.outputs],
@@ -85,7 +88,7 @@ class RuntimeResult:
         """The reason in a few words: which input sets failed (details are in the table)."""
         if self.status != "failed":
             return self.reason
-        bad = [s.input_set for s in self.sets if not s.passed]
+        bad = [s.input_set for s in self.sets if not s.passed and s.gated]
         parts = [f"differs from the reference on the {', '.join(bad)} inputs"] if bad else []
         if self.placement and self.placement.get("strict") and self.placement.get("fallbacks"):
             parts.append(f"{len(self.placement['fallbacks'])} nodes fell back (--strict-placement)")
@@ -217,7 +220,7 @@ def format_table(report: VerifyReport | dict[str, Any], *, histograms: bool = Tr
                 agree = o.get("argmax_agreement")
                 acc = s.get("accuracy") if o is s["outputs"][0] else None
                 acc_s = f"{acc['candidate']:.1f} ({acc['delta']:+.1f})" if acc else "-"
-                ok = "ok" if o["passed"] else "FAIL"
+                ok = "ok" if o["passed"] else ("FAIL" if s.get("gated", True) else "beyond (info)")
                 lines.append(
                     f"{r['name']:<10}{s['input_set']:<8}{o['output'][:9]:<10}"
                     f"{_g(st.get('max_abs')):>9}{_g(st.get('mean_abs')):>10}"
@@ -226,7 +229,8 @@ def format_table(report: VerifyReport | dict[str, Any], *, histograms: bool = Tr
                     f"{(f'{agree:.1%}' if agree is not None else '-'):>8}{acc_s:>13}  {ok}"
                 )
             if s["outputs"] and not s["passed"] and s["reason"]:
-                notes.append(f"{r['name']} on {s['input_set']}: {s['reason']}")
+                info = "" if s.get("gated", True) else " (reported, not gated)"
+                notes.append(f"{r['name']} on {s['input_set']}{info}: {s['reason']}")
         pl = r.get("placement")
         if pl and pl.get("reported"):
             if pl["fallbacks"]:
@@ -256,22 +260,35 @@ def format_table(report: VerifyReport | dict[str, Any], *, histograms: bool = Tr
     if (m.get("precision") or "fp32") != "fp32":
         lines.append("")
         for r in d["runtimes"]:
-            agree = [
-                (o["argmax_agreement"], o["shape"][0])
-                for s in r["sets"]
-                for o in s["outputs"]
-                if o.get("argmax_agreement") is not None
-            ]
-            accs = [s["accuracy"] for s in r["sets"] if s.get("accuracy")]
-            if not agree:
+
+            def rate(sets):
+                agree = [
+                    (o["argmax_agreement"], o["shape"][0])
+                    for s in sets
+                    for o in s["outputs"]
+                    if o.get("argmax_agreement") is not None
+                ]
+                n = sum(k for _, k in agree)
+                return sum(a * k for a, k in agree) / n if n else None
+
+            gated = [s for s in r["sets"] if s.get("gated", True)]
+            ungated = [s for s in r["sets"] if not s.get("gated", True)]
+            if rate(r["sets"]) is None:
                 continue
-            rate = sum(a * n for a, n in agree) / max(1, sum(n for _, n in agree))
-            acc = (
-                f", accuracy {accs[0]['candidate']:.1f}% ({accs[0]['delta']:+.1f} pt vs reference)"
-                if accs
-                else ""
+            text = (
+                f"argmax agreement {rate(gated):.1%} on {', '.join(s['input_set'] for s in gated)}"
             )
-            lines.append(f"headline {r['name']}: argmax agreement {rate:.1%} over all inputs{acc}")
+            if ungated:
+                text += (
+                    f" ({rate(r['sets']):.1%} with {', '.join(s['input_set'] for s in ungated)})"
+                )
+            accs = [s["accuracy"] for s in r["sets"] if s.get("accuracy")]
+            if accs:
+                text += (
+                    f"; accuracy {accs[0]['candidate']:.1f}% ({accs[0]['delta']:+.1f} pt vs "
+                    "the reference)"
+                )
+            lines.append(f"headline {r['name']}: {text}")
     if d.get("stn"):
         lines.append("")
         for name, st in d["stn"].items():

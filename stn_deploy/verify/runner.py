@@ -52,6 +52,9 @@ from stn_deploy.verify.tolerances import Tolerance, tolerance_for
 
 #: runtimes that can stand in for torch on the non-golden inputs, in order of preference
 SECONDARY = ("cpu", "reference")
+#: labelled images below which the accuracy delta is reported but not gated (one image of 64
+#: is already 1.6 points)
+MIN_ACCURACY_IMAGES = 100
 #: rows of the failing input set that --bisect runs (the reference evaluator is slow)
 BISECT_ROWS = 2
 
@@ -157,7 +160,10 @@ def _compare_set(
             classifier=classifier,
         )
         if comp.argmax_agreement is not None and tol.min_argmax_agreement is not None:
-            if comp.argmax_agreement < tol.min_argmax_agreement and comp.passed:
+            rows = int(np.shape(r)[0])
+            flips = round((1 - comp.argmax_agreement) * rows)
+            allowed = max(1, int((1 - tol.min_argmax_agreement) * rows))  # one flip is noise
+            if flips > allowed and comp.passed:
                 comp.passed = False
                 comp.reason = (
                     f"argmax agreement {comp.argmax_agreement:.1%} < {tol.min_argmax_agreement:.0%}"
@@ -165,8 +171,15 @@ def _compare_set(
         if classifier and s.labels is not None and res.accuracy is None and name in out:
             acc_r = 100 * float(np.mean(np.asarray(r).argmax(1) == s.labels))
             acc_c = 100 * float(np.mean(np.asarray(out[name]).argmax(1) == s.labels))
-            res.accuracy = {"reference": acc_r, "candidate": acc_c, "delta": acc_c - acc_r}
-            if tol.max_accuracy_drop is not None and acc_r - acc_c > tol.max_accuracy_drop:
+            gate = tol.max_accuracy_drop is not None and len(s.labels) >= MIN_ACCURACY_IMAGES
+            res.accuracy = {
+                "reference": acc_r,
+                "candidate": acc_c,
+                "delta": acc_c - acc_r,
+                "images": len(s.labels),
+                "gated": gate,
+            }
+            if gate and acc_r - acc_c > tol.max_accuracy_drop:
                 comp.passed = False
                 comp.reason = (comp.reason + "; " if comp.reason else "") + (
                     f"accuracy {acc_c:.1f}% is {acc_r - acc_c:.1f} pt below the reference's"
@@ -196,6 +209,7 @@ def verify_model(
     seed: int = 0,
     threads: int | None = None,
     stn_stats: bool = True,
+    reference_model: str | Path | None = None,
 ) -> VerifyReport:
     """Run ``model_path`` on ``runtimes`` (default: all that may be available) over the input
     sets and compare every output with the reference.
@@ -213,6 +227,8 @@ def verify_model(
         count: images per generated input set (the golden set is the bundle's).
         seed: seeds the random, MNIST-distortion and stress inputs.
         stn_stats: report how far the sampler's grid reached outside the image.
+        reference_model: without torch, an ONNX file (e.g. the fp32 source of an int8 file)
+            run on ORT CPU as the reference of the non-golden input sets.
     """
     model_path = Path(model_path)
     proto = load_onnx(model_path)
@@ -226,6 +242,10 @@ def verify_model(
         check_error_stat=check_error_stat,
         quantile=quantile,
     )
+    if reference_model is not None and loaded is not None:
+        raise StnDeployError(
+            "give a torch reference (--checkpoint/--factory) or --reference-model, not both"
+        )
     explicit = runtimes is not None
     names = (
         parse_names(runtimes)
@@ -353,6 +373,30 @@ def verify_model(
                 for s in others:
                     skipped[s.name] = "no torch reference and no ORT CPU or reference evaluator"
                 sets = [s for s in sets if s.name == "golden"]
+            elif reference_model is not None:
+                ref_path = Path(reference_model)
+                sec = open_runtime(secondary, load_onnx(ref_path), threads=threads)
+                if sorted(t.name for t in sec.inputs) != sorted(t.name for t in in_specs):
+                    raise StnDeployError(
+                        f"the reference model {ref_path.name} takes inputs "
+                        f"{sorted(t.name for t in sec.inputs)}, {model_path.name} takes "
+                        f"{sorted(t.name for t in in_specs)}"
+                    )
+                label = f"{ref_path.name} on {secondary}"
+                for s in others:
+                    out = run_batched(sec, s.feeds)
+                    missing = sorted(set(out_names) - set(out))
+                    if missing:
+                        raise StnDeployError(
+                            f"the reference model {ref_path.name} has no outputs {missing}"
+                        )
+                    references[s.name] = {n: out[n] for n in out_names}
+                    ref_labels[s.name] = label
+                note = (
+                    f"no torch here: the {', '.join(s.name for s in others)} inputs are compared "
+                    f"with {label} (--reference-model)"
+                )
+                secondary = label  # not one of the runtimes verified: none is skipped
             else:
                 sec = open_runtime(secondary, proto, threads=threads)
                 for s in others:
@@ -362,9 +406,27 @@ def verify_model(
                     f"no torch here: the {', '.join(s.name for s in others)} inputs are compared "
                     f"with {secondary} (secondary reference), which is itself checked against "
                     "the golden outputs"
+                    + (
+                        f"; for this {meta.get('precision')} file that is runtime parity, not "
+                        "the fp32 accuracy delta: give --reference-model FP32.onnx or --checkpoint"
+                        if meta.get("precision", "fp32") != "fp32"
+                        else ""
+                    )
                 )
     for s in sets:
         _check_reference(references[s.name], ref_labels[s.name], s.name)
+    # an fp16/int8 file against an fp32 reference is held to its tolerance on in-distribution
+    # inputs (golden, mnist); on random and stress inputs its error is reported, not gated
+    fp32_reference = loaded is not None or reference_model is not None
+    reduced = meta.get("precision", "fp32") != "fp32"
+    gated_sets = {
+        s.name for s in sets if not (reduced and fp32_reference and s.name in ("random", "stress"))
+    }
+    if len(gated_sets) < len(sets):
+        note = (note + "; " if note else "") + (
+            f"{', '.join(s.name for s in sets if s.name not in gated_sets)} inputs of this "
+            f"{meta.get('precision')} file are reported against fp32, not gated"
+        )
 
     # ---------------------------------------------------------------- runtimes
     results: list[RuntimeResult] = []
@@ -393,13 +455,13 @@ def verify_model(
                 r.sets.append(SetResult(s.name, ref_labels[s.name], False, str(exc)))
                 continue
             raw[name][s.name] = out
-            r.sets.append(
-                _compare_set(references[s.name], out, s, ref_labels[s.name], tol, num_classes)
-            )
+            res = _compare_set(references[s.name], out, s, ref_labels[s.name], tol, num_classes)
+            res.gated = s.name in gated_sets
+            r.sets.append(res)
         batch = session.inputs[0].fixed_batch() if session.inputs else None
         first = {k: v[:batch] for k, v in sets[0].feeds.items()} if batch else sets[0].feeds
         r.placement = _placement(session, first, strict_placement)
-        failed = [s for s in r.sets if not s.passed]
+        failed = [s for s in r.sets if not s.passed and s.gated]
         if failed:
             r.status = "failed"
             r.reason = "; ".join(f"{s.input_set} inputs: {s.reason}" for s in failed)
@@ -506,7 +568,7 @@ def _worst_rows(ref: dict[str, np.ndarray], out: dict[str, np.ndarray], k: int) 
 
 
 def _bisect(r, proto, meta, sets, references, raw, tol, loaded, threads) -> dict[str, Any]:
-    s = next(x for x in r.sets if not x.passed and x.input_set in raw)
+    s = next(x for x in r.sets if not x.passed and x.gated and x.input_set in raw)
     fixed = _fixed_batch(proto)
     rows = _worst_rows(references[s.input_set], raw[s.input_set], fixed or BISECT_ROWS)
     feeds = {k: v[rows] for k, v in next(x for x in sets if x.name == s.input_set).feeds.items()}

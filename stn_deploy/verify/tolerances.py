@@ -4,7 +4,11 @@ fp32 files are held to float32 round-off: element-wise ``atol=1e-4`` or ``rtol=1
 log-probabilities (the exported mnist-affine differs from torch by at most 9e-5 over the
 10,000 RTS test images on ONNX Runtime CPU). fp16 and int8 files cannot match torch's fp32
 element-wise; for them the headline figures are the argmax agreement with the reference and
-the accuracy delta on labelled MNIST inputs, and those are gated too. (mnist-affine in fp16 with
+the accuracy delta on labelled MNIST inputs, and those are gated too: the argmax agreement
+always tolerates one differing row, the accuracy delta is gated from 100 labelled images on
+(``--count 100`` or more). Against an fp32 reference (torch, ``--reference-model``), the random
+and stress inputs of an fp16/int8 file are out of its calibration range: their error is
+reported, not gated. (mnist-affine in fp16 with
 the sampler kept fp32 is 0.027 off torch at the 99th percentile of its golden log-probs on ORT
 CPU, with 100% argmax agreement: hence fp16's 0.05 at q0.99.)
 
