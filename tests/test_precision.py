@@ -409,3 +409,20 @@ def test_int8_static_batch_model(tmp_path):
     path = export_model(loaded, tmp_path / "s.onnx", sampler="native", dynamic_batch=False)["path"]
     q, _ = apply_precision(onnx.load(path), "int8", calibration=SYNTH)
     assert open_session("cpu", q).run({"image": _x(1)})["log_probs"].shape == (1, 10)
+
+
+@pytest.mark.parametrize("lowering", ["native", "portable"])
+def test_int8_with_float_localisation_samples_exactly_as_fp32(tmp_path, lowering):
+    """θ from an fp32 localisation net + the float grid and sampler: the rectified image (an
+    --expose-stn output, also read by the int8 classifier) is fp32's, bit for bit."""
+    loaded = _loaded(tmp_path)
+    path = export_model(loaded, tmp_path / "e.onnx", sampler=lowering, expose_stn=True)["path"]
+    fp32 = onnx.load(path)
+    q, meta = apply_precision(fp32, "int8", calibration=SYNTH, localization_fp32=True)
+    assert meta["calibration"]["float_outputs"] == ["rectified"]
+    x = _x(8)
+    ref = open_session("cpu", fp32).run({"image": x})
+    out = open_session("cpu", q).run({"image": x})
+    np.testing.assert_array_equal(out["theta"], ref["theta"])
+    np.testing.assert_array_equal(out["rectified"], ref["rectified"])
+    assert not np.array_equal(out["log_probs"], ref["log_probs"])  # the classifier is int8

@@ -69,6 +69,38 @@ def _raise_opset(model: onnx.ModelProto) -> onnx.ModelProto:
 _SCORE_OPS = ("Softmax", "LogSoftmax")
 
 
+def _float_outputs(model: onnx.ModelProto, region_names: set[str]) -> list[str]:
+    """Graph outputs the quantiser put behind a Q/DQ pair although a float-region node makes
+    them (e.g. ``--expose-stn``'s rectified image, also read by the quantised classifier) are
+    the float tensor again; the quantised consumers keep reading the DQ. Returns the names."""
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    fixed = []
+    for out in graph.output:
+        dq = producer.get(out.name)
+        if dq is None or dq.op_type != "DequantizeLinear":
+            continue
+        q = producer.get(dq.input[0])
+        if q is None or q.op_type != "QuantizeLinear":
+            continue
+        src = producer.get(q.input[0])
+        if src is None or src.name not in region_names:
+            continue
+        y, t, deq = out.name, q.input[0], out.name + "_DequantizeLinear_Output"
+        for n in graph.node:  # the DQ's readers move to a new name ...
+            for k, name in enumerate(n.input):
+                if name == y:
+                    n.input[k] = deq
+        dq.output[0] = deq
+        for n in (src, q):  # ... and the float tensor takes the output's name
+            for seq in (n.input, n.output):
+                for k, name in enumerate(seq):
+                    if name == t:
+                        seq[k] = y
+        fixed.append(y)
+    return fixed
+
+
 def _float_scores(model: onnx.ModelProto) -> list[str]:
     """Drop the Q/DQ pair on tensors read only by Softmax/LogSoftmax or graph outputs (the
     classifier's logits): 256 levels over the logits' range make near-ties equal and move
@@ -261,6 +293,7 @@ def quantize_int8(
         quantised = onnx.load(str(dst))
     float_logits = _float_scores(quantised)
     rewired = _rewire_region_inputs(quantised, set(excluded))
+    float_outputs = _float_outputs(quantised, set(excluded))
     counts = Counter(n.op_type for n in quantised.graph.node)
     return quantised, {
         "opset": max(opset_from, PER_CHANNEL_OPSET),
@@ -278,6 +311,7 @@ def quantize_int8(
         "dequantize_linear": counts["DequantizeLinear"],
         "region_inputs_rewired": rewired,
         "float_scores": float_logits,
+        "float_outputs": float_outputs,
     }
 
 
