@@ -554,7 +554,8 @@ def export_cmd(
     if s["samplers"] == 0:
         click.echo("note: the model has no grid sampler (no grid_sample): exported as plain ONNX")
     click.echo(
-        f"wrote {s['path']} ({s['sampler']}, opset {s['opset']}, {s['nodes']} nodes, "
+        f"wrote {s['path']} ({s['sampler']}, opset {s['opset']}"
+        f"{'' if precision == 'fp32' else ', ' + precision}, {s['nodes']} nodes, "
         f"{s['bytes']:,} bytes) and {s['golden']} ({s['golden_source']})"
     )
 

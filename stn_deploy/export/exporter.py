@@ -428,7 +428,7 @@ def export_model(
         "golden": str(bundle_path(path)),
         "target": target,
         "sampler": lowering,
-        "opset": opset,
+        "opset": next(o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")),
         "nodes": nodes,
         "samplers": samplers + n_separable,
         "separable": n_separable,
