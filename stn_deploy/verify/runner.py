@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +193,104 @@ def _compare_set(
     return res
 
 
+def _input_sets(
+    kinds: list[str],
+    bundle,
+    bpath: Path,
+    in_specs: list[TensorSpec],
+    meta: dict[str, str],
+    count: int,
+    seed: int,
+    distortion: str | None,
+) -> tuple[list[InputSet], dict[str, str]]:
+    """The input sets named in ``kinds`` that can be made, and why the others cannot."""
+    sets: list[InputSet] = []
+    skipped: dict[str, str] = {}
+    image = _image_input(in_specs)
+    if not isinstance(image, str):
+        mean, std = normalization(meta, image[1][0])
+    for kind in kinds:
+        if kind == "golden":
+            if bundle is None:
+                skipped[kind] = f"no golden bundle ({bpath.name})"
+            else:
+                n = next(iter(bundle.inputs.values())).shape[0]
+                source = f" ({bundle.meta['source']})" if bundle.meta.get("source") else ""
+                sets.append(
+                    InputSet("golden", dict(bundle.inputs), f"{n} inputs of {bpath.name}{source}")
+                )
+            continue
+        if isinstance(image, str):
+            skipped[kind] = image
+            continue
+        name, chw = image
+        if kind == "random":
+            sets.append(random_set(name, chw, count, seed, mean, std))
+        elif kind == "mnist":
+            got = mnist_set(name, chw, count, seed, mean, std, distortion)
+            if isinstance(got, str):
+                skipped[kind] = got
+            else:
+                sets.append(got)
+        else:
+            sets.append(stress_set(name, chw, count, seed, mean, std))
+    return sets, skipped
+
+
+def _verify_runtime(
+    name: str,
+    avail,
+    proto,
+    sets: list[InputSet],
+    references: dict[str, dict[str, np.ndarray]],
+    ref_labels: dict[str, str],
+    gated_sets: set[str],
+    *,
+    skip_sets: set[str],
+    tol: Tolerance,
+    num_classes: int | None,
+    strict_placement: bool,
+    threads: int | None,
+) -> tuple[RuntimeResult, dict[str, dict[str, np.ndarray]]]:
+    """One runtime over every input set (but ``skip_sets``, those it is the reference of):
+    its result and its raw outputs per set."""
+    raw: dict[str, dict[str, np.ndarray]] = {}
+    if not avail.available:
+        return RuntimeResult(name, "unavailable", avail.reason), raw
+    try:
+        session = open_runtime(name, proto, threads=threads)
+    except RuntimeUnavailable as exc:
+        return RuntimeResult(name, "unavailable", str(exc)), raw
+    except StnDeployError as exc:
+        return RuntimeResult(name, "error", str(exc)), raw
+    r = RuntimeResult(name, "passed", info=session.info.to_dict())
+    for s in sets:
+        if s.name in skip_sets:
+            continue
+        try:
+            out = run_batched(session, s.feeds)
+        except StnDeployError as exc:
+            r.sets.append(SetResult(s.name, ref_labels[s.name], False, str(exc)))
+            continue
+        raw[s.name] = out
+        res = _compare_set(references[s.name], out, s, ref_labels[s.name], tol, num_classes)
+        res.gated = s.name in gated_sets
+        r.sets.append(res)
+    batch = session.inputs[0].fixed_batch() if session.inputs else None
+    first = {k: v[:batch] for k, v in sets[0].feeds.items()} if batch else sets[0].feeds
+    r.placement = _placement(session, first, strict_placement)
+    failed = [s for s in r.sets if not s.passed and s.gated]
+    reasons = [f"{s.input_set} inputs: {s.reason}" for s in failed]
+    if r.placement and r.placement.get("fallbacks") and strict_placement:
+        reasons.append(
+            f"--strict-placement: {len(r.placement['fallbacks'])} nodes not on "
+            f"{r.placement['primary']}"
+        )
+    if reasons:
+        r.status, r.reason = "failed", "; ".join(reasons)
+    return r, raw
+
+
 def verify_model(
     model_path: str | Path,
     *,
@@ -269,7 +368,7 @@ def verify_model(
     in_specs = onnx_specs(graph_inputs(proto))
     out_names = [o.name for o in proto.graph.output]
     try:
-        num_classes = len(__import__("json").loads(meta["class_labels"]))
+        num_classes = len(json.loads(meta["class_labels"]))
     except (KeyError, ValueError, TypeError):
         num_classes = None
 
@@ -288,44 +387,11 @@ def verify_model(
     kinds = parse_kinds(",".join(inputs) if isinstance(inputs, list) else inputs)
     explicit_kinds = kinds is not None
     kinds = kinds or list(INPUT_KINDS)
-    sets: list[InputSet] = []
-    skipped: dict[str, str] = {}
-    image = _image_input(in_specs)
-    if not isinstance(image, str):
-        mean, std = normalization(meta, image[1][0])
     distortion = None
     if loaded is not None:
-        distortion = (
-            (getattr(loaded.config, "extra", {}) or {}).get("trained_on", {}).get("distortion")
-        )
-    for kind in kinds:
-        if kind == "golden":
-            if bundle is None:
-                skipped[kind] = f"no golden bundle ({bpath.name})"
-            else:
-                sets.append(
-                    InputSet(
-                        "golden",
-                        dict(bundle.inputs),
-                        f"{next(iter(bundle.inputs.values())).shape[0]} inputs of {bpath.name}"
-                        + (f" ({bundle.meta['source']})" if bundle.meta.get("source") else ""),
-                    )
-                )
-            continue
-        if isinstance(image, str):
-            skipped[kind] = image
-            continue
-        name, chw = image
-        if kind == "random":
-            sets.append(random_set(name, chw, count, seed, mean, std))
-        elif kind == "mnist":
-            got = mnist_set(name, chw, count, seed, mean, std, distortion)
-            if isinstance(got, str):
-                skipped[kind] = got
-            else:
-                sets.append(got)
-        else:
-            sets.append(stress_set(name, chw, count, seed, mean, std))
+        extra = getattr(loaded.config, "extra", {}) or {}
+        distortion = extra.get("trained_on", {}).get("distortion")
+    sets, skipped = _input_sets(kinds, bundle, bpath, in_specs, meta, count, seed, distortion)
     if strict and explicit_kinds and skipped:
         raise StnDeployError(
             "--strict: " + "; ".join(f"no {k} inputs: {why}" for k, why in skipped.items())
@@ -432,50 +498,20 @@ def verify_model(
     results: list[RuntimeResult] = []
     raw: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     for name in names:
-        a = avail[name]
-        if not a.available:
-            results.append(RuntimeResult(name, "unavailable", a.reason))
-            continue
-        try:
-            session = open_runtime(name, proto, threads=threads)
-        except RuntimeUnavailable as exc:
-            results.append(RuntimeResult(name, "unavailable", str(exc)))
-            continue
-        except StnDeployError as exc:
-            results.append(RuntimeResult(name, "error", str(exc)))
-            continue
-        r = RuntimeResult(name, "passed", info=session.info.to_dict())
-        raw[name] = {}
-        for s in sets:
-            if name == secondary and s.name != "golden":
-                continue  # it is this set's reference
-            try:
-                out = run_batched(session, s.feeds)
-            except StnDeployError as exc:
-                r.sets.append(SetResult(s.name, ref_labels[s.name], False, str(exc)))
-                continue
-            raw[name][s.name] = out
-            res = _compare_set(references[s.name], out, s, ref_labels[s.name], tol, num_classes)
-            res.gated = s.name in gated_sets
-            r.sets.append(res)
-        batch = session.inputs[0].fixed_batch() if session.inputs else None
-        first = {k: v[:batch] for k, v in sets[0].feeds.items()} if batch else sets[0].feeds
-        r.placement = _placement(session, first, strict_placement)
-        failed = [s for s in r.sets if not s.passed and s.gated]
-        if failed:
-            r.status = "failed"
-            r.reason = "; ".join(f"{s.input_set} inputs: {s.reason}" for s in failed)
-        if r.placement and r.placement.get("fallbacks") and strict_placement:
-            r.status = "failed"
-            r.reason = "; ".join(
-                x
-                for x in (
-                    r.reason,
-                    f"--strict-placement: {len(r.placement['fallbacks'])} nodes not on "
-                    f"{r.placement['primary']}",
-                )
-                if x
-            )
+        r, raw[name] = _verify_runtime(
+            name,
+            avail[name],
+            proto,
+            sets,
+            references,
+            ref_labels,
+            gated_sets,
+            skip_sets=set() if name != secondary else {x.name for x in sets if x.name != "golden"},
+            tol=tol,
+            num_classes=num_classes,
+            strict_placement=strict_placement,
+            threads=threads,
+        )
         results.append(r)
 
     report = VerifyReport(
