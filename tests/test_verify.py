@@ -375,6 +375,23 @@ NO_TORCH = textwrap.dedent(
     r = CliRunner().invoke(main, ["verify", "exported/mnist-affine-native.onnx", "--checkpoint",
                                   "exported/mnist-affine-rts.pt"])
     assert r.exit_code == 1 and r.output.count("\\n") == 1 and "torch" in r.output, r.output
+    # a wrong file, --bisect without torch: compared against the oracle, reported undecided
+    import json, tempfile, pathlib, onnx
+    from onnx import numpy_helper
+    from stn_deploy.export.golden import read_bundle, write_bundle
+    from stn_deploy.io.hashing import file_sha256
+    tmp = pathlib.Path(tempfile.mkdtemp())
+    m = onnx.load("exported/mnist-affine-native.onnx")
+    init = next(i for i in m.graph.initializer if i.name == "conv1.weight")
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 2, init.name))
+    onnx.save(m, str(tmp / "bad.onnx"))
+    b = read_bundle("exported/mnist-affine-native.io.npz")
+    write_bundle(tmp / "bad.io.npz", b.inputs, b.outputs, {"model_sha256": file_sha256(tmp / "bad.onnx")})
+    r = CliRunner().invoke(main, ["verify", str(tmp / "bad.onnx"), "--providers", "reference",
+                                  "--inputs", "golden", "--bisect", "--json"])
+    assert r.exit_code == 1, r.output
+    d = json.loads(r.output[: r.output.rindex("}") + 1])
+    assert d["runtimes"][0]["bisect"]["kind"] == "undecided", d["runtimes"][0]["bisect"]
     print("torch-free verify ok", sorted(m for m in sys.modules if m.startswith("torch")))
     """
 )
