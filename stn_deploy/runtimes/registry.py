@@ -33,7 +33,8 @@ def canonical(name: str) -> str:
     ep = ort_rt.ep_for(n) or ort_rt.ep_for(n.lower())
     if ep is not None:
         return ort_rt.short_name(ep)
-    known = sorted({*NON_ORT, *(ort_rt.short_name(e) for e in ort_rt.known_eps())})
+    eps = [e for e in ort_rt.known_eps() if e not in ort_rt.NOT_COMPUTE]
+    known = sorted({*NON_ORT, *(ort_rt.short_name(e) for e in eps)})
     raise StnDeployError(f"unknown runtime/provider {name!r}: choose from {', '.join(known)}")
 
 
