@@ -11,7 +11,8 @@ stn_deploy.precision (int8 calibrated on 512 distorted MNIST *training* images, 
 * an ORT CPU profile (per op type, batch 64) of fp32 and the default int8 file: where the time
   goes and why int8 is not faster.
 
-Variants: int8 with each calibration method, int8 with θ/grid quantised too (--quantize-sampler),
+Variants: int8 with signed activations (S8S8; the default is U8S8), int8 with each
+calibration method, int8 with θ/grid quantised too (--quantize-sampler),
 int8 with the single-channel convolutions kept fp32, int8 with the localisation net fp32, fp16 (sampler fp32), fp16 with the sampler
 in fp16 too.
 
@@ -54,6 +55,7 @@ SINGLE_CHANNEL_CONVS = ("/stn/localization/localization.0/Conv", "/conv1/Conv")
 VARIANTS = [
     ("fp32", "fp32", {}),
     ("int8", "int8", {}),
+    ("int8, S8S8 (int8 activations)", "int8", {"activations": "int8"}),
     ("int8 entropy", "int8", {"method": "entropy"}),
     ("int8 percentile", "int8", {"method": "percentile"}),
     ("int8 --quantize-sampler", "int8", {"quantize_sampler": True}),

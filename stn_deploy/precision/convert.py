@@ -80,6 +80,7 @@ def apply_precision(
     quantize_sampler: bool = False,
     keep_fp32: tuple[str, ...] = (),
     localization_fp32: bool = False,
+    activations: str = "uint8",
     keep_io_types: bool = True,
     fp16_sampler: bool = False,
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
@@ -115,6 +116,7 @@ def apply_precision(
             quantize_sampler=quantize_sampler,
             keep_fp32=keep_fp32,
             localization_fp32=localization_fp32,
+            activations=activations,
         )
         from stn_deploy.precision.calibration import distortion_for
 
