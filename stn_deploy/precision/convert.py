@@ -35,6 +35,8 @@ FP16_KEY = "fp16"
 def check_precision(precision: str, allowed: tuple[str, ...] = PRECISIONS) -> str:
     """``precision`` lower-cased, or a one-line error listing ``allowed``."""
     p = str(precision).strip().lower()
+    if p in PRECISIONS and p not in allowed:
+        raise StnDeployError(f"precision {p} is not offered here: choose from {', '.join(allowed)}")
     if p not in allowed:
         raise StnDeployError(f"unknown precision {precision!r}: choose from {', '.join(allowed)}")
     return p
