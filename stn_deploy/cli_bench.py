@@ -92,6 +92,13 @@ def _check_outputs(paths: list[Path | None], plot: Path | None) -> None:
     help="Also bench every other grid-sample lowering of the model (exported from "
     "--checkpoint/--factory, else rewritten from MODEL).",
 )
+@click.option(
+    "--interleave/--no-interleave",
+    default=True,
+    show_default=True,
+    help="At each batch size the routes take ~50 ms turns, so that load from other processes "
+    "falls on all of them alike (fair ratios on a shared machine).",
+)
 @click.option("--strict", is_flag=True, help="Fail instead of writing a skip or failure row.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, not a table.")
 @click.option(
@@ -133,6 +140,7 @@ def bench_cmd(
     factory: str | None,
     input_shape: str | None,
     sampler_sweep: bool,
+    interleave: bool,
     strict: bool,
     as_json: bool,
     json_out: Path | None,
@@ -195,6 +203,7 @@ def bench_cmd(
         sampler_sweep=sampler_sweep,
         progress=progress,
         strict=strict,
+        interleave=interleave,
     )
     d = result.to_dict()
     written: list[str] = []

@@ -291,3 +291,36 @@ def test_openvino_bf16_is_labelled():
     assert by["openvino-bf16"]["precision"] == "bf16 compute"
     info = {r["runtime"]: r["runtime_info"] for r in d["routes"]}
     assert "bfloat16" in info["openvino-bf16"]["extra"]["inference_precision"]
+
+
+def test_routes_take_turns_when_interleaved(fake_runtime, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench_runner, "TURN_SECONDS", 0.004)
+    log = []
+    original = SleepSession.run
+
+    def logged(self, feeds, output_names=None):
+        log.append(self.info.name)
+        return original(self, feeds, output_names)
+
+    monkeypatch.setattr(SleepSession, "run", logged)
+    fake_runtime.update(base=0.001)
+    model = relu_model(tmp_path / "m.onnx")
+    for interleave, most_switches in ((True, None), (False, 1)):
+        log.clear()
+        r = bench_model(
+            model,
+            runtimes="cpu,openvino",
+            batch_sizes=(1,),
+            warmup=0,
+            duration=0.03,
+            interleave=interleave,
+            progress=False,
+        )
+        assert [row.status for row in r.rows] == ["ok", "ok"]
+        assert all(row.stats.iters >= 5 for row in r.rows)
+        switches = sum(a != b for a, b in zip(log, log[1:], strict=False))
+        if most_switches is None:
+            assert switches >= 4, log  # turns of ~4 ms: several hand-overs
+        else:
+            assert switches <= most_switches, log
+        assert r.to_dict()["settings"]["interleave"] is interleave

@@ -28,7 +28,7 @@ from stn_deploy.bench.plan import (
     runtime_names,
 )
 from stn_deploy.bench.result import BASELINES, BenchResult, BenchRow, Route
-from stn_deploy.bench.runner import RunSettings, run_route
+from stn_deploy.bench.runner import RunSettings, run_routes
 from stn_deploy.bench.timer import check_budget
 from stn_deploy.errors import StnDeployError
 from stn_deploy.runtimes import availability
@@ -55,6 +55,7 @@ def bench_model(
     sampler_sweep: bool = False,
     progress: bool | None = True,
     strict: bool = False,
+    interleave: bool = True,
 ) -> BenchResult:
     """Time ``model_path`` on each runtime at each batch size, with baselines in the same run.
 
@@ -76,6 +77,9 @@ def bench_model(
         sampler_sweep: also time every other grid-sample lowering of the model.
         progress: a progress bar on stderr (None: when stderr is a terminal).
         strict: raise instead of writing a skip or failure row.
+        interleave: at each batch size the routes take turns of ~50 ms until each has its
+            budget (load from other processes then falls on all alike); False: one after
+            the other.
 
     Returns:
         A :class:`BenchResult`; ``to_dict()`` is its JSON (schema in :mod:`.result`).
@@ -178,7 +182,7 @@ def bench_model(
             cuda_graph,
             notes,
         )
-        rows = _run_all(routes, sizes, settings, notes, progress)
+        rows = _run_all(routes, sizes, settings, notes, progress, interleave)
     _speedups(rows)
     if strict:
         bad = next((r for r in rows if not r.ok), None)
@@ -212,6 +216,7 @@ def bench_model(
             "compare": baselines,
             "sampler_sweep": sampler_sweep,
             "strict": strict,
+            "interleave": interleave,
         },
         machine=machine,
         routes=routes,
@@ -334,10 +339,10 @@ def _run_all(
     s: RunSettings,
     notes: list[str],
     progress: bool | None,
+    interleave: bool,
 ) -> list[BenchRow]:
     from tqdm.auto import tqdm
 
-    rows: list[BenchRow] = []
     with tqdm(
         total=len(routes) * len(sizes),
         desc="bench",
@@ -352,10 +357,8 @@ def _run_all(
             if bar.n < bar.total:
                 bar.update(1)
 
-        for route in routes:
-            route_rows, route_notes = run_route(route, sizes, s, tick)
-            rows += route_rows
-            notes += [n for n in route_notes if n not in notes]
+        rows, route_notes = run_routes(routes, sizes, s, tick, interleave=interleave)
+    notes += [n for n in route_notes if n not in notes]
     return rows
 
 

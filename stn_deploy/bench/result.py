@@ -10,7 +10,8 @@
                     null), input_name, input_shape [C, H, W], input_dtype, fixed_batch (int or
                     null), shape_source (where the input shape came from)
     settings        runtimes, batch_sizes, warmup, iters, duration_s, threads, opt_level,
-                    io_binding, cuda_graph, compare, sampler_sweep, strict
+                    io_binding, cuda_graph, compare, sampler_sweep, strict,
+                    interleave
     machine         see stn_deploy.bench.machine.machine_description (load_average at the start)
     routes          one per thing benched: key, kind, runtime, label, model, lowering,
                     precision, mode, runtime_info (RuntimeInfo.to_dict() or null)
@@ -73,6 +74,7 @@ SETTINGS_KEYS = (
     "compare",
     "sampler_sweep",
     "strict",
+    "interleave",
 )
 ROUTE_KEYS = (
     "key",

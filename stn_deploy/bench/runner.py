@@ -1,4 +1,4 @@
-"""Running one route (a model on a runtime, called one way) at each batch size."""
+"""Running the routes (a model on a runtime, called one way) at each batch size."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from stn_deploy.bench.ort_calls import (
 from stn_deploy.bench.plan import BENCH_ALIASES
 from stn_deploy.bench.result import BenchRow, Route
 from stn_deploy.bench.stats import latency_stats
-from stn_deploy.bench.timer import time_calls
+from stn_deploy.bench.timer import TURN_SECONDS, CallTimer
 from stn_deploy.errors import StnDeployError
 from stn_deploy.runtimes import RuntimeSession, RuntimeUnavailable, open_session
 
@@ -102,67 +102,131 @@ def _mode_call(
     return cuda_graph_call(graph_session.sess, device, feeds, shapes), [graph_session]
 
 
-def run_route(
-    route: Route, sizes: list[int], s: RunSettings, tick: Callable[[str], None]
-) -> tuple[list[BenchRow], list[str]]:
-    """Rows of ``route`` at each size (skipped/failed rows say why) and notes for the result.
+@dataclass
+class _Job:
+    """One route at one batch size being timed."""
 
-    ``tick(description)`` is called once per row (the progress bar).
-    """
+    route: Route
+    batch: int
+    timer: CallTimer
+    keep: list[Any]
+    error: str | None = None
+
+
+def _open_all(
+    routes: list[Route], sizes: list[int], s: RunSettings, tick: Callable[[str], None]
+) -> tuple[dict[str, RuntimeSession], dict[str, list[BenchRow]], dict[str, list[int]], list[str]]:
+    """Open every route's session; routes that cannot run get their rows now."""
+    sessions: dict[str, RuntimeSession] = {}
+    rows: dict[str, list[BenchRow]] = {r.key: [] for r in routes}
+    plans: dict[str, list[int]] = {}
     notes: list[str] = []
-    if route.skip:
-        for _ in sizes:
-            tick(route.label)
-        return [BenchRow(route, b, route.skip_status, route.skip) for b in sizes], notes
+    for route in routes:
+        status, reason = None, ""
+        if route.skip:
+            status, reason = route.skip_status, route.skip
+        else:
+            try:
+                session = open_route(route, s)
+            except RuntimeUnavailable as exc:
+                status, reason = "skipped", one_line(exc)
+            except StnDeployError as exc:
+                status, reason = "failed", one_line(exc)
+        if status is not None:
+            for b in sizes:
+                tick(route.label)
+                rows[route.key].append(BenchRow(route, b, status, reason))
+            continue
+        route.runtime_info = session.info.to_dict()
+        sessions[route.key] = session
+        spec = session.inputs[0]
+        fixed = spec.fixed_batch()
+        plan = list(sizes)
+        if fixed is not None and any(b != fixed for b in sizes):
+            others = [b for b in sizes if b != fixed]
+            if fixed not in plan:
+                plan.append(fixed)
+            notes.append(
+                f"{route.label} on {route.runtime}: the model's batch dimension is fixed at "
+                f"{fixed}, so batch {', '.join(map(str, others))} cannot run; benched batch "
+                f"{fixed} only (export with a dynamic batch to bench other sizes)"
+            )
+        plans[route.key] = plan
+    return sessions, rows, plans, notes
+
+
+def run_routes(
+    routes: list[Route],
+    sizes: list[int],
+    s: RunSettings,
+    tick: Callable[[str], None],
+    *,
+    interleave: bool = True,
+) -> tuple[list[BenchRow], list[str]]:
+    """Rows of every route at each size (skipped/failed rows say why) and notes.
+
+    Batch size by batch size, every route that runs it is warmed up, then timed; with
+    ``interleave`` the routes take turns of about :data:`TURN_SECONDS` until each has its
+    budget, so that load from other processes falls on all of them alike. ``tick(text)`` is
+    called once per row (the progress bar).
+    """
+    sessions, rows, plans, notes = _open_all(routes, sizes, s, tick)
+    batches = list(dict.fromkeys(b for key in plans for b in plans[key]))
     try:
-        session = open_route(route, s)
-    except RuntimeUnavailable as exc:
-        for _ in sizes:
-            tick(route.label)
-        return [BenchRow(route, b, "skipped", one_line(exc)) for b in sizes], notes
-    except StnDeployError as exc:
-        for _ in sizes:
-            tick(route.label)
-        return [BenchRow(route, b, "failed", one_line(exc)) for b in sizes], notes
-    route.runtime_info = session.info.to_dict()
-    (spec,) = session.inputs[:1] or [None]
-    fixed = spec.fixed_batch() if spec is not None else None
-    plan = list(sizes)
-    if fixed is not None and any(b != fixed for b in sizes):
-        others = [b for b in sizes if b != fixed]
-        if fixed not in plan:
-            plan.append(fixed)
-        notes.append(
-            f"{route.label} on {route.runtime}: the model's batch dimension is fixed at {fixed}, "
-            f"so batch {', '.join(map(str, others))} cannot run; benched batch {fixed} only "
-            "(export with a dynamic batch to bench other sizes)"
-        )
-    rows = []
-    for b in plan:
-        tick(f"{route.label} {route.runtime} b{b}")
-        if fixed is not None and b != fixed:
-            rows.append(BenchRow(route, b, "skipped", f"the model's batch is fixed at {fixed}"))
-            continue
-        feeds = {spec.name: s.inputs(b, np.dtype(_dtype(spec.dtype)))}
-        keep: list[Any] = []
-        try:
-            call, keep = _mode_call(route, session, feeds, s)
-            # ORT runs once normally, then captures the CUDA graph: warm up past the capture
-            warmup = max(s.warmup, 3) if route.mode == "cuda-graph" else s.warmup
-            times = time_calls(call, warmup=warmup, iters=s.iters, duration=s.duration)
-        except (StnDeployError, RuntimeUnavailable) as exc:
-            rows.append(BenchRow(route, b, "failed", one_line(exc)))
-            continue
-        except MemoryError:
-            rows.append(BenchRow(route, b, "failed", f"out of memory at batch {b}"))
-            continue
-        except Exception as exc:  # a runtime's own error type: one line, the run goes on
-            rows.append(BenchRow(route, b, "failed", f"{type(exc).__name__}: {one_line(exc)}"))
-            continue
-        finally:
-            del keep
-        rows.append(BenchRow(route, b, "ok", stats=latency_stats(times, b)))
-    return rows, notes
+        for b in batches:
+            jobs: list[_Job] = []
+            for route in routes:
+                session = sessions.get(route.key)
+                if session is None or b not in plans[route.key]:
+                    continue
+                spec = session.inputs[0]
+                fixed = spec.fixed_batch()
+                if fixed is not None and b != fixed:
+                    tick(route.label)
+                    rows[route.key].append(
+                        BenchRow(route, b, "skipped", f"the model's batch is fixed at {fixed}")
+                    )
+                    continue
+                feeds = {spec.name: s.inputs(b, np.dtype(_dtype(spec.dtype)))}
+                try:
+                    call, keep = _mode_call(route, session, feeds, s)
+                    timer = CallTimer(call, iters=s.iters, duration=s.duration)
+                    # ORT runs once normally, then captures the CUDA graph: warm up past it
+                    timer.warm(max(s.warmup, 3) if route.mode == "cuda-graph" else s.warmup)
+                except Exception as exc:  # noqa: BLE001 - any runtime's error is a row
+                    tick(route.label)
+                    rows[route.key].append(BenchRow(route, b, "failed", _reason(exc, b)))
+                    continue
+                jobs.append(_Job(route, b, timer, keep))
+            active = list(jobs)
+            while active:
+                for job in list(active):
+                    try:
+                        job.timer.turn(TURN_SECONDS if interleave else None)
+                    except Exception as exc:  # noqa: BLE001
+                        job.error = _reason(exc, b)
+                    if job.error or job.timer.done:
+                        active.remove(job)
+                        job.keep.clear()
+                        tick(f"{job.route.label} {job.route.runtime} b{b}")
+            for job in jobs:
+                if job.error:
+                    rows[job.route.key].append(BenchRow(job.route, b, "failed", job.error))
+                else:
+                    stats = latency_stats(job.timer.times, b)
+                    rows[job.route.key].append(BenchRow(job.route, b, "ok", stats=stats))
+    finally:
+        sessions.clear()
+    ordered = [row for route in routes for row in rows[route.key]]
+    return ordered, notes
+
+
+def _reason(exc: BaseException, batch: int) -> str:
+    if isinstance(exc, MemoryError):
+        return f"out of memory at batch {batch}"
+    if isinstance(exc, StnDeployError):
+        return one_line(exc)
+    return f"{type(exc).__name__}: {one_line(exc)}"
 
 
 def _dtype(name: str) -> str:

@@ -1,4 +1,9 @@
-"""The timing loop: warm-up calls, then a fixed number of calls or calls for a duration."""
+"""The timing loop: warm-up calls, then a fixed number of calls or calls for a duration.
+
+:class:`CallTimer` times in turns, so that several routes can take turns on the CPU
+(``bench_model(interleave=True)``): a burst of load from another process then slows every
+route a little instead of one route a lot, and their ratios stay fair.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,12 @@ from stn_deploy.errors import StnDeployError
 
 #: when neither iters nor duration is given: time calls for this long (seconds) ...
 DEFAULT_DURATION = 1.0
-#: ... but never fewer or more calls than these
-MIN_ITERS = 5
+#: ... and never more calls than this (fast routes would otherwise make thousands)
 MAX_ITERS = 1000
+#: at least this many timed calls when timing for a duration
+MIN_ITERS = 5
+#: seconds one route runs per turn when routes are interleaved
+TURN_SECONDS = 0.05
 
 
 def check_budget(warmup: int, iters: int | None, duration: float | None) -> None:
@@ -26,6 +34,50 @@ def check_budget(warmup: int, iters: int | None, duration: float | None) -> None
         raise StnDeployError(f"--duration must be positive seconds, got {duration}")
 
 
+class CallTimer:
+    """Times calls of ``fn`` until ``iters`` calls, or ``duration`` seconds of timed calls (at
+    least :data:`MIN_ITERS`); neither given: :data:`DEFAULT_DURATION`, at most
+    :data:`MAX_ITERS` calls."""
+
+    def __init__(
+        self, fn: Callable[[], object], *, iters: int | None = None, duration: float | None = None
+    ) -> None:
+        check_budget(0, iters, duration)
+        self.fn = fn
+        self.iters = iters
+        self.cap = MAX_ITERS if iters is None and duration is None else None
+        self.duration = DEFAULT_DURATION if iters is None and duration is None else duration
+        self.times: list[float] = []
+        self.spent = 0.0
+
+    def warm(self, calls: int) -> None:
+        """``calls`` untimed calls."""
+        for _ in range(calls):
+            self.fn()
+
+    @property
+    def done(self) -> bool:
+        n = len(self.times)
+        if self.iters is not None:
+            return n >= self.iters
+        if self.cap is not None and n >= self.cap:
+            return True
+        return self.spent >= self.duration and n >= MIN_ITERS
+
+    def turn(self, seconds: float | None = None) -> None:
+        """Timed calls until done, or (with ``seconds``) until this turn has taken that long
+        (always at least one call)."""
+        start = time.perf_counter()
+        while not self.done:
+            t0 = time.perf_counter()
+            self.fn()
+            t1 = time.perf_counter()
+            self.times.append(t1 - t0)
+            self.spent += t1 - t0
+            if seconds is not None and t1 - start >= seconds:
+                break
+
+
 def time_calls(
     fn: Callable[[], object],
     *,
@@ -33,28 +85,10 @@ def time_calls(
     iters: int | None = None,
     duration: float | None = None,
 ) -> list[float]:
-    """Wall time in seconds of each timed call of ``fn()``.
-
-    ``warmup`` untimed calls first; then ``iters`` calls, or calls until ``duration`` seconds
-    of timed calls have passed (at least :data:`MIN_ITERS`, at most :data:`MAX_ITERS` when no
-    count is given). Neither given: ``duration`` = :data:`DEFAULT_DURATION`.
-    """
+    """Wall time in seconds of each timed call of ``fn()``, after ``warmup`` untimed calls
+    (budget as in :class:`CallTimer`)."""
     check_budget(warmup, iters, duration)
-    for _ in range(warmup):
-        fn()
-    if iters is None and duration is None:
-        duration = DEFAULT_DURATION
-    times: list[float] = []
-    spent = 0.0
-    while True:
-        if iters is not None:
-            if len(times) >= iters:
-                break
-        elif len(times) >= MAX_ITERS or (spent >= duration and len(times) >= MIN_ITERS):
-            break
-        t0 = time.perf_counter()
-        fn()
-        dt = time.perf_counter() - t0
-        times.append(dt)
-        spent += dt
-    return times
+    timer = CallTimer(fn, iters=iters, duration=duration)
+    timer.warm(warmup)
+    timer.turn()
+    return timer.times
