@@ -426,3 +426,17 @@ def test_int8_with_float_localisation_samples_exactly_as_fp32(tmp_path, lowering
     np.testing.assert_array_equal(out["theta"], ref["theta"])
     np.testing.assert_array_equal(out["rectified"], ref["rectified"])
     assert not np.array_equal(out["log_probs"], ref["log_probs"])  # the classifier is int8
+
+
+def test_interleaved_timing_runs_every_candidate_every_round():
+    from stn_deploy.precision.latency import interleaved_median_us
+
+    calls = []
+    t = interleaved_median_us(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+        rounds=3,
+        iters=2,
+        warmup=1,
+    )
+    assert set(t) == {"a", "b"} and calls.count("a") == calls.count("b") == 1 + 3 * 3
+    assert t["a"]["min_round_us"] <= t["a"]["median_us"] <= t["a"]["max_round_us"]
