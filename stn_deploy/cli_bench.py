@@ -96,7 +96,7 @@ def _check_outputs(paths: list[Path | None], plot: Path | None) -> None:
     "--interleave/--no-interleave",
     default=True,
     show_default=True,
-    help="At each batch size the routes take ~50 ms turns, so that load from other processes "
+    help="At each batch size the routes take ~20 ms turns, so that load from other processes "
     "falls on all of them alike (fair ratios on a shared machine).",
 )
 @click.option("--strict", is_flag=True, help="Fail instead of writing a skip or failure row.")

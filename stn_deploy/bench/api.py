@@ -77,7 +77,7 @@ def bench_model(
         sampler_sweep: also time every other grid-sample lowering of the model.
         progress: a progress bar on stderr (None: when stderr is a terminal).
         strict: raise instead of writing a skip or failure row.
-        interleave: at each batch size the routes take turns of ~50 ms until each has its
+        interleave: at each batch size the routes take turns of ~20 ms until each has its
             budget (load from other processes then falls on all alike); False: one after
             the other.
 

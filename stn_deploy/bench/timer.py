@@ -19,7 +19,7 @@ MAX_ITERS = 1000
 #: at least this many timed calls when timing for a duration
 MIN_ITERS = 5
 #: seconds one route runs per turn when routes are interleaved
-TURN_SECONDS = 0.05
+TURN_SECONDS = 0.02
 
 
 def check_budget(warmup: int, iters: int | None, duration: float | None) -> None:
