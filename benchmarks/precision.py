@@ -8,8 +8,9 @@ stn_deploy.precision (int8 calibrated on 512 distorted MNIST *training* images, 
 * latency at batch 64 (2 threads; every file timed a little in each of --rounds interleaved
   rounds, median of the round medians) on ORT CPU and, for fp32/int8, on OpenVINO CPU (f32 inference precision; int8 QDQ parts run in int8), as ratios
   to fp32 on the same runtime measured in the same run;
-* an ORT CPU profile (per op type, batch 64) of fp32 and the default int8 file: where the time
-  goes and why int8 is not faster.
+* an ORT CPU profile (per op type and per convolution, batch 64; median of 5 profiling sessions
+  taken in turn) of fp32 and the default int8 file: where the time goes and why int8 is not
+  faster.
 
 Variants: int8 with signed activations (S8S8; the default is U8S8), int8 with each
 calibration method, int8 with θ/grid quantised too (--quantize-sampler),
@@ -30,6 +31,7 @@ import argparse
 import collections
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -74,8 +76,10 @@ def build(model: onnx.ModelProto, precision: str, opts: dict, count: int, data) 
     return out
 
 
-def profile(model: onnx.ModelProto, x: np.ndarray, runs: int = 50) -> dict[str, float]:
-    """µs per run by op type, from ORT's profiler (2 threads, batch of x)."""
+def _profile_events(
+    model: onnx.ModelProto, x: np.ndarray, runs: int
+) -> list[tuple[str, str, float]]:
+    """(op type, node, µs per run) of every kernel, from one ORT profiling session (2 threads)."""
     with tempfile.TemporaryDirectory() as tmp:
         so = ort.SessionOptions()
         so.intra_op_num_threads = 2
@@ -84,35 +88,49 @@ def profile(model: onnx.ModelProto, x: np.ndarray, runs: int = 50) -> dict[str, 
         sess = ort.InferenceSession(
             model.SerializeToString(), so, providers=["CPUExecutionProvider"]
         )
+        sess.run(None, {"image": x})  # warm-up: the first run is in the profile too
         for _ in range(runs):
             sess.run(None, {"image": x})
         events = json.loads(Path(sess.end_profiling()).read_text())
-    per_op: collections.Counter = collections.Counter()
+    out = []
     for ev in events:
         if ev.get("cat") == "Node" and ev["name"].endswith("_kernel_time"):
-            per_op[ev["args"]["op_name"]] += ev["dur"] / runs
-    return {k: round(v, 1) for k, v in per_op.most_common()}
+            out.append(
+                (ev["args"]["op_name"], ev["name"][: -len("_kernel_time")], ev["dur"] / runs)
+            )
+    return out
 
 
-def profile_nodes(model: onnx.ModelProto, x: np.ndarray, ops: tuple[str, ...], runs: int = 50):
-    """µs per run of each node whose op type is in ``ops`` (ORT's optimised graph)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = 2
-        so.enable_profiling = True
-        so.profile_file_prefix = os.path.join(tmp, "p")
-        sess = ort.InferenceSession(
-            model.SerializeToString(), so, providers=["CPUExecutionProvider"]
-        )
-        for _ in range(runs):
-            sess.run(None, {"image": x})
-        events = json.loads(Path(sess.end_profiling()).read_text())
-    per_node: collections.Counter = collections.Counter()
-    for ev in events:
-        if ev.get("cat") == "Node" and ev["name"].endswith("_kernel_time"):
-            if ev["args"]["op_name"] in ops:
-                per_node[ev["name"][: -len("_kernel_time")]] += ev["dur"] / runs
-    return {k: round(v, 1) for k, v in sorted(per_node.items())}
+def profiles(
+    models: dict[str, onnx.ModelProto], x: np.ndarray, rounds: int = 5, runs: int = 20
+) -> dict[str, dict]:
+    """Per model: µs per run by op type and of each Conv/QLinearConv node, the median over
+    ``rounds`` profiling sessions taken in turn (load from elsewhere lands on all alike)."""
+    by_op = {name: collections.defaultdict(list) for name in models}
+    by_conv = {name: collections.defaultdict(list) for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            ops: collections.Counter = collections.Counter()
+            convs: collections.Counter = collections.Counter()
+            for op, node, us in _profile_events(model, x, runs):
+                ops[op] += us
+                if op in ("Conv", "QLinearConv"):
+                    convs[node] += us
+            for k, v in ops.items():
+                by_op[name][k].append(v)
+            for k, v in convs.items():
+                by_conv[name][k].append(v)
+
+    def med(d):
+        return {k: round(statistics.median(v), 1) for k, v in d.items()}
+
+    return {
+        name: {
+            "per_op_us": dict(sorted(med(by_op[name]).items(), key=lambda kv: -kv[1])),
+            "conv_nodes_us": dict(sorted(med(by_conv[name]).items())),
+        }
+        for name in models
+    }
 
 
 PARITY_VARIANTS = [
@@ -183,7 +201,7 @@ def main() -> int:
     )
     x64 = x[:64]
     rows = []
-    profiles = {}
+    profs = {}
     for lowering, names in (("native", None), ("portable", PORTABLE_VARIANTS)):
         fp32 = onnx.load(EXPORTED / f"mnist-affine-{lowering}.onnx")
         ref = None
@@ -223,11 +241,7 @@ def main() -> int:
                 row[f"{rt}_b64_ratio"] = round(t["median_us"] / times["fp32"]["median_us"], 3)
             print(rt, lowering, {k: v["median_us"] for k, v in times.items()}, flush=True)
         if lowering == "native":
-            for name in ("fp32", "int8"):
-                profiles[name] = {
-                    "per_op_us": profile(models[name], x64),
-                    "conv_nodes_us": profile_nodes(models[name], x64, ("Conv", "QLinearConv")),
-                }
+            profs = profiles({k: models[k] for k in ("fp32", "int8")}, x64)
     parity = sampler_parity(loaded, x[:1000], args.count, data)
     result = {
         "machine": machine_info(),
@@ -241,7 +255,7 @@ def main() -> int:
         "iters": args.iters,
         "rounds": args.rounds,
         "rows": rows,
-        "ort_profile_batch64": profiles,
+        "ort_profile_batch64": profs,
         "sampler_parity": parity,
     }
     args.out.mkdir(parents=True, exist_ok=True)
