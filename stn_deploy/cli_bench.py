@@ -94,10 +94,10 @@ def _check_outputs(paths: list[Path | None], plot: Path | None) -> None:
 )
 @click.option(
     "--interleave/--no-interleave",
-    default=True,
+    default=False,
     show_default=True,
-    help="At each batch size the routes take ~20 ms turns, so that load from other processes "
-    "falls on all of them alike (fair ratios on a shared machine).",
+    help="At each batch size the routes take ~20 ms turns instead of running one after the "
+    "other (runtimes' spinning worker threads then slow each other: for experiments only).",
 )
 @click.option("--strict", is_flag=True, help="Fail instead of writing a skip or failure row.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, not a table.")

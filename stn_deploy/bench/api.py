@@ -55,7 +55,7 @@ def bench_model(
     sampler_sweep: bool = False,
     progress: bool | None = True,
     strict: bool = False,
-    interleave: bool = True,
+    interleave: bool = False,
 ) -> BenchResult:
     """Time ``model_path`` on each runtime at each batch size, with baselines in the same run.
 
@@ -78,8 +78,10 @@ def bench_model(
         progress: a progress bar on stderr (None: when stderr is a terminal).
         strict: raise instead of writing a skip or failure row.
         interleave: at each batch size the routes take turns of ~20 ms until each has its
-            budget (load from other processes then falls on all alike); False: one after
-            the other.
+            budget, instead of one after the other. Off by default: the runtimes' worker
+            threads spin-wait after a call (ORT, OpenMP in torch), so with short turns each
+            route runs against the previous one's spinning threads (measured: torch eager 9x
+            and ORT 1.3x slower at batch 64 on 2 cores).
 
     Returns:
         A :class:`BenchResult`; ``to_dict()`` is its JSON (schema in :mod:`.result`).

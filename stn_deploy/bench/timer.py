@@ -1,8 +1,7 @@
 """The timing loop: warm-up calls, then a fixed number of calls or calls for a duration.
 
-:class:`CallTimer` times in turns, so that several routes can take turns on the CPU
-(``bench_model(interleave=True)``): a burst of load from another process then slows every
-route a little instead of one route a lot, and their ratios stay fair.
+:class:`CallTimer` can time in turns, so that several routes take turns on the CPU
+(``bench_model(interleave=True)``); see there for why that is not the default.
 """
 
 from __future__ import annotations
