@@ -5,9 +5,16 @@ No torch here: quantising an ONNX file works where only onnx and onnxruntime are
 
 * :mod:`.region` — which nodes are the STN's float region (θ onward to the sampler output)
 * :mod:`.calibration` — calibration images: MNIST training images, distorted like training
-* :mod:`.int8` / :mod:`.fp16` — the two conversions
+* :mod:`.int8` / :mod:`.fp16` — the two conversions (:mod:`.qdq`: int8's graph clean-ups)
 * :mod:`.convert` — :func:`apply_precision`, :func:`quantize_file` (``stn-deploy quantize``)
 * :mod:`.accuracy` — error and argmax agreement on the distorted test set over any runtime
+* :mod:`.latency` — latency ratios from interleaved rounds (for noisy, shared machines)
+
+Example:
+    >>> from stn_deploy.precision import quantize_file                       # doctest: +SKIP
+    >>> s = quantize_file("exported/mnist-affine-native.onnx", "m-int8.onnx", "int8")  # doctest: +SKIP
+    >>> s["metadata"]["calibration"]["excluded_ops"]                           # doctest: +SKIP
+    {'Constant': 3, 'Gemm': 1, 'GridSample': 1, 'MatMul': 1, 'Reshape': 2, 'Transpose': 1}
 """
 
 from stn_deploy.precision.calibration import METHODS, CalibrationSpec
