@@ -289,6 +289,15 @@ def test_cli_quantize_and_bad_input(fp32_models, tmp_path):
         "stn-deploy data fetch",
         env={"STN_DEPLOY_CACHE": str(tmp_path / "empty-cache")},
     )
+    relu = tmp_path / "relu.onnx"
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, 42, 42])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1, 42, 42])
+    graph = helper.make_graph([helper.make_node("Relu", ["image"], ["y"], name="r")], "g", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), relu)
+    fails(
+        ["quantize", str(relu), "--out", str(tmp_path / "x.onnx"), "--synthetic-calibration"],
+        "nothing to quantise",
+    )
     fails(
         ["export", "mnist-affine", "--out", str(tmp_path / "x.onnx"), "--precision", "bf8"],
         "unknown precision 'bf8'",
