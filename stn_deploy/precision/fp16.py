@@ -8,14 +8,19 @@ MatMul/Reshape/Transpose and the sampler, because
 
 * the portable sampler computes flat pixel indices as floats: integers above 2048 are not
   exact in fp16 (a 46x46 padded plane already has 2116 cells) and ``Floor``/weights from fp16
-  coordinates pick the wrong neighbour, so GatherElements reads the wrong pixel or out of range;
+  coordinates pick the wrong neighbour;
 * fp16 grid coordinates in [-1, 1] carry 11 bits: up to ``W / 2**11`` pixels of error.
+
+Measured (benchmarks/precision.py, RTS-trained mnist-affine): converting the region too
+(``sampler_fp16``) raises the rectified image's error vs fp32 1.5-2x (max 0.018 -> 0.027 native,
+0.031 portable, normalised units) for no speed on ORT CPU.
 
 Softmax/LogSoftmax stay fp32 as well: in fp16 the exp underflows for confident predictions
 (the onnx reference evaluator then returns -inf log-probabilities).
 
 The converter puts a Cast pair (fp32 -> fp16 -> fp32) between two blocked nodes too, which
-would round the region's tensors to fp16 anyway; :func:`fold_cast_round_trips` removes them.
+rounds the region's tensors to fp16 anyway (with it, the portable sampler's GatherElements read
+out of range on the 42x42 model); :func:`fold_cast_round_trips` removes those pairs.
 Inputs and outputs stay fp32 by default (``keep_io_types``).
 """
 
