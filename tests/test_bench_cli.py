@@ -146,3 +146,26 @@ def test_bench_runs_without_torch():
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "torch-free ok ['torch']" in r.stdout
+
+
+def test_compare_with_factory(tmp_path):
+    factory = tmp_path / "factory.py"
+    factory.write_text(
+        "from stn_deploy.models import build_model\n"
+        "def make():\n"
+        "    return build_model('mnist-affine', in_size=42)\n"
+    )
+    r = invoke(
+        NATIVE,
+        *QUICK,
+        "--compare",
+        "torch",
+        "--factory",
+        f"{factory}:make",
+        "--input-shape",
+        "1,42,42",
+    )
+    assert r.exit_code == 0, r.output
+    assert "torch eager" in r.output
+    r = invoke(NATIVE, *QUICK, "--compare", "torch", "--factory", f"{factory}:make")
+    assert r.exit_code == 1 and "--input-shape" in r.output, r.output
