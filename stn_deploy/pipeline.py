@@ -112,11 +112,11 @@ def run_pipeline(
 
 def _run(opts, work: Path, cache_dir, progress, log) -> dict[str, Any]:
     from stn_deploy.bench import bench_model
+    from stn_deploy.bench.machine import machine_description
     from stn_deploy.export.exporter import export_model
     from stn_deploy.models.loading import load_model
     from stn_deploy.report.error_plot import save_error_histogram
     from stn_deploy.report.latency_plot import save_latency_plot
-    from stn_deploy.train import machine_info
     from stn_deploy.verify import verify_model
 
     t0 = time.perf_counter()
@@ -226,7 +226,7 @@ def _run(opts, work: Path, cache_dir, progress, log) -> dict[str, Any]:
         report["notes"].append(f"latency plot not drawn: {note}")
 
     report["passed"] = vrep.passed
-    report["machine"] = machine_info()
+    report["machine"] = machine_description()
     report["seconds"] = time.perf_counter() - t0
     return report
 

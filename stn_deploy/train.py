@@ -69,17 +69,11 @@ class Normalizer:
 
 
 def machine_info() -> dict[str, Any]:
-    """A short description of where a result was measured."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """A short description of where a training run was measured (the bench's, plus torch)."""
+    from stn_deploy.bench.machine import cpu_model
+
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
