@@ -24,9 +24,9 @@ def _check_outputs(paths: list[Path | None], plot: Path | None) -> None:
                 raise StnDeployError(f"report path {p} is a directory, expected a file name")
             ensure_writable_dir(p.parent)
     if plot is not None:
-        from stn_deploy.report.latency_plot import _pyplot
+        from stn_deploy.report.mpl import pyplot
 
-        _pyplot()
+        pyplot()
 
 
 @click.command("bench")

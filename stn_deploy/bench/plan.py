@@ -7,7 +7,6 @@ checkpoint's, else the golden bundle beside the model, else the model's static d
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import numpy as np
 from stn_deploy.errors import StnDeployError
 from stn_deploy.runtimes import canonical, default_names
 from stn_deploy.runtimes.base import TensorSpec
+from stn_deploy.shapes import parse_shape
 
 BASELINE_NAMES = ("torch", "stock-export")
 #: runtime names only the benchmark knows: name -> (runtime, session options)
@@ -91,25 +91,9 @@ def runtime_names(runtimes: str | Sequence[str] | None) -> list[str]:
 
 
 def parse_input_shape(text: str | Sequence[int] | None) -> tuple[int, ...] | None:
-    """``"3,224,224"``, ``"1x42x42"`` or a sequence -> the per-image shape (a leading batch of
-    a 4-D shape is dropped)."""
-    if text is None:
-        return None
-    if isinstance(text, str):
-        parts = [p for p in re.split(r"[,x× ]+", text.strip()) if p]
-        try:
-            dims = tuple(int(p) for p in parts)
-        except ValueError:
-            raise StnDeployError(
-                f"input shape must be integers like 1,28,28, got {text!r}"
-            ) from None
-    else:
-        dims = tuple(int(v) for v in text)
-    if len(dims) == 4:
-        dims = dims[1:]
-    if not dims or any(d <= 0 for d in dims):
-        raise StnDeployError(f"input shape must be positive sizes like 1,28,28, got {text!r}")
-    return dims
+    """``"3,224,224"``, ``"1x42x42"`` or a sequence -> the per-image shape (a leading batch
+    of a 4-D shape is dropped)."""
+    return parse_shape(text, ndim=None)
 
 
 def resolve_input_shape(

@@ -16,6 +16,7 @@ from torch import nn
 from stn_deploy.errors import StnDeployError
 from stn_deploy.models.checkpoint import ModelConfig, check_state_dict, read_checkpoint
 from stn_deploy.models.zoo import ZOO, build_model, resolve_args
+from stn_deploy.shapes import parse_shape
 
 FACTORY_RE = re.compile(r"^(?P<module>[^:]+):(?P<attr>[A-Za-z_][A-Za-z0-9_.]*)$")
 
@@ -32,29 +33,6 @@ class LoadedModel:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.config.input_shape)
-
-
-def parse_shape(text: str | tuple | list | None) -> tuple[int, int, int] | None:
-    """``"1,28,28"``, ``"1x28x28"`` or ``(1, 28, 28)`` -> ``(C, H, W)``; a leading batch dim is dropped."""
-    if text is None:
-        return None
-    if isinstance(text, str):
-        parts = [p for p in re.split(r"[,x× ]+", text.strip()) if p]
-        try:
-            dims = tuple(int(p) for p in parts)
-        except ValueError:
-            raise StnDeployError(
-                f"input shape must be integers like 1,28,28, got {text!r}"
-            ) from None
-    else:
-        dims = tuple(int(v) for v in text)
-    if len(dims) == 4:
-        dims = dims[1:]
-    if len(dims) != 3 or any(d <= 0 for d in dims):
-        raise StnDeployError(
-            f"input shape must be C,H,W (or N,C,H,W) with positive sizes, got {text!r}"
-        )
-    return dims
 
 
 def _import_factory(ref: str):

@@ -12,18 +12,8 @@ from typing import Any
 
 from stn_deploy.errors import StnDeployError
 from stn_deploy.io.atomic import atomic_path
+from stn_deploy.report.mpl import pyplot
 from stn_deploy.verify.compare import HIST_DECADES
-
-
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError:
-        raise StnDeployError("plots need matplotlib: pip install 'stn-deploy[plots]'") from None
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def error_counts(report: dict[str, Any]) -> dict[str, list[int]]:
@@ -50,7 +40,7 @@ def save_error_histogram(report: dict[str, Any], path: str | Path) -> Path:
     counts = error_counts(report)
     if not counts:
         raise StnDeployError("nothing to plot: no runtime produced outputs to compare")
-    plt = _pyplot()
+    plt = pyplot()
     # bin edges: [zeros], [< 1e-9], one per decade, [>= 1e2]; drawn on a log x axis
     lo = 10.0 ** (HIST_DECADES[0] - 2)
     edges = [lo, 10.0 ** (HIST_DECADES[0] - 1)] + [10.0**e for e in HIST_DECADES]

@@ -11,20 +11,10 @@ from typing import Any
 
 from stn_deploy.errors import StnDeployError
 from stn_deploy.io.atomic import atomic_path
+from stn_deploy.report.mpl import pyplot
 
 #: line style per row kind: ours solid, baselines dashed/dotted
 STYLES = {"model": "-", "lowering": "-.", "stock-export": "--", "torch": ":"}
-
-
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError:
-        raise StnDeployError("plots need matplotlib: pip install 'stn-deploy[plots]'") from None
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _series(result: dict[str, Any], per_image: bool) -> dict[str, tuple[str, list]]:
@@ -78,7 +68,7 @@ def save_latency_plot(
     all_series = [_series(r, per_image) for r in results]
     if not any(all_series):
         raise StnDeployError("nothing to plot: the result has no measured rows")
-    plt = _pyplot()
+    plt = pyplot()
     n = len(results)
     fig, axes = plt.subplots(1, n, figsize=(7.5 * n, 4.8), dpi=110, squeeze=False)
     try:
