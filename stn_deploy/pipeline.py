@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from stn_deploy.errors import StnDeployError
+from stn_deploy.io.atomic import ensure_writable_dir
 
 DEFAULT_BATCH_SIZES = (1, 8, 64, 256)
 
@@ -80,8 +81,6 @@ def run_pipeline(
     if out.exists() and not out.is_dir():
         raise StnDeployError(f"{out} exists and is not a directory")
     parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise StnDeployError(f"the directory {parent} does not exist")
     from stn_deploy.export.targets import get_target
     from stn_deploy.runtimes import parse_names
 
@@ -89,10 +88,11 @@ def run_pipeline(
     get_target(opts.target)
     if any(b < 1 for b in opts.batch_sizes):
         raise StnDeployError(f"batch sizes must be at least 1, got {list(opts.batch_sizes)}")
+    ensure_writable_dir(parent)  # created if missing, as train does
     try:
         work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
     except OSError as exc:
-        raise StnDeployError(f"cannot write in {parent}: {exc.strerror}") from None
+        raise StnDeployError(f"cannot write to directory {parent}: {exc.strerror}") from None
     try:
         report = _run(opts, work, cache_dir, progress, log)
         _write_reports(report, work, out)

@@ -61,6 +61,23 @@ def test_run_end_to_end_on_a_tiny_budget(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]
 
 
+def test_run_creates_missing_parent_directories(tmp_path, monkeypatch):
+    import stn_deploy.pipeline as pipeline
+
+    seen = {}
+
+    def fake_run(opts, work, *a):  # the steps are covered above; here only the folder handling
+        seen["work"] = work
+        (work / "x.txt").write_text("x")
+        return {"passed": True, "bench": {"rows": []}}
+
+    monkeypatch.setattr(pipeline, "_run", fake_run)
+    monkeypatch.setattr(pipeline, "_write_reports", lambda report, work, out: None)
+    out = tmp_path / "runs" / "deep" / "main"
+    pipeline.run_pipeline(pipeline.RunOptions(), out, log=lambda *_: None)
+    assert (out / "x.txt").read_text() == "x" and not seen["work"].exists()
+
+
 def test_run_refuses_an_existing_folder_without_force(tmp_path):
     out = tmp_path / "report"
     out.mkdir()
@@ -75,17 +92,19 @@ def test_run_refuses_an_existing_folder_without_force(tmp_path):
         (["--batch-sizes", "-1"], "batch sizes must be positive"),
         (["--compare", "tf"], "unknown --compare 'tf'"),
         (["--providers", "gpu"], "unknown runtime/provider 'gpu'"),
-        (["--out", "/nonexistent-dir/report"], "does not exist"),
+        (["--out", "{tmp}/a-file/report"], "cannot write to directory"),
     ],
 )
 def test_run_bad_input_is_one_line_and_leaves_nothing(tmp_path, args, message):
     base = (
         [a for a in TINY if a not in ("--batch-sizes", "1,4")] if "--batch-sizes" in args else TINY
     )
+    (tmp_path / "a-file").write_text("not a directory")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     argv = ["run", *base, "--out", str(tmp_path / "report"), *args]
     r = CliRunner().invoke(main, argv)
     assert r.exit_code != 0
     assert r.output.startswith("Error: ") and len(r.output.strip().splitlines()) == 1, r.output
     assert message in r.output
     assert "Traceback" not in r.output
-    assert not any(tmp_path.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
