@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from onnx import numpy_helper
 
 from stn_deploy.cli import main
+from stn_deploy.data import mnist_available
 from stn_deploy.export.golden import read_bundle, write_bundle
 from stn_deploy.io.hashing import file_sha256
 from stn_deploy.runtimes import NodePlacement, availability
@@ -523,11 +524,17 @@ def test_reduced_precision_file_against_an_fp32_reference_model(tmp_path):
         reference_model=model("native"),
     )
     sets = {s.input_set: s for s in rep.runtimes[0].sets}
-    assert set(sets) == {"golden", "random", "mnist", "stress"}  # cpu is not the reference here
+    # cpu is not the reference here; the mnist set needs the MNIST cache (CI has none)
+    has_mnist = mnist_available()
+    assert set(sets) == {"golden", "random", "stress"} | ({"mnist"} if has_mnist else set())
+    if not has_mnist:
+        assert "mnist" in rep.to_dict()["skipped_input_sets"]
     assert sets["random"].reference == "mnist-affine-native.onnx on cpu"
-    assert sets["golden"].gated and sets["mnist"].gated
+    assert sets["golden"].gated
     assert not sets["random"].gated and not sets["stress"].gated
-    assert sets["mnist"].accuracy["images"] == 8 and sets["mnist"].accuracy["gated"] is False
+    if has_mnist:
+        assert sets["mnist"].gated
+        assert sets["mnist"].accuracy["images"] == 8 and sets["mnist"].accuracy["gated"] is False
     assert "not gated" in rep.reference["note"]
     assert rep.passed == all(s.passed for s in sets.values() if s.gated)
     text = format_table(rep)
