@@ -38,9 +38,15 @@ def _version_option() -> click.Option:
     )
 
 
+class _UsageError(click.ClickException):
+    """A bad option or argument, shown on one line like every other error (exit status 2)."""
+
+    exit_code = 2
+
+
 class _Group(click.Group):
-    """A click group that gives every command --version and turns StnDeployError into a
-    one-line ClickException."""
+    """A click group that gives every command --version and turns StnDeployError and click's
+    usage errors into one-line errors."""
 
     group_class = type  # subgroups are _Group too
 
@@ -51,6 +57,11 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            if isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())):
+                raise  # `stn-deploy data` alone shows its help
+            where = exc.ctx.command_path if exc.ctx is not None else "stn-deploy"
+            raise _UsageError(f"{exc.format_message()} (see `{where} --help`)") from None
         except StnDeployError as exc:
             raise click.ClickException(str(exc).replace("\n", " ")) from None
         except ModuleNotFoundError as exc:

@@ -61,6 +61,13 @@ def _int_list(ctx, param, value: str) -> tuple[int, ...]:
     help="Target runtime: picks the lowering (README table).",
 )
 @click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16", "int8"]),
+    default=_D.precision,
+    show_default=True,
+    help="Export precision; int8 is calibrated on MNIST training images (needs the cache).",
+)
+@click.option(
     "--providers",
     default=None,
     help="Runtimes to verify and bench on, e.g. cpu,openvino [default: all available].",

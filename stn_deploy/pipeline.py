@@ -43,6 +43,7 @@ class RunOptions:
     limit_test: int | None = None
     target: str = "ort-cpu"
     sampler: str | None = None  # None: the target's lowering
+    precision: str = "fp32"  # fp16 / int8 (int8 calibrates on the MNIST cache)
     providers: str | None = None  # verify + bench runtimes; None: all available
     verify_count: int = 32  # images per generated input set (the reference evaluator is slow)
     batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
@@ -86,6 +87,9 @@ def run_pipeline(
 
     parse_names(opts.providers)  # unknown names fail now, not after training
     get_target(opts.target)
+    from stn_deploy.precision.convert import check_precision
+
+    check_precision(opts.precision)
     if any(b < 1 for b in opts.batch_sizes):
         raise StnDeployError(f"batch sizes must be at least 1, got {list(opts.batch_sizes)}")
     ensure_writable_dir(parent)  # created if missing, as train does
@@ -164,13 +168,28 @@ def _run(opts, work: Path, cache_dir, progress, log) -> dict[str, Any]:
     # 2. export with the target's lowering
     t = time.perf_counter()
     (work / "model").mkdir()
-    summary = export_model(loaded, work / "model", target=opts.target, sampler=opts.sampler)
+    precision_options = {}
+    if opts.precision == "int8":
+        from stn_deploy.precision.calibration import CalibrationSpec
+
+        # calibrate on what the model was trained on: generated digits for --synthetic runs
+        precision_options["calibration"] = CalibrationSpec(seed=opts.seed, synthetic=opts.synthetic)
+    summary = export_model(
+        loaded,
+        work / "model",
+        target=opts.target,
+        sampler=opts.sampler,
+        precision=opts.precision,
+        precision_options=precision_options,
+        seed=opts.seed,
+    )
     onnx_path = Path(summary["path"])
     steps["export"] = {
         "seconds": time.perf_counter() - t,
         "file": f"model/{onnx_path.name}",
         "target": summary["target"],
         "lowering": summary["sampler"],
+        "precision": opts.precision,
         "opset": summary["opset"],
         "nodes": summary["nodes"],
         "bytes": summary["bytes"],

@@ -254,3 +254,20 @@ def test_cli_zoo_names_match_the_zoo():
     from stn_deploy.train_options import ZOO_NAMES
 
     assert tuple(ZOO) == ZOO_NAMES
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["export"], "Missing argument 'MODEL'"),
+        (["export", "m.pt", "--target", "tpu"], "Invalid value for '--target'"),
+        (["train", "--epochs", "many"], "Invalid value for '--epochs'"),
+        (["bogus"], "No such command 'bogus'"),
+        (["data", "preview", "--split", "both"], "Invalid value for '--split'"),
+    ],
+)
+def test_usage_errors_are_one_line(argv, message):
+    r = CliRunner().invoke(main, argv)
+    assert r.exit_code == 2, r.output
+    assert r.output.startswith(f"Error: {message}") and len(r.output.strip().splitlines()) == 1
+    assert "--help`)" in r.output

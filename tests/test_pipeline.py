@@ -61,6 +61,23 @@ def test_run_end_to_end_on_a_tiny_budget(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]
 
 
+def test_run_exports_at_the_precision_asked_for(tmp_path):
+    # offline: a --synthetic run calibrates int8 on generated digits, not the MNIST cache
+    out = tmp_path / "int8"
+    args = [a for a in TINY if a not in ("cpu,openvino",)]
+    args[args.index("--providers") + 1 : args.index("--providers") + 1] = ["cpu"]
+    r = CliRunner().invoke(main, ["run", *args, "--precision", "int8", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["steps"]["export"]["precision"] == "int8"
+    assert report["verify"]["model"]["precision"] == "int8"
+    assert report["verify"]["tolerance"]["check_error_stat"] == "median"  # int8's default
+    assert {row["precision"] for row in report["bench"]["rows"] if row["kind"] == "model"} == {
+        "int8"
+    }
+    assert "int8" in (out / "report.md").read_text()
+
+
 def test_run_creates_missing_parent_directories(tmp_path, monkeypatch):
     import stn_deploy.pipeline as pipeline
 
@@ -91,6 +108,7 @@ def test_run_refuses_an_existing_folder_without_force(tmp_path):
         (["--batch-sizes", "0,4"], "batch sizes must be positive"),
         (["--batch-sizes", "-1"], "batch sizes must be positive"),
         (["--compare", "tf"], "unknown --compare 'tf'"),
+        (["--precision", "int4"], "Invalid value for '--precision'"),
         (["--providers", "gpu"], "unknown runtime/provider 'gpu'"),
         (["--out", "{tmp}/a-file/report"], "cannot write to directory"),
     ],

@@ -62,7 +62,8 @@ def format_run_report(report: dict[str, Any]) -> str:
     e = steps["export"]
     lines.append(
         f"| export | {e['seconds']:.1f} | `{e['file']}` for {e['target']}: {e['lowering']} "
-        f"lowering, opset {e['opset']}, {e['nodes']} nodes, {e['bytes']:,} bytes |"
+        f"lowering, {e.get('precision', 'fp32')}, opset {e['opset']}, {e['nodes']} nodes, "
+        f"{e['bytes']:,} bytes |"
     )
     v = report["verify"]
     per_rt = ", ".join(f"{r['name']} {r['status']}" for r in v["runtimes"])
