@@ -6,3 +6,10 @@ class StnDeployError(Exception):
 
     The message is shown as it is, on one line, without a traceback.
     """
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of ``exc``'s message (its type name when the message is blank), cut to
+    ``limit`` characters: how a foreign library's error goes into a StnDeployError."""
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:limit]

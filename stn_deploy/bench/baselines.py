@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from stn_deploy.errors import StnDeployError
+from stn_deploy.errors import StnDeployError, one_line
 
 
 def stock_export(model: Any, input_shape: tuple[int, ...], path: str | Path) -> Path:
@@ -55,8 +55,9 @@ def stock_export(model: Any, input_shape: tuple[int, ...], path: str | Path) -> 
             )
             program.save(str(path))
     except Exception as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StnDeployError(f"stock torch.onnx.export(dynamo=True) failed: {msg[:300]}") from None
+        raise StnDeployError(
+            f"stock torch.onnx.export(dynamo=True) failed: {one_line(exc)}"
+        ) from None
     finally:
         quiet.setLevel(level)
     return Path(path)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from stn_deploy.errors import StnDeployError
+from stn_deploy.errors import StnDeployError, one_line
 
 #: the EPs whose device memory ORT's IO binding addresses as "cuda"
 DEVICE_OF_EP = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda"}
@@ -49,11 +49,6 @@ def cuda_graph_reason(ep: str) -> str | None:
     return f"CUDA graphs need the CUDA or TensorRT execution provider, not {ep}"
 
 
-def _ort_error(what: str, exc: Exception) -> StnDeployError:
-    msg = str(exc).strip().splitlines()
-    return StnDeployError(f"{what}: {(msg[0] if msg else type(exc).__name__)[:300]}")
-
-
 def iobinding_call(
     sess: Any, device: str, feeds: dict[str, np.ndarray], output_names: list[str]
 ) -> Callable[[], None]:
@@ -71,7 +66,7 @@ def iobinding_call(
         for name in output_names:
             binding.bind_output(name, device, 0)
     except Exception as exc:
-        raise _ort_error(f"IO binding on {device} failed", exc) from None
+        raise StnDeployError(f"IO binding on {device} failed: {one_line(exc)}") from None
 
     def call(binding=binding, held=held) -> None:
         sess.run_with_iobinding(binding)
@@ -105,7 +100,9 @@ def cuda_graph_call(
             held.append(value)
             binding.bind_ortvalue_output(name, value)
     except Exception as exc:
-        raise _ort_error(f"binding for a CUDA graph on {device} failed", exc) from None
+        raise StnDeployError(
+            f"binding for a CUDA graph on {device} failed: {one_line(exc)}"
+        ) from None
 
     def call(binding=binding, held=held) -> None:
         sess.run_with_iobinding(binding)

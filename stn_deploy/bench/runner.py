@@ -18,7 +18,7 @@ from stn_deploy.bench.plan import BENCH_ALIASES
 from stn_deploy.bench.result import BenchRow, Route
 from stn_deploy.bench.stats import latency_stats
 from stn_deploy.bench.timer import TURN_SECONDS, CallTimer
-from stn_deploy.errors import StnDeployError
+from stn_deploy.errors import StnDeployError, one_line
 from stn_deploy.runtimes import RuntimeSession, RuntimeUnavailable, open_session
 
 
@@ -45,11 +45,6 @@ class RunSettings:
             rng = np.random.default_rng([self.seed, batch])
             self._inputs[key] = rng.standard_normal((batch, *self.shape), np.float32).astype(dtype)
         return self._inputs[key]
-
-
-def one_line(exc: BaseException) -> str:
-    msg = str(exc).strip().splitlines()
-    return (msg[0] if msg else type(exc).__name__)[:300]
 
 
 def open_route(route: Route, s: RunSettings, **options: Any) -> RuntimeSession:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import stn_deploy
-from stn_deploy.errors import StnDeployError
+from stn_deploy.errors import StnDeployError, one_line
 from stn_deploy.export.golden import bundle_path, write_bundle
 from stn_deploy.export.lower import lower_model
 from stn_deploy.export.metadata import write_metadata
@@ -204,8 +204,9 @@ def _trace(
     except StnDeployError:
         raise
     except Exception as exc:  # the exporter's own errors: one line naming the op
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StnDeployError(f"torch.onnx.export failed at opset {opset}: {msg[:300]}") from None
+        raise StnDeployError(
+            f"torch.onnx.export failed at opset {opset}: {one_line(exc)}"
+        ) from None
     return onnx.load_from_string(buf.getvalue()), len(applied)
 
 

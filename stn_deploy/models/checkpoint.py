@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from stn_deploy.errors import StnDeployError
+from stn_deploy.errors import StnDeployError, one_line
 from stn_deploy.io.atomic import atomic_path
 
 FORMAT = "stn-deploy/checkpoint-v1"
@@ -90,9 +90,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad archive
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StnDeployError(
-            f"cannot read checkpoint {path}: not a valid stn-deploy checkpoint ({first[:200]})"
+            f"cannot read checkpoint {path}: not a valid stn-deploy checkpoint "
+            f"({one_line(exc, 200)})"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise StnDeployError(

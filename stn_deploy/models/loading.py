@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from stn_deploy.errors import StnDeployError
+from stn_deploy.errors import StnDeployError, one_line
 from stn_deploy.models.checkpoint import ModelConfig, check_state_dict, read_checkpoint
 from stn_deploy.models.zoo import ZOO, build_model, resolve_args
 from stn_deploy.shapes import parse_shape
@@ -79,9 +79,8 @@ def check_input_shape(model: nn.Module, shape: tuple[int, int, int], origin: str
         with torch.inference_mode():
             out = model(torch.zeros(2, *shape))
     except Exception as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StnDeployError(
-            f"{origin} does not accept input shape {tuple(shape)}: {msg[:300]}"
+            f"{origin} does not accept input shape {tuple(shape)}: {one_line(exc)}"
         ) from None
     if not isinstance(out, torch.Tensor):
         raise StnDeployError(f"{origin} must return one tensor, it returned {type(out).__name__}")

@@ -33,7 +33,7 @@ from typing import Any
 import onnx
 from onnx import TensorProto
 
-from stn_deploy.errors import StnDeployError
+from stn_deploy.errors import StnDeployError, one_line
 from stn_deploy.precision.region import float_region, inline_functions
 
 #: ops kept fp32 whatever the options: the scores' normalisation
@@ -146,8 +146,7 @@ def convert_fp16(
     try:
         half = convert(model, keep_io_types=keep_io_types, node_block_list=names)
     except Exception as exc:  # the converter's own asserts and ValueErrors
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StnDeployError(f"fp16 conversion failed: {msg[:300]}") from None
+        raise StnDeployError(f"fp16 conversion failed: {one_line(exc)}") from None
     folded = fold_cast_round_trips(half)
     topological_sort(half.graph)
     return half, {

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from stn_deploy.errors import StnDeployError
+from stn_deploy.errors import StnDeployError, one_line
 from stn_deploy.precision.qdq import float_outputs, float_scores, rewire_region_inputs
 from stn_deploy.precision.region import (
     float_region,
@@ -190,8 +190,7 @@ def quantize_int8(
         except StnDeployError:
             raise
         except Exception as exc:
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise StnDeployError(f"onnxruntime quantisation failed: {msg[:300]}") from None
+            raise StnDeployError(f"onnxruntime quantisation failed: {one_line(exc)}") from None
         finally:
             logging.disable(previous)
         quantised = onnx.load(str(dst))

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from stn_deploy.errors import StnDeployError
+from stn_deploy.errors import StnDeployError, one_line
 from stn_deploy.runtimes.base import (
     NodePlacement,
     RuntimeInfo,
@@ -173,10 +173,8 @@ class OrtSession(RuntimeSession):
         try:
             return ort.InferenceSession(self._model, so, providers=self._providers)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NotImplemented types
-            msg = str(exc).strip().splitlines()
             raise StnDeployError(
-                f"onnxruntime ({short_name(self.ep)}) cannot load the model: "
-                f"{(msg[0] if msg else type(exc).__name__)[:300]}"
+                f"onnxruntime ({short_name(self.ep)}) cannot load the model: {one_line(exc)}"
             ) from None
 
     def run(self, feeds, output_names=None):
@@ -185,10 +183,8 @@ class OrtSession(RuntimeSession):
         try:
             outs = self.sess.run(names, feeds)
         except Exception as exc:
-            msg = str(exc).strip().splitlines()
             raise StnDeployError(
-                f"onnxruntime ({self.info.name}) failed to run the model: "
-                f"{(msg[0] if msg else type(exc).__name__)[:300]}"
+                f"onnxruntime ({self.info.name}) failed to run the model: {one_line(exc)}"
             ) from None
         return dict(zip(names, outs, strict=True))
 
