@@ -25,6 +25,7 @@ from stn_deploy.data.mnist import (
     fetch_mnist,
     load_mnist,
     mnist_available,
+    normalise,
 )
 from stn_deploy.data.synthetic import synthetic_digits, synthetic_mnist
 
@@ -43,6 +44,7 @@ __all__ = [
     "load_mnist",
     "make_split",
     "mnist_available",
+    "normalise",
     "read_idx",
     "split_seed",
     "synthetic_digits",

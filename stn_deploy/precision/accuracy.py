@@ -16,15 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from stn_deploy.data import MnistArrays, load_mnist, make_split
+from stn_deploy.data import MnistArrays, load_mnist, make_split, normalise
 from stn_deploy.errors import StnDeployError
-
-
-def normalise(x: np.ndarray, mean: list[float], std: list[float]) -> np.ndarray:
-    """``(x - mean) / std`` per channel of ``(N, C, H, W)`` float32 pixels in 0..1."""
-    m = np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
-    s = np.asarray(std, np.float32).reshape(1, -1, 1, 1)
-    return ((x - m) / s).astype(np.float32)
 
 
 def distorted_test_set(

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from stn_deploy.data import CANVAS, MnistArrays, load_mnist, make_split
+from stn_deploy.data import CANVAS, MnistArrays, load_mnist, make_split, normalise
 from stn_deploy.errors import StnDeployError
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -133,7 +133,6 @@ def calibration_set(
     x, _ = make_split(
         data.train_images[pick], data.train_labels[pick], kind, spec.seed, split="train"
     )
-    m = np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
-    s = np.asarray(std, np.float32).reshape(1, -1, 1, 1)
-    x = ((x - m) / s).astype(np.float32)
-    return x, f"{spec.count} {what} training images, {kind.upper()}-distorted (seed {spec.seed})"
+    return normalise(
+        x, mean, std
+    ), f"{spec.count} {what} training images, {kind.upper()}-distorted (seed {spec.seed})"

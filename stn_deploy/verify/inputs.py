@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from stn_deploy.data import normalise
 from stn_deploy.errors import StnDeployError
 
 INPUT_KINDS = ("golden", "random", "mnist", "stress")
@@ -79,11 +80,6 @@ def normalization(meta: dict[str, str], channels: int) -> tuple[np.ndarray, np.n
     if np.any(std == 0):
         raise StnDeployError("the model's normalization_std metadata holds a zero")
     return mean, std
-
-
-def normalise(pixels: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """``(N, C, H, W)`` 0..1 pixels -> ``(x - mean) / std`` per channel, float32."""
-    return ((pixels - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
 
 
 def random_set(
