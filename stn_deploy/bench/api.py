@@ -260,6 +260,10 @@ def _plan_routes(
 
     routes: list[Route] = []
     label = model_path.stem
+    # each variant file's precision, read once (not once per runtime)
+    variant_precision = {
+        v.lowering: _precision_of_file(v.path, None) if v.path else None for v in variants
+    }
     for rt in names:
         unavailable = None if available[rt].available else available[rt].reason
         # OpenVINO asked to compute in bf16: say so in the precision column
@@ -310,8 +314,7 @@ def _plan_routes(
                     f"sweep: {v.lowering}",
                     str(v.path) if v.path else None,
                     v.lowering,
-                    (computes and rt_precision)
-                    or (_precision_of_file(v.path, None) if v.path else None),
+                    (computes and rt_precision) or variant_precision[v.lowering],
                     skip=unavailable or (v.reason or None),
                     skip_status="skipped" if unavailable or not v.reason else "failed",
                 )
