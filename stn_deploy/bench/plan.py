@@ -15,7 +15,7 @@ import numpy as np
 
 from stn_deploy.errors import StnDeployError
 from stn_deploy.runtimes import canonical, default_names
-from stn_deploy.runtimes.base import TensorSpec
+from stn_deploy.runtimes.base import TensorSpec, dims_fit, shown_dims
 from stn_deploy.shapes import parse_shape
 
 BASELINE_NAMES = ("torch", "stock-export")
@@ -125,14 +125,10 @@ def resolve_input_shape(
             f"cannot tell the input shape of {Path(model_path).name} (input {spec.name!r} is "
             f"{shown} and no golden bundle is beside it): pass --input-shape C,H,W"
         )
-    if dims is not None and (
-        len(dims) != len(shape)
-        or any(isinstance(d, int) and d > 0 and d != s for d, s in zip(dims, shape, strict=False))
-    ):
-        shown = ["?" if not isinstance(d, int) or d <= 0 else d for d in dims]
+    if dims is not None and not dims_fit(dims, shape):
         raise StnDeployError(
             f"input shape {list(shape)} ({source}) does not fit the model's input "
-            f"{spec.name!r} {['N', *shown]}"
+            f"{spec.name!r} {['N', *shown_dims(dims)]}"
         )
     return shape, source
 

@@ -28,6 +28,23 @@ class RuntimeUnavailable(StnDeployError):
     """The runtime is not installed or has no device here; the message says why."""
 
 
+def dims_fit(
+    dims: tuple[int | str | None, ...], shape: tuple[int, ...], *, any_batch: bool = False
+) -> bool:
+    """Whether an array ``shape`` fits a model's ``dims``: same rank, and every fixed (positive
+    int) dim equal; symbolic or unknown dims take any size, and so does the first with
+    ``any_batch``."""
+    return len(dims) == len(shape) and not any(
+        isinstance(d, int) and d > 0 and d != s and not (any_batch and i == 0)
+        for i, (d, s) in enumerate(zip(dims, shape, strict=True))
+    )
+
+
+def shown_dims(dims: tuple[int | str | None, ...]) -> list[int | str]:
+    """A model's dims for a message: fixed ones as numbers, the others as ``"?"``."""
+    return ["?" if not isinstance(d, int) or d <= 0 else d for d in dims]
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """A model input or output: name, numpy dtype name, dims (int, symbolic name, or None)."""
@@ -109,13 +126,10 @@ class RuntimeSession(ABC):
             spec = want[name]
             if spec.shape is None:
                 continue
-            if arr.ndim != len(spec.shape) or any(
-                isinstance(d, int) and d > 0 and d != s
-                for d, s in zip(spec.shape, arr.shape, strict=True)
-            ):
-                shown = ["?" if not isinstance(d, int) or d <= 0 else d for d in spec.shape]
+            if not dims_fit(spec.shape, arr.shape):
                 raise StnDeployError(
-                    f"input {name!r} has shape {list(arr.shape)}, the model takes {shown}"
+                    f"input {name!r} has shape {list(arr.shape)}, the model takes "
+                    f"{shown_dims(spec.shape)}"
                 )
 
 

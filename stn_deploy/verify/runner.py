@@ -35,7 +35,7 @@ from stn_deploy.runtimes import (
     open_session,
     parse_names,
 )
-from stn_deploy.runtimes.base import graph_inputs, onnx_specs
+from stn_deploy.runtimes.base import dims_fit, graph_inputs, onnx_specs, shown_dims
 from stn_deploy.verify import bisect as bisect_mod
 from stn_deploy.verify.compare import compare_arrays, is_classifier_output
 from stn_deploy.verify.inputs import (
@@ -108,13 +108,10 @@ def _check_bundle_fits(bundle, inputs: list[TensorSpec], outputs: list[str], pat
         spec = want[name].shape
         if spec is None:
             continue
-        if arr.ndim != len(spec) or any(
-            isinstance(d, int) and d > 0 and d != s and i > 0
-            for i, (d, s) in enumerate(zip(spec, arr.shape, strict=True))
-        ):
-            shown = ["?" if not isinstance(d, int) or d <= 0 else d for d in spec]
+        if not dims_fit(spec, arr.shape, any_batch=True):
             raise StnDeployError(
-                f"the golden bundle's input {name!r} has shape {list(arr.shape)}, the model takes {shown}"
+                f"the golden bundle's input {name!r} has shape {list(arr.shape)}, the model takes "
+                f"{shown_dims(spec)}"
             )
     missing = sorted(set(outputs) - set(bundle.outputs))
     if missing:
