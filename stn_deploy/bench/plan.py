@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from stn_deploy.errors import StnDeployError
+from stn_deploy.names import unique_names
 from stn_deploy.runtimes import canonical, default_names
 from stn_deploy.runtimes.base import TensorSpec, dims_fit, shown_dims
 from stn_deploy.shapes import parse_shape
@@ -51,19 +52,16 @@ def check_compare(compare: str | Sequence[str] | None) -> list[str]:
     """``"torch,stock-export"`` or a sequence -> the baselines, checked."""
     if compare is None:
         return []
-    items = compare.split(",") if isinstance(compare, str) else list(compare)
-    out: list[str] = []
-    for item in items:
+
+    def baseline(item: str) -> str:
         name = item.strip().lower()
-        if not name:
-            continue
         if name not in BASELINE_NAMES:
             raise StnDeployError(
                 f"unknown baseline {item!r} for --compare: choose from {', '.join(BASELINE_NAMES)}"
             )
-        if name not in out:
-            out.append(name)
-    return out
+        return name
+
+    return unique_names(compare, baseline)
 
 
 def default_bench_runtimes() -> list[str]:
@@ -76,15 +74,12 @@ def runtime_names(runtimes: str | Sequence[str] | None) -> list[str]:
     :func:`default_bench_runtimes`."""
     if runtimes is None or (isinstance(runtimes, str) and runtimes.strip().lower() in ("", "all")):
         return default_bench_runtimes()
-    items = runtimes.split(",") if isinstance(runtimes, str) else list(runtimes)
-    out: list[str] = []
-    for item in items:
-        if not item.strip():
-            continue
+
+    def runtime(item: str) -> str:
         low = item.strip().lower()
-        name = low if low in BENCH_ALIASES else canonical(item)
-        if name not in out:
-            out.append(name)
+        return low if low in BENCH_ALIASES else canonical(item)
+
+    out = unique_names(runtimes, runtime)
     if not out:
         raise StnDeployError(f"no runtime named in {runtimes!r}")
     return out

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from stn_deploy.errors import StnDeployError
+from stn_deploy.names import unique_names
 from stn_deploy.runtimes import ort as ort_rt
 from stn_deploy.runtimes.base import RuntimeSession, RuntimeUnavailable
 
@@ -42,13 +43,7 @@ def parse_names(spec: str | None) -> list[str] | None:
     """``"cpu, cuda,openvino"`` -> canonical names (duplicates dropped); None/'all' -> None."""
     if spec is None or spec.strip().lower() in ("", "all"):
         return None
-    names: list[str] = []
-    for part in spec.split(","):
-        if not part.strip():
-            continue
-        c = canonical(part)
-        if c not in names:
-            names.append(c)
+    names = unique_names(spec, canonical)
     if not names:
         raise StnDeployError(f"no runtime named in {spec!r}")
     return names

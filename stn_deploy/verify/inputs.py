@@ -27,6 +27,7 @@ import numpy as np
 
 from stn_deploy.data import normalise
 from stn_deploy.errors import StnDeployError
+from stn_deploy.names import unique_names
 
 INPUT_KINDS = ("golden", "random", "mnist", "stress")
 CANVAS_TO_DISTORTION = {42: "rts", 60: "tc", 28: "r"}
@@ -53,17 +54,16 @@ def parse_kinds(spec: str | None) -> list[str] | None:
     """``"golden,stress"`` -> ``["golden", "stress"]``; None/'all' -> None (the default sets)."""
     if spec is None or spec.strip().lower() in ("", "all"):
         return None
-    kinds = []
-    for part in spec.split(","):
+
+    def kind(part: str) -> str:
         k = part.strip().lower()
-        if not k:
-            continue
         if k not in INPUT_KINDS:
             raise StnDeployError(
                 f"unknown input set {part!r}: choose from {', '.join(INPUT_KINDS)}"
             )
-        if k not in kinds:
-            kinds.append(k)
+        return k
+
+    kinds = unique_names(spec, kind)
     if not kinds:
         raise StnDeployError(f"no input set named in {spec!r}")
     return kinds
