@@ -31,8 +31,9 @@ from stn_deploy.bench.result import BASELINES, BenchResult, BenchRow, Route
 from stn_deploy.bench.runner import RunSettings, run_routes
 from stn_deploy.bench.timer import check_budget
 from stn_deploy.errors import StnDeployError
+from stn_deploy.export.metadata import stn_metadata
 from stn_deploy.runtimes import availability
-from stn_deploy.runtimes.base import graph_inputs, load_onnx, onnx_specs
+from stn_deploy.runtimes.base import TensorSpec, graph_inputs, load_onnx, onnx_specs
 
 ORT_LIKE_EXCLUDED = ("openvino", "reference", "torch", *BENCH_ALIASES)
 
@@ -110,18 +111,13 @@ def bench_model(
         raise StnDeployError("no runtime to bench")
 
     model_path = Path(model_path)
-    proto = load_onnx(model_path)
-    specs = onnx_specs(graph_inputs(proto))
+    meta, specs = _read_model(model_path)
     if len(specs) != 1:
         raise StnDeployError(
             f"bench feeds models with one input; {model_path.name} has {len(specs)}: "
             f"{[s.name for s in specs]}"
         )
     spec = specs[0]
-    from stn_deploy.export.metadata import stn_metadata
-
-    meta = stn_metadata(proto)
-    del proto
     shape, shape_source = resolve_input_shape(model_path, spec, input_shape, loaded)
     if loaded is not None and tuple(loaded.input_shape) != tuple(shape):
         raise StnDeployError(
@@ -229,17 +225,18 @@ def bench_model(
     )
 
 
+def _read_model(path: Path) -> tuple[dict[str, str], list[TensorSpec]]:
+    """The file's stn-deploy metadata and its input specs."""
+    proto = load_onnx(path)
+    return stn_metadata(proto), onnx_specs(graph_inputs(proto))
+
+
 def _precision_of_file(path: Path, default: str | None) -> str | None:
     try:
-        from stn_deploy.bench.plan import input_dtype as _dt_of
-        from stn_deploy.export.metadata import stn_metadata
-
-        proto = load_onnx(path)
-        meta = stn_metadata(proto)
-        specs = onnx_specs(graph_inputs(proto))
-        return precision_of(meta, _dt_of(specs[0])) if specs else default
+        meta, specs = _read_model(path)
     except StnDeployError:
         return default
+    return precision_of(meta, input_dtype(specs[0])) if specs else default
 
 
 def _plan_routes(
