@@ -90,8 +90,9 @@ def run_pipeline(
     from stn_deploy.precision.convert import check_precision
 
     check_precision(opts.precision)
-    if any(b < 1 for b in opts.batch_sizes):
-        raise StnDeployError(f"batch sizes must be at least 1, got {list(opts.batch_sizes)}")
+    from stn_deploy.bench.plan import check_batch_sizes
+
+    check_batch_sizes(opts.batch_sizes)  # as bench will, but before training
     ensure_writable_dir(parent)  # created if missing, as train does
     try:
         work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
