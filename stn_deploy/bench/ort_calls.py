@@ -49,30 +49,46 @@ def cuda_graph_reason(ep: str) -> str | None:
     return f"CUDA graphs need the CUDA or TensorRT execution provider, not {ep}"
 
 
-def iobinding_call(
-    sess: Any, device: str, feeds: dict[str, np.ndarray], output_names: list[str]
+def _bound_call(
+    sess: Any,
+    device: str,
+    feeds: dict[str, np.ndarray],
+    bind_outputs: Callable[[Any, Any, list], None],
+    what: str,
 ) -> Callable[[], None]:
-    """A call of ``sess`` (an ``onnxruntime.InferenceSession``) with the inputs copied once to
-    ``device`` (0) and outputs left there by ORT."""
+    """A call of ``sess`` through an IO binding: the inputs copied once to ``device`` (0), the
+    outputs bound by ``bind_outputs(ort, binding, held)``; ``what`` names it in errors."""
     import onnxruntime as ort
 
     try:
         binding = sess.io_binding()
-        held = []  # the OrtValues must outlive the binding
+        held: list = []  # the OrtValues must outlive the binding
         for name, arr in feeds.items():
             value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr), device, 0)
             held.append(value)
             binding.bind_ortvalue_input(name, value)
-        for name in output_names:
-            binding.bind_output(name, device, 0)
+        bind_outputs(ort, binding, held)
     except Exception as exc:
-        raise StnDeployError(f"IO binding on {device} failed: {one_line(exc)}") from None
+        raise StnDeployError(f"{what} on {device} failed: {one_line(exc)}") from None
 
     def call(binding=binding, held=held) -> None:
         sess.run_with_iobinding(binding)
         binding.synchronize_outputs()
 
     return call
+
+
+def iobinding_call(
+    sess: Any, device: str, feeds: dict[str, np.ndarray], output_names: list[str]
+) -> Callable[[], None]:
+    """A call of ``sess`` (an ``onnxruntime.InferenceSession``) with the inputs copied once to
+    ``device`` (0) and outputs left there by ORT."""
+
+    def outputs(ort, binding, held) -> None:
+        for name in output_names:
+            binding.bind_output(name, device, 0)
+
+    return _bound_call(sess, device, feeds, outputs, "IO binding")
 
 
 def cuda_graph_call(
@@ -86,26 +102,11 @@ def cuda_graph_call(
     ``output_shapes`` maps each output to (shape, dtype), from one plain run at this batch
     size. The first call (a warm-up call) captures the graph.
     """
-    import onnxruntime as ort
 
-    try:
-        binding = sess.io_binding()
-        held = []
-        for name, arr in feeds.items():
-            value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr), device, 0)
-            held.append(value)
-            binding.bind_ortvalue_input(name, value)
+    def outputs(ort, binding, held) -> None:
         for name, (shape, dtype) in output_shapes.items():
             value = ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, device, 0)
             held.append(value)
             binding.bind_ortvalue_output(name, value)
-    except Exception as exc:
-        raise StnDeployError(
-            f"binding for a CUDA graph on {device} failed: {one_line(exc)}"
-        ) from None
 
-    def call(binding=binding, held=held) -> None:
-        sess.run_with_iobinding(binding)
-        binding.synchronize_outputs()
-
-    return call
+    return _bound_call(sess, device, feeds, outputs, "binding for a CUDA graph")
