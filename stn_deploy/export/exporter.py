@@ -42,6 +42,7 @@ from stn_deploy.models.loading import LoadedModel
 from stn_deploy.models.separable import separable_attention_sample
 from stn_deploy.models.stn import SpatialTransformer
 from stn_deploy.models.transforms import AttentionTransform, base_grid
+from stn_deploy.runtimes.base import default_opset
 from stn_deploy.timing import median_us
 from stn_deploy.train import Normalizer
 
@@ -429,7 +430,7 @@ def export_model(
         "golden": str(bundle_path(path)),
         "target": target,
         "sampler": lowering,
-        "opset": next(o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")),
+        "opset": default_opset(onnx_model),
         "nodes": nodes,
         "samplers": samplers + n_separable,
         "separable": n_separable,

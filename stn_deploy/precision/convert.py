@@ -25,6 +25,7 @@ from stn_deploy.io.atomic import atomic_path
 from stn_deploy.io.hashing import file_sha256
 from stn_deploy.precision.calibration import CalibrationSpec, calibration_set
 from stn_deploy.precision.int8 import is_quantised
+from stn_deploy.runtimes.base import graph_inputs
 
 PRECISIONS = ("fp32", "fp16", "int8")
 #: metadata keys written next to ``precision``
@@ -43,8 +44,7 @@ def check_precision(precision: str, allowed: tuple[str, ...] = PRECISIONS) -> st
 
 
 def _image_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:
-    inits = {i.name for i in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in inits]
+    inputs = graph_inputs(model)
     if len(inputs) != 1:
         raise StnDeployError(f"expected one image input, the model has {len(inputs)}")
     return inputs[0]

@@ -38,6 +38,7 @@ from stn_deploy.precision.region import (
     is_weighted,
     localization_nodes,
 )
+from stn_deploy.runtimes.base import default_opset, graph_inputs
 
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 #: per-channel weights need DequantizeLinear's ``axis`` (opset 13): older models are raised
@@ -112,12 +113,10 @@ def quantize_int8(
             f"unknown calibration method {method!r}: choose from {', '.join(_METHOD_NAMES)}"
         )
     model = inline_functions(copy.deepcopy(model))
-    opset_from = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    opset_from = default_opset(model)
     if opset_from < PER_CHANNEL_OPSET:
         model = _raise_opset(model)
-    inputs = [
-        i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}
-    ]
+    inputs = graph_inputs(model)
     if len(inputs) != 1:
         raise StnDeployError(
             f"int8 calibration feeds one image input; the model has {len(inputs)} inputs"

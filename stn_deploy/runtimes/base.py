@@ -170,6 +170,11 @@ def load_onnx(path: str | Path):
     return model
 
 
+def default_opset(model) -> int:
+    """The model's opset of the default (ai.onnx) domain; 0 when it imports none."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
 def graph_inputs(model) -> list:
     """Graph inputs that are real inputs (not initializers listed as inputs, IR < 4)."""
     inits = {i.name for i in model.graph.initializer}

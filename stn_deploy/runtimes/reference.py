@@ -27,6 +27,7 @@ from stn_deploy.errors import StnDeployError
 from stn_deploy.runtimes.base import (
     RuntimeInfo,
     RuntimeSession,
+    default_opset,
     graph_inputs,
     load_onnx,
     onnx_specs,
@@ -103,8 +104,7 @@ class ReferenceSession(RuntimeSession):
         self.inputs = onnx_specs(graph_inputs(proto))
         self.outputs = onnx_specs(proto.graph.output)
         try:
-            opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
-            extra = _dequantize_before_19() if opset < 19 else []
+            extra = _dequantize_before_19() if default_opset(proto) < 19 else []
             self.evaluator = ReferenceEvaluator(proto, new_ops=_new_ops() + extra)
         except Exception as exc:
             msg = next((m for m in str(exc).splitlines() if m.strip()), type(exc).__name__)
