@@ -99,12 +99,6 @@ def float_region(model: onnx.ModelProto) -> set[int]:
     return region
 
 
-def float_region_names(model: onnx.ModelProto) -> list[str]:
-    """Names of the :func:`float_region` nodes, in graph order (unnamed nodes are skipped)."""
-    nodes = model.graph.node
-    return [nodes[i].name for i in sorted(float_region(model)) if nodes[i].name]
-
-
 def localization_nodes(model: onnx.ModelProto) -> set[int]:
     """Indices of the weighted nodes (Conv/Gemm/MatMul with a constant) that compute θ: the
     θ producers' ancestors up to the graph inputs or an earlier sampler's region."""
