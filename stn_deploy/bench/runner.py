@@ -55,7 +55,7 @@ def open_route(route: Route, s: RunSettings, **options: Any) -> RuntimeSession:
         route.model,
         loaded=s.loaded if route.kind == "torch" else None,
         threads=s.threads,
-        opt_level=s.opt_level if runtime not in ("openvino", "torch", "reference") else None,
+        opt_level=s.opt_level,  # open_session gives it to ONNX Runtime only
         **extra,
         **options,
     )
