@@ -34,8 +34,9 @@ from stn_deploy.errors import StnDeployError
 from stn_deploy.export.metadata import stn_metadata
 from stn_deploy.runtimes import availability
 from stn_deploy.runtimes.base import TensorSpec, graph_inputs, load_onnx, onnx_specs
+from stn_deploy.runtimes.registry import NON_ORT
 
-ORT_LIKE_EXCLUDED = ("openvino", "reference", "torch", *BENCH_ALIASES)
+ORT_LIKE_EXCLUDED = (*NON_ORT, *BENCH_ALIASES)
 
 
 def bench_model(
