@@ -26,6 +26,8 @@ from collections import defaultdict
 
 import onnx
 
+from stn_deploy.runtimes.base import load_inlined
+
 #: ops that end the forward walk from θ: the classifier's (or the next STN's) weighted layers
 WEIGHTED = ("Conv", "Gemm", "ConvTranspose")
 #: ops that mark a sampler (the portable decomposition gathers with GatherElements)
@@ -34,11 +36,7 @@ SAMPLER_OPS = ("GridSample", "GatherElements")
 
 def inline_functions(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` with its model-local functions written in place (a no-op without any)."""
-    if not model.functions:
-        return model
-    import onnx.inliner
-
-    return onnx.inliner.inline_local_functions(model)
+    return load_inlined(model)
 
 
 def _constant_names(model: onnx.ModelProto) -> set[str]:

@@ -170,6 +170,20 @@ def load_onnx(path: str | Path):
     return model
 
 
+def load_inlined(model):
+    """``model`` (an ONNX path or a ModelProto) with its model-local functions written in place
+    (the same model without any): OpenVINO's frontend does not expand them, and the reference
+    evaluator's corrected ops must apply inside them too."""
+    import onnx
+
+    proto = model if isinstance(model, onnx.ModelProto) else load_onnx(model)
+    if proto.functions:
+        import onnx.inliner
+
+        proto = onnx.inliner.inline_local_functions(proto)
+    return proto
+
+
 def default_opset(model) -> int:
     """The model's opset of the default (ai.onnx) domain; 0 when it imports none."""
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)

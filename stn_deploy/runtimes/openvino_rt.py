@@ -16,7 +16,7 @@ from stn_deploy.runtimes.base import (
     RuntimeSession,
     RuntimeUnavailable,
     graph_inputs,
-    load_onnx,
+    load_inlined,
     onnx_specs,
 )
 
@@ -49,14 +49,9 @@ class OpenVinoSession(RuntimeSession):
         performance_hint: str | None = None,
         precision: str = "f32",
     ) -> None:
-        import onnx
-        import onnx.inliner
-
         ov = _ov()
         check_available(device)
-        proto = load_onnx(model) if not isinstance(model, onnx.ModelProto) else model
-        if proto.functions:  # the ONNX frontend does not expand model-local functions
-            proto = onnx.inliner.inline_local_functions(proto)
+        proto = load_inlined(model)  # the ONNX frontend does not expand model-local functions
         self.inputs = onnx_specs(graph_inputs(proto))
         self.outputs = onnx_specs(proto.graph.output)
         core = ov.Core()

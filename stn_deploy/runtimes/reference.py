@@ -29,7 +29,7 @@ from stn_deploy.runtimes.base import (
     RuntimeSession,
     default_opset,
     graph_inputs,
-    load_onnx,
+    load_inlined,
     onnx_specs,
 )
 
@@ -96,11 +96,7 @@ class ReferenceSession(RuntimeSession):
         import onnx
         from onnx.reference import ReferenceEvaluator
 
-        proto = load_onnx(model) if not isinstance(model, onnx.ModelProto) else model
-        if proto.functions:  # so that the corrected ops above apply inside function bodies too
-            import onnx.inliner
-
-            proto = onnx.inliner.inline_local_functions(proto)
+        proto = load_inlined(model)  # so that the corrected ops above apply inside functions too
         self.inputs = onnx_specs(graph_inputs(proto))
         self.outputs = onnx_specs(proto.graph.output)
         try:
