@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from stn_deploy.errors import StnDeployError
-from stn_deploy.io.atomic import atomic_path
-from stn_deploy.report.mpl import pyplot
+from stn_deploy.report.mpl import png_figure
 from stn_deploy.verify.compare import HIST_DECADES
 
 
@@ -40,13 +39,11 @@ def save_error_histogram(report: dict[str, Any], path: str | Path) -> Path:
     counts = error_counts(report)
     if not counts:
         raise StnDeployError("nothing to plot: no runtime produced outputs to compare")
-    plt = pyplot()
     # bin edges: [zeros], [< 1e-9], one per decade, [>= 1e2]; drawn on a log x axis
     lo = 10.0 ** (HIST_DECADES[0] - 2)
     edges = [lo, 10.0 ** (HIST_DECADES[0] - 1)] + [10.0**e for e in HIST_DECADES]
     edges.append(10.0 ** (HIST_DECADES[-1] + 1))
-    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
-    try:
+    with png_figure(path, figsize=(7.5, 4.5), dpi=110) as (_, ax):
         for name, h in counts.items():
             n = min(len(h), len(edges) - 1)
             ax.stairs(h[:n], edges[: n + 1], label=name, linewidth=1.6)
@@ -62,9 +59,4 @@ def save_error_histogram(report: dict[str, Any], path: str | Path) -> Path:
         ax.set_title(f"verify: {Path(str(model.get('path', 'model'))).name}", fontsize=10)
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
     return Path(path)

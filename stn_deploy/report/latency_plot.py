@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from stn_deploy.errors import StnDeployError
-from stn_deploy.io.atomic import atomic_path
-from stn_deploy.report.mpl import pyplot
+from stn_deploy.report.mpl import png_figure
 
 #: line style per row kind: ours solid, baselines dashed/dotted
 STYLES = {"model": "-", "lowering": "-.", "stock-export": "--", "torch": ":"}
@@ -68,15 +67,8 @@ def save_latency_plot(
     all_series = [_series(r, per_image) for r in results]
     if not any(all_series):
         raise StnDeployError("nothing to plot: the result has no measured rows")
-    plt = pyplot()
     n = len(results)
-    fig, axes = plt.subplots(1, n, figsize=(7.5 * n, 4.8), dpi=110, squeeze=False)
-    try:
+    with png_figure(path, 1, n, figsize=(7.5 * n, 4.8), dpi=110, squeeze=False) as (_, axes):
         for i, (r, series) in enumerate(zip(results, all_series, strict=True)):
             _draw(axes[0][i], r, series, per_image, titles[i] if titles else None)
-        fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
     return Path(path)

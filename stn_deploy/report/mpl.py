@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
 from stn_deploy.errors import StnDeployError
+from stn_deploy.io.atomic import atomic_path
 
 
 def pyplot():
@@ -15,3 +21,18 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+@contextmanager
+def png_figure(path: str | Path, *args: Any, **subplots: Any) -> Iterator[tuple[Any, Any]]:
+    """``(fig, axes)`` of ``plt.subplots(*args, **subplots)``, laid out and written atomically
+    to ``path`` as a PNG when the block ends without an error; closed either way."""
+    plt = pyplot()
+    fig, axes = plt.subplots(*args, **subplots)
+    try:
+        yield fig, axes
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
