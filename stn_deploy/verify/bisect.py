@@ -30,7 +30,7 @@ import numpy as np
 import onnx
 
 from stn_deploy.errors import StnDeployError
-from stn_deploy.verify.compare import OutputComparison, compare_arrays
+from stn_deploy.verify.compare import OutputComparison
 from stn_deploy.verify.expose import node_outputs, with_outputs
 from stn_deploy.verify.tolerances import Tolerance
 
@@ -100,15 +100,7 @@ def first_divergence(
         if out not in candidate or out not in oracle:
             continue
         a, b = np.asarray(oracle[out]), np.asarray(candidate[out])
-        comp = compare_arrays(
-            a,
-            b,
-            atol=tol.atol,
-            rtol=tol.rtol,
-            check_error_stat=tol.check_error_stat,
-            quantile=tol.quantile,
-            name=out,
-        )
+        comp = tol.compare(a, b, name=out)
         if not comp.passed:
             return (
                 Divergence(node.name, node.op_type, index, list(node.input), out, comp, compared),

@@ -147,16 +147,7 @@ def _compare_set(
             reasons.append(f"no output {name!r}")
             continue
         classifier = is_classifier_output(name, tuple(np.shape(r)), num_classes)
-        comp = compare_arrays(
-            r,
-            out[name],
-            atol=tol.atol,
-            rtol=tol.rtol,
-            check_error_stat=tol.check_error_stat,
-            quantile=tol.quantile,
-            name=name,
-            classifier=classifier,
-        )
+        comp = tol.compare(r, out[name], name=name, classifier=classifier)
         if comp.argmax_agreement is not None and tol.min_argmax_agreement is not None:
             rows = int(np.shape(r)[0])
             flips = round((1 - comp.argmax_agreement) * rows)
@@ -611,17 +602,7 @@ def _bisect(r, proto, meta, sets, references, raw, tol, loaded, threads) -> dict
         return open_runtime(name, model, threads=threads)
 
     def agrees(out: dict[str, np.ndarray]) -> bool:
-        return all(
-            compare_arrays(
-                v,
-                out[k],
-                atol=tol.atol,
-                rtol=tol.rtol,
-                check_error_stat=tol.check_error_stat,
-                quantile=tol.quantile,
-            ).passed
-            for k, v in ref_rows.items()
-        )
+        return all(tol.compare(v, out[k]).passed for k, v in ref_rows.items())
 
     try:
         if loaded is not None:

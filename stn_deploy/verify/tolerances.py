@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from stn_deploy.errors import StnDeployError
-from stn_deploy.verify.compare import ERROR_STATS
+from stn_deploy.verify.compare import ERROR_STATS, OutputComparison, compare_arrays
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,19 @@ class Tolerance:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def compare(self, ref: Any, out: Any, **kw: Any) -> OutputComparison:
+        """:func:`~stn_deploy.verify.compare.compare_arrays` of ``out`` with ``ref`` under this
+        tolerance (``kw``: ``name``, ``classifier``)."""
+        return compare_arrays(
+            ref,
+            out,
+            atol=self.atol,
+            rtol=self.rtol,
+            check_error_stat=self.check_error_stat,
+            quantile=self.quantile,
+            **kw,
+        )
 
 
 DEFAULTS: dict[str, Tolerance] = {
