@@ -33,6 +33,7 @@ import onnx
 from stn_deploy.errors import StnDeployError, one_line
 from stn_deploy.precision.qdq import float_outputs, float_scores, rewire_region_inputs
 from stn_deploy.precision.region import (
+    constant_names,
     float_region,
     inline_functions,
     is_weighted,
@@ -70,8 +71,7 @@ def _raise_opset(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def quantisable_nodes(model: onnx.ModelProto, region: set[int]) -> list[str]:
     """Names (or op types) of the weighted nodes outside ``region``: what int8 is about."""
-    constants = {i.name for i in model.graph.initializer}
-    constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    constants = constant_names(model)
     return [
         n.name or n.op_type
         for i, n in enumerate(model.graph.node)

@@ -39,7 +39,8 @@ def inline_functions(model: onnx.ModelProto) -> onnx.ModelProto:
     return load_inlined(model)
 
 
-def _constant_names(model: onnx.ModelProto) -> set[str]:
+def constant_names(model: onnx.ModelProto) -> set[str]:
+    """Names of the model's constant tensors: initializers and Constant node outputs."""
     names = {i.name for i in model.graph.initializer}
     names |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
     return names
@@ -103,7 +104,7 @@ def localization_nodes(model: onnx.ModelProto) -> set[int]:
     nodes = list(model.graph.node)
     region = float_region(model)
     producers = {out: i for i, n in enumerate(nodes) for out in n.output}
-    constants = _constant_names(model)
+    constants = constant_names(model)
     thetas = [i for i in region if nodes[i].op_type in WEIGHTED]
     seen: set[int] = set()
     stack = list(thetas)
