@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from stn_deploy.errors import StnDeployError
+from stn_deploy.errors import StnDeployError, one_line
 
 
 class RuntimeUnavailable(StnDeployError):
@@ -163,8 +163,7 @@ def load_onnx(path: str | Path):
     try:
         model = onnx.load(str(path))
     except Exception as exc:
-        msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise StnDeployError(f"{path} is not a readable ONNX model: {msg}") from None
+        raise StnDeployError(f"{path} is not a readable ONNX model: {one_line(exc, 200)}") from None
     if not model.graph.node and not model.graph.output:
         raise StnDeployError(f"{path} is not a readable ONNX model: it holds no graph")
     return model

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stn_deploy.errors import StnDeployError
+from stn_deploy.errors import StnDeployError, one_line
 from stn_deploy.runtimes.base import (
     RuntimeInfo,
     RuntimeSession,
@@ -103,9 +103,8 @@ class ReferenceSession(RuntimeSession):
             extra = _dequantize_before_19() if default_opset(proto) < 19 else []
             self.evaluator = ReferenceEvaluator(proto, new_ops=_new_ops() + extra)
         except Exception as exc:
-            msg = next((m for m in str(exc).splitlines() if m.strip()), type(exc).__name__)
             raise StnDeployError(
-                f"the onnx reference evaluator cannot load the model: {msg[:300]}"
+                f"the onnx reference evaluator cannot load the model: {one_line(exc)}"
             ) from None
         self.primary = "numpy"
         self.info = RuntimeInfo(
@@ -122,6 +121,5 @@ class ReferenceSession(RuntimeSession):
         try:
             outs = self.evaluator.run(names, feeds)
         except Exception as exc:
-            msg = next((m for m in str(exc).splitlines() if m.strip()), type(exc).__name__)
-            raise StnDeployError(f"the onnx reference evaluator failed: {msg[:300]}") from None
+            raise StnDeployError(f"the onnx reference evaluator failed: {one_line(exc)}") from None
         return {n: np.asarray(o) for n, o in zip(names, outs, strict=True)}
