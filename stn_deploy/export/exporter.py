@@ -408,9 +408,7 @@ def export_model(
         onnx.checker.check_model(onnx_model, full_check=True)
         onnx.shape_inference.infer_shapes(onnx_model, strict_mode=True)
     except Exception as exc:
-        raise StnDeployError(
-            f"the exported model fails onnx.checker: {str(exc).splitlines()[0][:300]}"
-        ) from None
+        raise StnDeployError(f"the exported model fails onnx.checker: {one_line(exc)}") from None
 
     if precision != "fp32":
         onnx_model = _apply_precision(loaded, onnx_model, precision, precision_options or {})

@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 
 import stn_deploy
-from stn_deploy.errors import StnDeployError
+from stn_deploy.errors import StnDeployError, one_line
 from stn_deploy.export.golden import bundle_path, check_bundle_matches, read_bundle, write_bundle
 from stn_deploy.export.metadata import stn_metadata, write_metadata
 from stn_deploy.io.atomic import atomic_path
@@ -150,9 +150,7 @@ def apply_precision(
     try:
         onnx.checker.check_model(out)
     except Exception as exc:
-        raise StnDeployError(
-            f"the {precision} model fails onnx.checker: {str(exc).splitlines()[0][:300]}"
-        ) from None
+        raise StnDeployError(f"the {precision} model fails onnx.checker: {one_line(exc)}") from None
     return out, extra
 
 
