@@ -633,10 +633,8 @@ def _bisect(r, proto, meta, sets, references, raw, tol, loaded, threads) -> dict
 
 
 def _oracle(candidate: str) -> str | None:
-    for n in ("cpu", "reference") if candidate != "cpu" else ("reference",):
-        if n != candidate and availability(n).available:
-            return n
-    return None
+    """The first available :data:`SECONDARY` runtime other than ``candidate``."""
+    return next((n for n in SECONDARY if n != candidate and availability(n).available), None)
 
 
 def _fixed_batch(proto) -> int | None:
