@@ -559,9 +559,7 @@ def export_cmd(
                 f"auto: {cand:<12} {timing}{'  <- chosen' if cand == s['auto']['chosen'] else ''}"
             )
     if precision != "fp32":
-        meta = {k.removeprefix("stn_deploy."): v for k, v in s["metadata"].items()}
-        parsed = {k: json.loads(meta[k]) for k in ("calibration", "fp16") if k in meta}
-        click.echo(describe(parsed))
+        click.echo(describe(s["precision_metadata"]))
     if s["samplers"] == 0:
         click.echo("note: the model has no grid sampler (no grid_sample): exported as plain ONNX")
     click.echo(

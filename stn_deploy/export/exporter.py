@@ -274,9 +274,10 @@ def choose_sampler(
 
 def _apply_precision(
     loaded: LoadedModel, model: onnx.ModelProto, precision: str, options: dict[str, Any]
-) -> onnx.ModelProto:
-    """The fp16/int8 form of the checked fp32 export; int8 calibrates by default on the
-    distortion the model was trained with (and the export's seed)."""
+) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """The fp16/int8 form of the checked fp32 export and the metadata written into it; int8
+    calibrates by default on the distortion the model was trained with (and the export's
+    seed)."""
     from dataclasses import replace
 
     from stn_deploy.precision.calibration import CalibrationSpec
@@ -289,8 +290,7 @@ def _apply_precision(
         if spec.distortion is None and trained:
             spec = replace(spec, distortion=trained)
         options["calibration"] = spec
-    converted, _ = apply_precision(model, precision, **options)
-    return converted
+    return apply_precision(model, precision, **options)
 
 
 def default_name(loaded: LoadedModel, sampler: str) -> str:
@@ -410,8 +410,11 @@ def export_model(
     except Exception as exc:
         raise StnDeployError(f"the exported model fails onnx.checker: {one_line(exc)}") from None
 
+    precision_metadata: dict[str, Any] = {"precision": "fp32"}
     if precision != "fp32":
-        onnx_model = _apply_precision(loaded, onnx_model, precision, precision_options or {})
+        onnx_model, precision_metadata = _apply_precision(
+            loaded, onnx_model, precision, precision_options or {}
+        )
     data = onnx_model.SerializeToString()
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
@@ -436,6 +439,8 @@ def export_model(
         "bytes": len(data),
         "golden_source": source,
         "precision": precision,
+        # what apply_precision wrote (calibration or fp16 details), not re-read from metadata
+        "precision_metadata": precision_metadata,
         "outputs": names,
         "metadata": {p.key: p.value for p in onnx_model.metadata_props},
     }
