@@ -12,6 +12,13 @@ Measured: 1,500 hypothesis examples (|g| up to 1e3) give at most 0 / 7.9e-8 / 1.
 28x28 and 224x224 with |g| up to 1e3 and reflection 0 / 2.4e-7 / 7.2e-7 (absolute). The bounds
 leave a >10x margin; a wrong tap, weight or padding rule shows up as 1e-2..1, and dropping the
 FMA emulation as ~3e-5 at 224 pixels.
+
+Those bounds hold against torch's SIMD kernels (AVX2, AVX-512: every x86-64 CPU since 2013),
+whose fused multiply-adds the lowering emulates. torch's DEFAULT kernel (no SIMD, forced with
+``ATEN_CPU_CAPABILITY=default``, as CI's second run does) rounds them twice: nearest still
+reads the same pixel (exact), but weights differ by an ulp, and far out of range (coordinates
+~1e4 px, where an ulp is ~1e-3 px) so do reflected coordinates. Against that reference the
+bounds are TOL_UNFUSED: measured 0 / 7.7e-6 / 1.1e-4 (scaled) on the 28x28 and 224x224 cases.
 """
 
 from __future__ import annotations
@@ -33,12 +40,15 @@ from stn_deploy.export.portable import MODES, PADDING_MODES, grid_sample, grid_s
 ort = pytest.importorskip("onnxruntime")
 
 TOL = {"nearest": 0.0, "bilinear": 1e-5, "bicubic": 1e-5}
+#: against torch's non-SIMD DEFAULT kernel, which does not fuse multiply-adds (see above)
+TOL_UNFUSED = {"nearest": 0.0, "bilinear": 1e-4, "bicubic": 1e-3}
+TORCH_FUSES = torch.backends.cpu.get_cpu_capability() != "DEFAULT"
 COMBOS = list(itertools.product(MODES, PADDING_MODES, (False, True)))
 #: every op the lowering may emit; all exist in the standard domain at opset 11
 OPSET11_OPS = {
-    "Abs", "Add", "Cast", "Clip", "Concat", "Div", "Expand", "Floor", "GatherElements",
-    "MatMul", "Max", "Min", "Mul", "Pad", "ReduceSum", "Reshape", "Round", "Shape", "Slice",
-    "Sub", "Transpose",
+    "Abs", "Add", "And", "Cast", "Clip", "Concat", "Div", "Equal", "Expand", "Flatten", "Floor",
+    "GatherElements", "IsNaN", "Less", "MatMul", "Max", "Min", "Mul", "Pad", "ReduceSum",
+    "Reshape", "Round", "Shape", "Slice", "Sub", "Transpose", "Unsqueeze", "Where",
 }  # fmt: skip
 
 
@@ -84,7 +94,7 @@ def _torch(x, grid, mode, padding_mode, align_corners) -> np.ndarray:
 def _assert_close(y, ref, mode, x, what=""):
     assert y.shape == ref.shape, (y.shape, ref.shape)
     assert np.isfinite(y).all(), f"non-finite output {what}"
-    tol = TOL[mode] * max(1.0, float(np.abs(x).max()))
+    tol = (TOL if TORCH_FUSES else TOL_UNFUSED)[mode] * max(1.0, float(np.abs(x).max()))
     err = float(np.abs(y.astype(np.float64) - ref).max()) if y.size else 0.0
     assert err <= tol, f"{what} max abs error {err:.3g} > {tol:.3g}"
 

@@ -27,7 +27,14 @@ downgrade adapter for most type-only changes). A conversion it cannot do is a on
 naming the ops.
 
 The base grid of AffineGrid is torch's bit for bit (torch's linspace rounds each point once,
-as a fused multiply-add; reproduced here in float64 then rounded to float32).
+as a fused multiply-add; reproduced here in float64 then rounded to float32, or, for a float64
+theta, from the exact rational). A float16 or bfloat16 theta is multiplied in float32.
+
+Types: portable and custom take float16, bfloat16, float32 and float64 samplers (float64 is
+computed in float64, the half types in float32; one custom function per type); ort-contrib
+refuses float64 (ONNX Runtime's com.microsoft GridSample has no float64 kernel) and X and grid
+of different types; native keeps the types (ONNX Runtime runs float64 GridSample from opset 20
+only). Every refusal is a one-line error raised before anything is written.
 
 The result passes ``onnx.checker.check_model(full_check=True)`` and is deterministic.
 """
@@ -37,12 +44,13 @@ from __future__ import annotations
 import copy
 import os
 from collections import Counter
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from stn_deploy.errors import StnDeployError
 from stn_deploy.export import portable
@@ -135,7 +143,10 @@ def _domains_used(nodes) -> set[str]:
 
 
 # ------------------------------------------------------------------ analysis
-def _shapes(model: onnx.ModelProto) -> dict[str, list[int | None] | None]:
+def _shapes(
+    model: onnx.ModelProto, types: dict[str, int] | None = None
+) -> dict[str, list[int | None] | None]:
+    """Every value's inferred shape; ``types``, when given, gets every known element type."""
     try:
         # data_prop: follow Shape -> Slice -> Concat chains, so a size built from x.shape (as
         # torch's exporters write it) still gives static H and W
@@ -147,12 +158,16 @@ def _shapes(model: onnx.ModelProto) -> dict[str, list[int | None] | None]:
     g = inferred.graph
     for vi in (*g.input, *g.output, *g.value_info):
         t = vi.type.tensor_type
+        if types is not None and t.elem_type:
+            types[vi.name] = int(t.elem_type)
         if not t.HasField("shape"):
             out[vi.name] = None
             continue
         out[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
     for init in g.initializer:
         out.setdefault(init.name, list(init.dims))
+        if types is not None:
+            types.setdefault(init.name, int(init.data_type))
     return out
 
 
@@ -281,44 +296,91 @@ def _prefix(node: onnx.NodeProto, index: int) -> str:
     return "".join(c if c.isalnum() or c in "_./-" else "_" for c in base) + "/"
 
 
-def _affine_base_grid(h: int, w: int, align_corners: bool) -> np.ndarray:
-    """torch's ``affine_grid`` base grid ``(H*W, 3)`` rows ``[x, y, 1]`` in float32."""
+def _affine_base_grid(h: int, w: int, align_corners: bool, dtype: type = np.float32) -> np.ndarray:
+    """torch's ``affine_grid`` base grid ``(H*W, 3)`` rows ``[x, y, 1]`` in float32 or
+    float64, bit for bit."""
 
     def linspace(n: int) -> np.ndarray:
         if n <= 1:
-            return np.zeros((n,), np.float32)
+            return np.zeros((n,), dtype)
         # torch's linspace: start + i*step for the first half, end - (n-1-i)*step after, each
-        # a fused multiply-add (one rounding): the float64 product of a float32 step and a
-        # small integer is exact, and so is the sum with +-1, so one cast rounds like the FMA
-        step = np.float64(np.float32(2.0 / (n - 1)))
-        i = np.arange(n, dtype=np.float64)
-        v = np.where(i < n // 2, -1.0 + step * i, 1.0 - step * (n - 1 - i)).astype(np.float32)
+        # a fused multiply-add (one rounding). float32: the float64 product of a float32 step
+        # and a small integer is exact, and so is the sum with +-1, so one cast rounds like
+        # the FMA; float64: the exact rational, rounded once
+        if dtype == np.float64:
+            step = Fraction(2.0 / (n - 1))
+            v = [float(-1 + step * i if i < n // 2 else 1 - step * (n - 1 - i)) for i in range(n)]
+            v = np.asarray(v, np.float64)
+        else:
+            step = np.float64(np.float32(2.0 / (n - 1)))
+            i = np.arange(n, dtype=np.float64)
+            v = np.where(i < n // 2, -1.0 + step * i, 1.0 - step * (n - 1 - i)).astype(dtype)
         if not align_corners:
-            v = (v * np.float32(n - 1) / np.float32(n)).astype(np.float32)
+            v = (v * dtype(n - 1) / dtype(n)).astype(dtype)
         return v
 
     xs, ys = linspace(w), linspace(h)
-    base = np.empty((h, w, 3), np.float32)
+    base = np.empty((h, w, 3), dtype)
     base[..., 0] = xs[None, :]
     base[..., 1] = ys[:, None]
     base[..., 2] = 1.0
     return base.reshape(h * w, 3)
 
 
-def _emit_affine_grid(g: GraphBuilder, node, hw: tuple[int, int], align: bool) -> str:
+def _emit_affine_grid(
+    g: GraphBuilder, node, hw: tuple[int, int], align: bool, elem: int = TensorProto.FLOAT
+) -> str:
+    """The base grid times the transposed theta; float16 and bfloat16 go through float32."""
     h, w = hw
-    base = g.const(_affine_base_grid(h, w, align), name="affine_base")
-    theta_t = g.node("Transpose", [node.input[0]], name="theta_t", perm=[0, 2, 1])  # (N, 3, 2)
+    dtype = np.float64 if elem == TensorProto.DOUBLE else np.float32
+    base = g.const(_affine_base_grid(h, w, align, dtype), dtype, name="affine_base")
+    theta = node.input[0]
+    if elem not in (TensorProto.FLOAT, TensorProto.DOUBLE):
+        theta = g.node("Cast", [theta], name="theta_f", to=TensorProto.FLOAT)
+    theta_t = g.node("Transpose", [theta], name="theta_t", perm=[0, 2, 1])  # (N, 3, 2)
     flat = g.node("MatMul", [base, theta_t], name="affine_grid_flat")  # (N, H*W, 2)
     shape = g.const(np.asarray([0, h, w, 2], np.int64), name="affine_grid_shape")
-    return g.node("Reshape", [flat, shape], name="affine_grid")
+    grid = g.node("Reshape", [flat, shape], name="affine_grid")
+    if elem not in (TensorProto.FLOAT, TensorProto.DOUBLE):
+        grid = g.node("Cast", [grid], name="affine_grid_cast", to=elem)
+    return grid
+
+
+def _type_name(elem: int) -> str:
+    return TensorProto.DataType.Name(elem).lower() if elem else "unknown"
+
+
+def _check_types(label: str, sampler: str, kind: str, elems: tuple[int, ...]) -> None:
+    """Refuse, before anything is written, a sampler whose types the chosen form cannot take."""
+    names = "/".join(_type_name(e) for e in elems)
+    if kind == "AffineGrid" or sampler in ("portable", "custom"):
+        if any(e not in portable.FLOAT_TYPES for e in elems):
+            raise StnDeployError(
+                f"{label}: {names} inputs cannot be lowered (float16, bfloat16, float32 or float64)"
+            )
+    if kind == "GridSample" and sampler == "ort-contrib":
+        if TensorProto.DOUBLE in elems:
+            raise StnDeployError(
+                f"{label}: ONNX Runtime's com.microsoft GridSample has no float64 kernel; lower "
+                "it with --sampler native (opset 20) or portable"
+            )
+        if len(set(elems)) > 1:
+            raise StnDeployError(
+                f"{label}: com.microsoft GridSample takes X and grid of one type, got {names}"
+            )
 
 
 def _custom_function(
-    name: str, settings: dict[str, Any], hw: tuple[int, int], opset: int
+    name: str,
+    settings: dict[str, Any],
+    hw: tuple[int, int],
+    opset: int,
+    types: tuple[int, int] = (TensorProto.FLOAT, TensorProto.FLOAT),
 ) -> onnx.FunctionProto:
     g = GraphBuilder(opset, constants="node", taken=("X", "grid", "Y"))
-    y = portable.grid_sample(g, "X", "grid", in_hw=hw, **settings)
+    y = portable.grid_sample(
+        g, "X", "grid", in_hw=hw, dtype=types[0], grid_dtype=types[1], **settings
+    )
     g.rename(y, "Y")
     return helper.make_function(
         CUSTOM_DOMAIN,
@@ -388,7 +450,8 @@ def _lower(
     nodes = list(model.graph.node)
     samplers = [(i, n) for i, n in enumerate(nodes) if _is_sampler(n)]
     samplers_before = [copy.deepcopy(n) for _, n in samplers]
-    shapes = _shapes(model) if samplers else {}
+    types: dict[str, int] = {}  # element types; float32 where inference cannot tell
+    shapes = _shapes(model, types) if samplers else {}
 
     # 1. read every sampler node and replace it by a placeholder in a private domain
     plans: dict[int, dict[str, Any]] = {}
@@ -418,10 +481,13 @@ def _lower(
             h, w = int(size[2]), int(size[3])
             if h < 1 or w < 1:
                 raise StnDeployError(f"{label}: bad size {size.tolist()}")
+            elem = types.get(n.input[0], TensorProto.FLOAT)
+            _check_types(label, sampler, "AffineGrid", (elem,))
             plans[i] = {
                 "kind": "AffineGrid",
                 "hw": (h, w),
                 "align": bool(int(_attr(n, "align_corners", 0))),
+                "elem": elem,
             }
         else:
             settings = _grid_sample_settings(n, src_opset, label)
@@ -443,7 +509,17 @@ def _lower(
                     f"(shape {xshape}); the {sampler} lowering needs them"
                 )
             channels = int(xshape[1]) if xshape is not None and xshape[1] else None
-            plans[i] = {"kind": "GridSample", "settings": settings, "hw": hw, "channels": channels}
+            elems = (types.get(n.input[0], TensorProto.FLOAT),)
+            elems += (types.get(n.input[1], elems[0]),)
+            _check_types(label, sampler, "GridSample", elems)
+            types.setdefault(n.output[0], elems[0])  # no inference through a contrib op
+            plans[i] = {
+                "kind": "GridSample",
+                "settings": settings,
+                "hw": hw,
+                "channels": channels,
+                "types": elems,
+            }
             gshape = shapes.get(n.input[1])
             out_hw = (int(gshape[1]), int(gshape[2])) if gshape and all(gshape[1:3]) else None
             sampled[n.output[0]] = (out_hw, channels)
@@ -467,6 +543,7 @@ def _lower(
         {
             (p["settings"]["mode"], p["settings"]["padding_mode"], p["settings"]["align_corners"])
             + p["hw"]
+            + p["types"]
             for p in plans.values()
             if p["kind"] == "GridSample" and sampler == "custom"
         }
@@ -475,9 +552,11 @@ def _lower(
         name = "GridSample"
         if len(configs) > 1:
             name = f"GridSample_{cfg[0]}_{cfg[1]}_ac{int(cfg[2])}_{cfg[3]}x{cfg[4]}"
+            if cfg[5:] != (TensorProto.FLOAT, TensorProto.FLOAT):  # one body per type
+                name += "_" + "_".join(_type_name(e) for e in sorted(set(cfg[5:])))
         functions[cfg] = name
         settings = {"mode": cfg[0], "padding_mode": cfg[1], "align_corners": cfg[2]}
-        function_protos.append(_custom_function(name, settings, (cfg[3], cfg[4]), target))
+        function_protos.append(_custom_function(name, settings, (cfg[3], cfg[4]), target, cfg[5:]))
 
     new_nodes: list[onnx.NodeProto] = []
     initializers: list[onnx.TensorProto] = []
@@ -492,7 +571,7 @@ def _lower(
         g = GraphBuilder(target, prefix=_prefix(n, i), taken=taken)
         out_name = n.output[0]
         if plan["kind"] == "AffineGrid":
-            y = _emit_affine_grid(g, n, plan["hw"], plan["align"])
+            y = _emit_affine_grid(g, n, plan["hw"], plan["align"], plan["elem"])
         else:
             s = plan["settings"]
             attrs = {
@@ -501,7 +580,14 @@ def _lower(
             }
             if sampler == "portable":
                 y = portable.grid_sample(
-                    g, n.input[0], n.input[1], in_hw=plan["hw"], channels=plan["channels"], **s
+                    g,
+                    n.input[0],
+                    n.input[1],
+                    in_hw=plan["hw"],
+                    channels=plan["channels"],
+                    dtype=plan["types"][0],
+                    grid_dtype=plan["types"][1],
+                    **s,
                 )
             else:  # one sampler node: native GridSample, the contrib op, or our custom op
                 if sampler == "native":
@@ -511,6 +597,7 @@ def _lower(
                     op, domain, mode = "GridSample", MS_DOMAIN, s["mode"]
                 else:  # custom
                     cfg = (s["mode"], s["padding_mode"], s["align_corners"]) + plan["hw"]
+                    cfg += plan["types"]
                     op, domain, mode = functions[cfg], CUSTOM_DOMAIN, s["mode"]
                 y = g.node(
                     op, [n.input[0], n.input[1]], name="y", domain=domain, mode=mode, **attrs
@@ -633,14 +720,16 @@ def lower_file(
     """Lower the ONNX file ``src`` into ``dst`` (written atomically); returns a summary dict:
     ``rewritten`` (count per op type), ``nodes_rewritten``, ``opset_before``, ``opset_after``,
     ``lowering``, ``src``, ``dst``."""
-    from stn_deploy.io.atomic import write_bytes_atomic
+    from stn_deploy.io.atomic import write_bytes_locked
+    from stn_deploy.io.paths import check_not_source
 
     if sampler not in SAMPLERS:
         raise StnDeployError(f"unknown sampler {sampler!r}: expected one of {', '.join(SAMPLERS)}")
+    check_not_source(src, dst)
     model = load_model(src)
     lowered, summary = _lower(model, sampler, opset=opset, inline=inline)
     data = lowered.SerializeToString(deterministic=True)
-    write_bytes_atomic(dst, data)
+    write_bytes_locked(dst, data)  # one writer of dst at a time, as export and quantize
     summary.update({"src": str(src), "dst": str(dst), "bytes": len(data)})
     return summary
 

@@ -9,28 +9,37 @@ A = -0.75), every padding (``zeros``, ``border``, ``reflection``) and both ``ali
 :func:`grid_sample_model` wraps it into a standalone model ``(x, grid) -> y`` for tests and
 benchmarks.
 
-Shapes: ``x`` is ``(N, C, H, W)`` float32 with H and W static (``in_hw``), N dynamic, and C
-dynamic unless ``channels`` is given; ``grid`` is ``(N, H_out, W_out, 2)`` (``grid[..., 0]``
-indexes W, ``grid[..., 1]`` indexes H), H_out and W_out may be dynamic; the result is
-``(N, C, H_out, W_out)``.
+Shapes: ``x`` is ``(N, C, H, W)`` with H and W static (``in_hw``), N dynamic, and C dynamic
+unless ``channels`` is given; ``grid`` is ``(N, H_out, W_out, 2)`` (``grid[..., 0]`` indexes W,
+``grid[..., 1]`` indexes H), H_out and W_out may be dynamic; the result is ``(N, C, H_out,
+W_out)`` in x's type. Empty tensors (N, H_out or W_out = 0) give an empty result of that shape
+(from opset 14 in any combination; at opsets 11-13, where Reshape reads a 0 as "copy this
+dimension", only one of N, H_out and W_out may be 0: two at once fail in the runtime's
+Reshape).
+
+Types: float32 and float64 are computed in their own type (every constant cast to it, the
+same exact arithmetic with float64's split constants); float16 and bfloat16 are computed in
+float32 (their integers above 2048 / 256 are not exact, which the pixel indices need) and the
+result is cast back, so they get torch's float64 result rounded once to the half type.
 
 How it follows torch (the CPU kernel, ``aten/src/ATen/native/cpu/GridSamplerKernel.cpp``)
 -----------------------------------------------------------------------------------------
-* Coordinates are float32 computed in torch's operation order, so they round like torch's:
-  ``(g + 1) * ((size - 1) / 2)`` with align_corners; without, torch's kernel evaluates
-  ``(g + 1) * (size / 2) - 0.5`` as a fused multiply-add (one rounding: measured on torch
-  2.13, and what x86 AVX2/AVX-512, ARM64 and CUDA builds compile it to). ONNX has no FMA, so
-  the lowering reproduces that rounding exactly from plain float32 ops (Dekker's error-free
-  product with a Veltkamp split, Knuth's TwoSum, one final rounding); it skips this when the
-  size is a power of two (the product is then exact) and on request (``exact_fma=False``, two
-  roundings: half an ulp of the coordinate). Without it, torch and the lowering disagree by a
-  few 1e-5 at 224 pixels for bilinear and, for nearest, occasionally pick the other pixel of a
-  near-tie. A runtime that fuses or reassociates float ops may undo the emulation; it then
-  behaves like ``exact_fma=False``.
+* Coordinates are computed in torch's operation order, rounding included, for every input
+  float (:mod:`stn_deploy.export.portable_coords`): ``(g + 1) * ((size - 1) / 2)`` with
+  align_corners; without, torch's kernel evaluates ``(g + 1) * (size / 2) - 0.5`` as a fused
+  multiply-add (one rounding: measured on torch 2.13, and what x86 AVX2/AVX-512, ARM64 and CUDA
+  builds compile it to). ONNX has no FMA, so the lowering reproduces that rounding exactly from
+  plain ops (Dekker's error-free product, Knuth's TwoSum, one final rounding) at every size
+  and magnitude; it skips this when the size is a power of two (the product is then exact)
+  and on request (``exact_fma=False``, two roundings: half an ulp of the coordinate). Without
+  it, torch and the lowering disagree by a few 1e-5 at 224 pixels for bilinear (5e-4 at 4097)
+  and, for nearest, occasionally pick the other pixel of a near-tie. A runtime that fuses or
+  reassociates float ops may undo the emulation; it then behaves like ``exact_fma=False``.
 * ``border`` clips to ``[0, size - 1]``. ``reflection`` reflects like the CPU kernel,
-  ``e = |c - low| - floor(|c - low| / 2span) * 2span; min(e, 2span - e) + low`` with
-  ``low, 2span = 0, 2(size - 1)`` (align_corners) or ``-0.5, 2 size`` (not), then clips to
-  ``[0, size - 1]``; a size-1 axis with align_corners reflects to 0 as torch does.
+  ``e = |c - low| - trunc(|c - low| / 2span) * 2span`` (fused: one rounding, reproduced
+  exactly); ``min(e, 2span - e) + low`` with ``low, 2span = 0, 2(size - 1)`` (align_corners)
+  or ``-0.5, 2 size`` (not), then clips to ``[0, size - 1]``; a size-1 axis with align_corners
+  reflects to 0 as torch does.
 * bilinear and nearest pad the unnormalised coordinate; nearest rounds half to even (ONNX
   ``Round``, torch's ``nearbyint``). bicubic floors the unpadded coordinate and pads each of its
   taps on its own, as torch's ``get_value_bounded`` does; its weights are torch's polynomials
@@ -44,9 +53,13 @@ How it follows torch (the CPU kernel, ``aten/src/ATen/native/cpu/GridSamplerKern
   before forming its two taps, hence the 2-pixel frame; with border and reflection its
   right/bottom tap can be ``size`` with weight 0, so it gets a 1-pixel frame on that side.) The
   frame costs one copy of x; masks would cost several passes over the larger per-tap tensors.
-* Any finite grid gives a finite result: the grid is first clipped to +-2**100 (beyond which
-  nothing changes: the coordinate is out of range, clipped, or reflected from a value whose
-  float32 spacing already exceeds the image), and tap coordinates are clipped before any Cast.
+* NaN and +-inf in the grid give torch's per-pixel result: the pixel is NaN where torch's is
+  (bilinear and bicubic with zeros padding, bicubic with any padding), and otherwise exactly
+  torch's value (border and reflection read pixel 0 for a NaN coordinate, nearest with zeros
+  reads 0). The NaN stays in the weights; tap indices replace it (``Where(IsNaN)``) and are
+  clipped before any Cast, so every gathered index is in range and one bad grid point never
+  touches another pixel or image. Finite coordinates too large for the type overflow to +-inf
+  exactly when torch's do.
 
 Layout and gathering (what makes it fast on ONNX Runtime)
 ---------------------------------------------------------
@@ -63,16 +76,17 @@ tap axis; the result is already NCHW. (The onnx reference evaluator's GatherElem
 through ``np.choose`` and fails on a gathered axis longer than 64, i.e. on images above 64
 pixels; the tests run it on small images and with a corrected GatherElements.)
 
-Index arithmetic is exact: tap coordinates are integer-valued float32, the row-major offset
+Index arithmetic is exact: tap coordinates are integer-valued floats, the row-major offset
 ``y * Wp + x`` is one ``MatMul`` against a constant ``[[1, Wp]]`` (bicubic: a Mul and an Add),
 exact because integers below 2**24 add and multiply exactly in float32 whatever the order (the
 builder refuses images where ``Hp * Wp`` could exceed that), then Cast to int32. Opset 11 has no
 integer Min/Max/Clip, another reason to clip in float.
 
-Opsets: Add, Sub, Mul, Div, Abs, Floor, Round, Min, Max, Clip, MatMul, Cast, Reshape,
-Transpose, Pad, Slice, Concat, Shape, Expand, GatherElements and ReduceSum, all in opset 11; the
-builder writes ReduceSum's ``axes`` as an input from opset 13 on, so the same lowering is valid
-at every opset from 11 to the newest.
+Opsets: Add, Sub, Mul, Div, Abs, Floor, Round, Min, Max, Clip, IsNaN, Where, Less, Equal, And,
+MatMul, Cast, Reshape, Flatten, Unsqueeze, Transpose, Pad, Slice, Concat, Shape, Expand,
+GatherElements and ReduceSum, all in opset 11; the builder writes ReduceSum's and Unsqueeze's
+``axes`` as an input from opset 13 on, and Reshape gets ``allowzero`` from opset 14 on, so the
+same lowering is valid at every opset from 11 to the newest.
 
 Example:
     >>> m = grid_sample_model(2, 1, 28, 28, 28, 28, "bilinear", "zeros", False)
@@ -82,11 +96,24 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import onnx
+from onnx import helper
 
 from stn_deploy.errors import StnDeployError
-from stn_deploy.export.graph import GraphBuilder, value_info
+from stn_deploy.export.graph import GraphBuilder
+from stn_deploy.export.portable_coords import (
+    F32,
+    F64,
+    Num,
+    clip,
+    fconst,
+    pad_coords,
+    unnormalize,
+    where_nan,
+)
 
 MODES = ("bilinear", "nearest", "bicubic")
 PADDING_MODES = ("zeros", "border", "reflection")
@@ -117,153 +144,136 @@ def _check_dim(value: object, what: str, allow_none: bool = False) -> int | None
     return int(value)
 
 
-# ---------------------------------------------------------------- constants
-# Coordinate tensors are laid out (N, 2, ...) with x (W) then y (H) on axis 1; a per-coordinate
-# constant therefore has shape (2, 1, ...) and broadcasts over long contiguous rows.
-def _f32(g: GraphBuilder, values, name: str, trail: int = 1) -> str:
-    """A float32 constant. A per-coordinate pair becomes shape ``(2,) + (1,) * trail``, or a
-    scalar when both entries agree."""
-    arr = np.asarray(values, dtype=np.float32)
-    if arr.ndim == 1 and arr.size == 2:
-        arr = arr[:1].reshape(()) if arr[0] == arr[1] else arr.reshape((2,) + (1,) * trail)
-    return g.const(arr, name=name)
+# ------------------------------------------------------------------ context
+#: the element types the lowering takes
+FLOAT_TYPES = {
+    onnx.TensorProto.FLOAT16: "float16",
+    onnx.TensorProto.BFLOAT16: "bfloat16",
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.DOUBLE: "float64",
+}
 
 
 def _i64(g: GraphBuilder, values, name: str) -> str:
     return g.const(np.asarray(values, dtype=np.int64), name=name)
 
 
-def _significant_bits(v: int) -> int:
-    while v and v % 2 == 0:
-        v //= 2
-    return v.bit_length()
-
-
-# -------------------------------------------------------------- coordinates
-def _unnormalize(
-    g: GraphBuilder, coords: str, sizes: tuple[int, int], align_corners: bool, exact_fma: bool
-) -> str:
-    """``(g + 1) * ((size - 1) / 2)`` or ``fma(g + 1, size / 2, -0.5)`` on ``(N, 2, P)``."""
-    big = 2.0**100  # keeps every later step finite, even for +-inf; beyond it nothing changes
-    coords = g.node(
-        "Clip", [coords, _f32(g, -big, "gs_gmin"), _f32(g, big, "gs_gmax")], name="gs_gc"
-    )
-    a = g.node("Add", [coords, _f32(g, 1.0, "one")], name="gs_g1")
-    if align_corners:
-        return g.node("Mul", [a, _f32(g, [(s - 1) / 2 for s in sizes], "gs_scale")], name="gs_u")
-    scale = _f32(g, [s / 2 for s in sizes], "gs_scale")
-    p = g.node("Mul", [a, scale], name="gs_p")
-    bits = [_significant_bits(s) for s in sizes]
-    # a power-of-two size makes p exact and one rounding is left anyway; the exact split below
-    # needs sizes of at most 12 significant bits (all sizes up to 4096)
-    if not exact_fma or max(bits) == 1 or max(bits) > 12:
-        return g.node("Sub", [p, _f32(g, 0.5, "half")], name="gs_u")
-    # torch's CPU kernel computes (g + 1) * scale - 0.5 with a fused multiply-add (one rounding).
-    # Emulate it exactly in float32: Dekker's error-free product gives p + err == a * scale
-    # (Veltkamp split of a into 12-bit halves; scale has <= 12 significant bits), Knuth's
-    # TwoSum gives s1 + r1 == p - 0.5, and the last Add rounds s1 + (r1 + err) once.
-    c = g.node("Mul", [a, _f32(g, 4097.0, "gs_split")], name="gs_vc")
-    a_hi = g.node("Sub", [c, g.node("Sub", [c, a], name="gs_vd")], name="gs_ahi")
-    a_lo = g.node("Sub", [a, a_hi], name="gs_alo")
-    err = g.node(
-        "Add",
-        [
-            g.node("Sub", [g.node("Mul", [a_hi, scale], name="gs_ph"), p], name="gs_pe"),
-            g.node("Mul", [a_lo, scale], name="gs_pl"),
-        ],
-        name="gs_perr",
-    )
-    neg_half = _f32(g, -0.5, "gs_mhalf")
-    s1 = g.node("Add", [p, neg_half], name="gs_s1")
-    bb = g.node("Sub", [s1, p], name="gs_bb")
-    r1 = g.node(
-        "Add",
-        [
-            g.node("Sub", [p, g.node("Sub", [s1, bb], name="gs_sa")], name="gs_sb"),
-            g.node("Sub", [neg_half, bb], name="gs_sc"),
-        ],
-        name="gs_r1",
-    )
-    return g.node("Add", [s1, g.node("Add", [r1, err], name="gs_lo")], name="gs_u")
-
-
-def _clip(g: GraphBuilder, t: str, lo, hi, name: str, trail: int = 1) -> str:
-    lo_c, hi_c = _f32(g, lo, "gs_lo", trail), _f32(g, hi, "gs_hi", trail)
-    if lo[0] == lo[1] and hi[0] == hi[1]:
-        return g.node("Clip", [t, lo_c, hi_c], name=name)  # scalar bounds (opset 11 Clip)
-    return g.node("Min", [g.node("Max", [t, lo_c], name=f"{name}_lo"), hi_c], name=name)
-
-
-def _reflect(
-    g: GraphBuilder, t: str, sizes: tuple[int, int], align_corners: bool, trail: int
-) -> str:
-    """torch's vectorised ``reflect_coordinates`` (before its clip)."""
-    if align_corners:
-        low = 0.0
-        # a size-1 axis reflects to 0; any nonzero span keeps the arithmetic finite and the
-        # clip to [0, 0] that follows gives torch's 0.
-        span2 = [2 * (s - 1) if s > 1 else 1 for s in sizes]
+def elem_type(dtype: object) -> int:
+    """The ONNX element type of a numpy dtype (or of an ONNX element type); refuses anything but
+    float16, bfloat16, float32 and float64 with a one-line error."""
+    if isinstance(dtype, (int, np.integer)) and not isinstance(dtype, bool):
+        elem = int(dtype)
     else:
-        low = -0.5
-        span2 = [2 * s for s in sizes]
-    span2_c = _f32(g, span2, "gs_span2", trail)
-    if low:
-        t = g.node("Sub", [t, _f32(g, low, "gs_low")], name="gs_rs")
-    a = g.node("Abs", [t], name="gs_ra")
-    flips = g.node("Floor", [g.node("Div", [a, span2_c], name="gs_rq")], name="gs_rf")
-    extra = g.node("Sub", [a, g.node("Mul", [flips, span2_c], name="gs_rm")], name="gs_re")
-    other = g.node("Sub", [span2_c, extra], name="gs_ro")
-    r = g.node("Min", [extra, other], name="gs_rmin")
-    if low:
-        r = g.node("Add", [r, _f32(g, low, "gs_low")], name="gs_rr")
-    return r
+        try:
+            elem = int(helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
+        except (TypeError, ValueError, KeyError):
+            elem = -1
+    if elem not in FLOAT_TYPES:
+        name = (
+            onnx.TensorProto.DataType.Name(elem)
+            if elem in onnx.TensorProto.DataType.values()
+            else dtype
+        )
+        raise StnDeployError(
+            f"the portable grid sample takes float16, bfloat16, float32 or float64 tensors, "
+            f"got {str(name).lower()}"
+        )
+    return elem
 
 
-def _pad_coords(
-    g: GraphBuilder,
-    t: str,
-    sizes: tuple[int, int],
-    padding_mode: str,
-    align_corners: bool,
-    trail: int = 1,
-) -> str:
-    """torch's ``compute_coordinates``: border clips, reflection reflects then clips."""
-    if padding_mode == "zeros":
-        return t
-    if padding_mode == "reflection":
-        t = _reflect(g, t, sizes, align_corners, trail)
-    return _clip(g, t, [0.0, 0.0], [s - 1.0 for s in sizes], "gs_pc", trail)
+@dataclass
+class _Sampler:
+    """What the mode functions share: the builder, the number type, the image size and
+    settings, and reshape targets that survive empty tensors."""
+
+    g: GraphBuilder
+    num: Num
+    h: int
+    w: int
+    padding_mode: str
+    align_corners: bool
+    channels: int | None
+    n: str = ""  # (1,) int64 N (before opset 14: -1, or 0 = "copy" when P is 0)
+    c: str = ""  # (1,) int64 C, from opset 14 when C is dynamic
+    p: str = ""  # (1,) int64 H_out * W_out (before opset 14: -1 where it is 0)
+    shapes: dict = field(default_factory=dict)
+
+    def f(self, values, name: str, trail: int = 1) -> str:
+        return fconst(self.g, values, name, self.num, trail)
+
+    def reshape(self, t: str, dims: tuple, name: str) -> str:
+        """Reshape to ``dims`` (ints, "N", "C", "P") so that empty tensors survive: from opset
+        14 with explicit sizes and ``allowzero``; before, N and P as (-1, P), or (0, -1) when P
+        is 0 (valid unless N and P are both 0), C as 0 ("copy"). Both N and P stay computed:
+        optimizers (ONNX Runtime's, onnxoptimizer's) rewrite a shape with a single unknown
+        into a constant with -1 there, which breaks N = 0 before opset 14."""
+        g, new = self.g, self.g.opset >= 14
+        shape = self.shapes.get(dims)
+        if shape is None:
+            parts = []
+            for d in dims:
+                if d == "N":
+                    parts.append(self.n if new or "P" in dims else _i64(g, [0], "gs_copy"))
+                elif d == "C" and not self.channels:
+                    parts.append(self.c if new else _i64(g, [0], "gs_copy"))
+                elif d == "P":
+                    parts.append(self.p)
+                else:
+                    parts.append(_i64(g, [self.channels if d == "C" else d], "gs_dim"))
+            shape = self.shapes[dims] = g.node("Concat", parts, name="gs_shape", axis=0)
+        return g.node("Reshape", [t, shape], name=name, allowzero=1 if new else None)
+
+
+def _shape_slice(g: GraphBuilder, shape: str, start: int, stop: int, name: str) -> str:
+    return g.node("Slice", [shape, _i64(g, [start], "gs_s"), _i64(g, [stop], "gs_s")], name=name)
+
+
+def _prepare_shapes(s: _Sampler, x: str, grid: str) -> tuple[str, str]:
+    """Fill in N, C and P; returns H_out and W_out."""
+    g = s.g
+    gshape = g.node("Shape", [grid], name="gs_gshape")
+    ho, wo = _shape_slice(g, gshape, 1, 2, "gs_ho"), _shape_slice(g, gshape, 2, 3, "gs_wo")
+    p = g.node("Mul", [ho, wo], name="gs_p")
+    if g.opset >= 14:
+        s.n = _shape_slice(g, gshape, 0, 1, "gs_n")
+        if not s.channels:
+            s.c = _shape_slice(g, g.node("Shape", [x], name="gs_xshape"), 1, 2, "gs_c")
+    else:  # a 0 would mean "copy": N is -1 ("the rest"), or P is when P is 0
+        empty = g.node("Equal", [p, _i64(g, [0], "gs_zero_i")], name="gs_p0")
+        rest, copy = _i64(g, [-1], "gs_rest"), _i64(g, [0], "gs_copy")
+        s.n = g.node("Where", [empty, copy, rest], name="gs_nsafe")
+        p = g.node("Where", [empty, rest, p], name="gs_psafe")
+    s.p = p
+    return ho, wo
 
 
 # -------------------------------------------------------------------- gather
-def _row_major(g: GraphBuilder, coords: str, wp: int) -> str:
+def _row_major(s: _Sampler, coords: str, wp: int) -> str:
     """``x + wp * y`` of integer-valued float coordinates ``(N, 2, P)`` as ``(N, 1, P)``: one
     MatMul against a constant, exact (integers below 2**24 add and multiply exactly)."""
-    rowmajor = g.const(np.array([[1.0, wp]], np.float32), name="gs_rowmajor")
-    return g.node("MatMul", [rowmajor, coords], name="gs_base")
+    rowmajor = s.g.const(np.array([[1.0, wp]]), s.num.dtype, name="gs_rowmajor")
+    return s.g.node("MatMul", [rowmajor, coords], name="gs_base")
 
 
-def _sample(g: GraphBuilder, x: str, index: str, lo: int, hi: int, channels: int | None) -> str:
+def _sample(s: _Sampler, x: str, index: str, lo: int, hi: int) -> str:
     """Read the zero-framed x at the float row-major ``index`` ``(N, ...)``: ``(N, C, K)`` with
     K the number of index entries per image, one GatherElements for every tap and channel
     (several times faster on ONNX Runtime than a Gather of single floats)."""
+    g = s.g
     if lo or hi:
         pads = _i64(g, [0, 0, lo, lo, 0, 0, hi, hi], "gs_pads")
-        x = g.node("Pad", [x, pads, _f32(g, 0.0, "zero")], name="gs_xpad", mode="constant")
-    table = g.node("Reshape", [x, _i64(g, [0, 0, -1], "gs_nc_flat")], name="gs_table")
+        x = g.node("Pad", [x, pads, s.f(0.0, "zero")], name="gs_xpad", mode="constant")
+    table = s.reshape(x, ("N", "C", (s.h + lo + hi) * (s.w + lo + hi)), "gs_table")
     idx = g.node("Cast", [index], name="gs_idx_i", to=onnx.TensorProto.INT32)
-    idx = g.node("Reshape", [idx, _i64(g, [0, 1, -1], "gs_n1_flat")], name="gs_idx")  # (N, 1, K)
-    if channels is None:
-        c = g.node(
-            "Slice",
-            [g.node("Shape", [x], name="gs_xshape"), _i64(g, [1], "gs_s1"), _i64(g, [2], "gs_s2")],
-            name="gs_c",
-        )
+    idx = g.node("Flatten", [idx], name="gs_idx_f", axis=1)  # (N, K): safe when empty
+    idx = g.with_axes("Unsqueeze", idx, [1], name="gs_idx")  # (N, 1, K)
+    if s.channels is None:
         one = _i64(g, [1], "gs_one1")
+        c = _shape_slice(g, g.node("Shape", [x], name="gs_xshape"), 1, 2, "gs_c")
         reps = g.node("Concat", [one, c, one], name="gs_expand_c", axis=0)
         idx = g.node("Expand", [idx, reps], name="gs_idx_c")
-    elif channels != 1:
-        idx = g.node("Expand", [idx, _i64(g, [1, channels, 1], "gs_expand_c")], name="gs_idx_c")
+    elif s.channels != 1:
+        idx = g.node("Expand", [idx, _i64(g, [1, s.channels, 1], "gs_expand_c")], name="gs_idx_c")
     return g.node("GatherElements", [table, idx], name="gs_vals", axis=2)  # (N, C, K)
 
 
@@ -277,102 +287,116 @@ def _check_plane(h: int, w: int, frame: int) -> None:
 
 # --------------------------------------------------------------------- modes
 # Each takes u (N, 2, P) and returns (N, C, P).
-def _bilinear(g, x, u, h, w, padding_mode, align_corners, channels) -> str:
-    sizes = (w, h)
-    u = _pad_coords(g, u, sizes, padding_mode, align_corners)
+def _bilinear(s: _Sampler, x: str, u: str) -> str:
+    g, h, w = s.g, s.h, s.w
+    u = pad_coords(g, u, (w, h), s.padding_mode, s.align_corners, s.num)  # NaN-free if padded
     f = g.node("Floor", [u], name="gs_f")
-    t = g.node("Sub", [u, f], name="gs_t")
+    t = g.node("Sub", [u, f], name="gs_t")  # NaN when u is NaN or +-inf (zeros): as torch
     # weights (N, 1, 4, P), tap k = 2 * ty + tx: torch's (1 - ty)(1 - tx), (1 - ty) tx, ...
-    c1p = _i64(g, [0, 2, 1, -1], "gs_c1p")
-    t4 = g.node("Reshape", [t, c1p], name="gs_t4")
-    sign, offset = _f32(g, [[-1], [1]], "gs_wsign"), _f32(g, [[1], [0]], "gs_woff")
+    t4 = s.reshape(t, ("N", 2, 1, "P"), "gs_t4")
+    sign, offset = s.f([[-1], [1]], "gs_wsign"), s.f([[1], [0]], "gs_woff")
     factors = g.node("Add", [g.node("Mul", [t4, sign], name="gs_wm"), offset], name="gs_wf")
     axis1 = _i64(g, [1], "gs_axis1")
     s0, s1, s2 = _i64(g, [0], "gs_s0"), _i64(g, [1], "gs_s1"), _i64(g, [2], "gs_s2")
     wx = g.node("Slice", [factors, s0, s1, axis1], name="gs_wx")  # (N, 1, 2, P)
     wy = g.node("Slice", [factors, s1, s2, axis1], name="gs_wy")
-    wy = g.node("Reshape", [wy, c1p], name="gs_wyc")  # (N, 2, 1, P)
+    wy = s.reshape(wy, ("N", 2, 1, "P"), "gs_wyc")  # (N, 2, 1, P)
     weights = g.node("Mul", [wy, wx], name="gs_w22")  # (N, 2, 2, P)
-    weights = g.node("Reshape", [weights, _i64(g, [0, 1, 4, -1], "gs_1k4")], name="gs_w")
+    weights = s.reshape(weights, ("N", 1, 4, "P"), "gs_w")
     # indices (N, 4, P)
-    if padding_mode == "zeros":
+    if s.padding_mode == "zeros":
         lo = hi = 2
-        f = _clip(g, f, [-2.0, -2.0], [float(w), float(h)], "gs_fc")
+        f = where_nan(g, f, -2.0, s.num, "gs_fn")  # +-inf is clipped, NaN would not be
+        f = clip(g, f, [-2.0, -2.0], [float(w), float(h)], "gs_fc", s.num)
     else:  # f already in [0, size - 1]; the +1 tap may be `size` (weight 0): frame it
         lo, hi = 0, 1
     wp = w + lo + hi
     taps = lo * (wp + 1) + np.array([[0], [1], [wp], [wp + 1]])
-    index = g.node("Add", [_row_major(g, f, wp), _f32(g, taps, "gs_taps")], name="gs_index")
-    vals = _sample(g, x, index, lo, hi, channels)  # (N, C, 4 P)
-    vals = g.node("Reshape", [vals, _i64(g, [0, 0, 4, -1], "gs_ck4")], name="gs_vals4")
+    index = g.node("Add", [_row_major(s, f, wp), s.f(taps, "gs_taps")], name="gs_index")
+    vals = _sample(s, x, index, lo, hi)  # (N, C, 4 P)
+    vals = s.reshape(vals, ("N", "C", 4, "P"), "gs_vals4")
     weighted = g.node("Mul", [vals, weights], name="gs_wv")
     return g.with_axes("ReduceSum", weighted, [2], name="gs_sum", keepdims=0)
 
 
-def _nearest(g, x, u, h, w, padding_mode, align_corners, channels) -> str:
-    u = _pad_coords(g, u, (w, h), padding_mode, align_corners)
+def _nearest(s: _Sampler, x: str, u: str) -> str:
+    g, h, w = s.g, s.h, s.w
+    u = pad_coords(g, u, (w, h), s.padding_mode, s.align_corners, s.num)
     r = g.node("Round", [u], name="gs_r")  # half to even, as torch's nearbyint
-    if padding_mode == "zeros":
+    if s.padding_mode == "zeros":
         lo = 1
-        r = _clip(g, r, [-1.0, -1.0], [float(w), float(h)], "gs_rc")
+        r = where_nan(g, r, -1.0, s.num, "gs_rn")  # NaN reads 0, as torch
+        r = clip(g, r, [-1.0, -1.0], [float(w), float(h)], "gs_rc", s.num)
     else:  # already in [0, size - 1]
         lo = 0
     wp = w + 2 * lo
-    index = _row_major(g, r, wp)
+    index = _row_major(s, r, wp)
     if lo:
-        index = g.node("Add", [index, _f32(g, lo * (wp + 1), "gs_shift")], name="gs_index")
-    return _sample(g, x, index, lo, lo, channels)
+        index = g.node("Add", [index, s.f(lo * (wp + 1), "gs_shift")], name="gs_index")
+    return _sample(s, x, index, lo, lo)
 
 
-def _bicubic(g, x, u, h, w, padding_mode, align_corners, channels) -> str:
-    a = CUBIC_A
-    f = g.node("Floor", [u], name="gs_f")
-    t = g.node("Sub", [u, f], name="gs_t")
-    c1p = _i64(g, [0, 2, 1, -1], "gs_c1p")
-    # coefficients (N, 2, 4 taps, P): distances t+1, t, 1-t, 2-t
-    t4 = g.node("Reshape", [t, c1p], name="gs_t4")
+def _cubic_coefficients(s: _Sampler, t: str) -> str:
+    """torch's cubic convolution weights of the four taps, ``(N, 2, 4, P)``."""
+    g, a = s.g, CUBIC_A
+    # distances t+1, t, 1-t, 2-t
+    t4 = s.reshape(t, ("N", 2, 1, "P"), "gs_t4")
     dist = g.node(
         "Add",
         [
-            g.node("Mul", [t4, _f32(g, [[1], [1], [-1], [-1]], "gs_dsign")], name="gs_dm"),
-            _f32(g, [[1], [0], [1], [2]], "gs_doff"),
+            g.node("Mul", [t4, s.f([[1], [1], [-1], [-1]], "gs_dsign")], name="gs_dm"),
+            s.f([[1], [0], [1], [2]], "gs_doff"),
         ],
         name="gs_d",
     )
     # ((a x - b) x + c) x - d: torch's outer-tap cubic; the inner taps' ((A+2) x - (A+3)) x x + 1
     # is the same with c = 0, d = -1 (adding 0 and subtracting -1 round exactly the same).
-    pa = _f32(g, [[a], [a + 2], [a + 2], [a]], "gs_ca")
-    pb = _f32(g, [[5 * a], [a + 3], [a + 3], [5 * a]], "gs_cb")
-    pc = _f32(g, [[8 * a], [0], [0], [8 * a]], "gs_cc")
-    pd = _f32(g, [[4 * a], [-1], [-1], [4 * a]], "gs_cd")
+    pa = s.f([[a], [a + 2], [a + 2], [a]], "gs_ca")
+    pb = s.f([[5 * a], [a + 3], [a + 3], [5 * a]], "gs_cb")
+    pc = s.f([[8 * a], [0], [0], [8 * a]], "gs_cc")
+    pd = s.f([[4 * a], [-1], [-1], [4 * a]], "gs_cd")
     c = g.node("Sub", [g.node("Mul", [dist, pa], name="gs_c1"), pb], name="gs_c2")
     c = g.node("Add", [g.node("Mul", [c, dist], name="gs_c3"), pc], name="gs_c4")
-    c = g.node("Sub", [g.node("Mul", [c, dist], name="gs_c5"), pd], name="gs_coef")
+    return g.node("Sub", [g.node("Mul", [c, dist], name="gs_c5"), pd], name="gs_coef")
+
+
+def _bicubic(s: _Sampler, x: str, u: str) -> str:
+    g, h, w = s.g, s.h, s.w
+    f = g.node("Floor", [u], name="gs_f")
+    t = g.node("Sub", [u, f], name="gs_t")  # NaN when u is NaN or +-inf: a NaN pixel, as torch
+    c = _cubic_coefficients(s, t)
+    f = g.node("Where", [g.node("IsNaN", [t], name="gs_tn"), s.f(0.0, "gs_f0"), f], name="gs_fs")
     axis1 = _i64(g, [1], "gs_axis1")
     s0, s1, s2 = _i64(g, [0], "gs_s0"), _i64(g, [1], "gs_s1"), _i64(g, [2], "gs_s2")
     cx = g.node("Slice", [c, s0, s1, axis1], name="gs_cx")  # (N, 1, 4, P): x tap j
-    cx = g.node("Reshape", [cx, _i64(g, [0, 1, 1, 4, -1], "gs_11k4")], name="gs_cx5")
+    cx = s.reshape(cx, ("N", 1, 1, 4, "P"), "gs_cx5")
     cy = g.node("Slice", [c, s1, s2, axis1], name="gs_cy")  # (N, 1, 4, P): y tap i
-    # tap coordinates (N, 2, 4, P), padded one by one as torch's get_value_bounded
-    f4 = g.node("Reshape", [f, c1p], name="gs_f4")
-    taps = g.node("Add", [f4, _f32(g, [[-1], [0], [1], [2]], "gs_tapoff")], name="gs_taps")
-    if padding_mode == "zeros":
+    # tap coordinates (N, 2, 4, P), finite, padded one by one as torch's get_value_bounded
+    f4 = s.reshape(f, ("N", 2, 1, "P"), "gs_f4")
+    taps = g.node("Add", [f4, s.f([[-1], [0], [1], [2]], "gs_tapoff")], name="gs_taps")
+    if s.padding_mode == "zeros":
         lo = 1
-        taps = _clip(g, taps, [-1.0, -1.0], [float(w), float(h)], "gs_tc", trail=2)
+        taps = clip(g, taps, [-1.0, -1.0], [float(w), float(h)], "gs_tc", s.num, trail=2)
     else:
         lo = 0
-        taps = _pad_coords(g, taps, (w, h), padding_mode, align_corners, trail=2)
+        taps = pad_coords(
+            g, taps, (w, h), s.padding_mode, s.align_corners, s.num, trail=2, finite=True
+        )
+        if s.padding_mode == "reflection" and not s.align_corners:
+            # past 2**23 a tap's |tap + 0.5| rounds, and it reflects to a half-integer:
+            # torch truncates each coordinate to int (>= 0 here: floor) before indexing
+            taps = g.node("Floor", [taps], name="gs_tfloor")
     wp = w + 2 * lo
     # row-major index of tap (i, j) = y_i * wp + x_j (+ the frame): (N, 4, 4, P), exact
     tx = g.node("Slice", [taps, s0, s1, axis1], name="gs_tx")  # (N, 1, 4, P)
     ty = g.node("Slice", [taps, s1, s2, axis1], name="gs_ty")
-    ty = g.node("Reshape", [ty, _i64(g, [0, 4, 1, -1], "gs_k41")], name="gs_tyc")  # (N, 4, 1, P)
+    ty = s.reshape(ty, ("N", 4, 1, "P"), "gs_tyc")  # (N, 4, 1, P)
     if lo:
-        tx = g.node("Add", [tx, _f32(g, lo * (wp + 1), "gs_shift")], name="gs_txs")
-    rows = g.node("Mul", [ty, _f32(g, wp, "gs_wp")], name="gs_rowoff")
+        tx = g.node("Add", [tx, s.f(lo * (wp + 1), "gs_shift")], name="gs_txs")
+    rows = g.node("Mul", [ty, s.f(wp, "gs_wp")], name="gs_rowoff")
     index = g.node("Add", [rows, tx], name="gs_index")
-    vals = _sample(g, x, index, lo, lo, channels)  # (N, C, 16 P)
-    vals = g.node("Reshape", [vals, _i64(g, [0, 0, 4, 4, -1], "gs_ck44")], name="gs_vals44")
+    vals = _sample(s, x, index, lo, lo)  # (N, C, 16 P)
+    vals = s.reshape(vals, ("N", "C", 4, 4, "P"), "gs_vals44")
     rows = g.with_axes(
         "ReduceSum", g.node("Mul", [vals, cx], name="gs_vx"), [3], name="gs_rows", keepdims=0
     )  # (N, C, 4, P): x first, as torch
@@ -386,6 +410,33 @@ _FRAME = {"bilinear": 2, "nearest": 1, "bicubic": 1}
 
 
 # ------------------------------------------------------------------- public
+def _cast_inputs(
+    g: GraphBuilder, x: str, grid: str, x_type: int, grid_type: int
+) -> tuple[Num, str, str]:
+    """float64 when either input is, float32 otherwise (float16 and bfloat16 included)."""
+    double = onnx.TensorProto.DOUBLE
+    compute = double if double in (x_type, grid_type) else onnx.TensorProto.FLOAT
+    if x_type != compute:
+        x = g.node("Cast", [x], name="gs_x_cast", to=compute)
+    if grid_type != compute:
+        grid = g.node("Cast", [grid], name="gs_grid_cast", to=compute)
+    return (F64 if compute == double else F32), x, grid
+
+
+def _output(s: _Sampler, out: str, ho: str, wo: str) -> str:
+    """``(N, C, P)`` -> ``(N, C, H_out, W_out)``, empty dimensions included."""
+    g = s.g
+    if g.opset >= 14:
+        c = s.c or _i64(g, [s.channels], "gs_dim")
+        shape = g.node("Concat", [s.n, c, ho, wo], name="gs_yshape", axis=0)
+        return g.node("Reshape", [out, shape], name="gs_y", allowzero=1)
+    # a 0 means "copy": H_out = 0 copies P = 0; W_out = 0 becomes -1 ("the rest", 0 here)
+    empty = g.node("Equal", [wo, _i64(g, [0], "gs_zero_i")], name="gs_wo0")
+    wo = g.node("Where", [empty, _i64(g, [-1], "gs_rest"), wo], name="gs_wosafe")
+    shape = g.node("Concat", [_i64(g, [0, 0], "gs_copy2"), ho, wo], name="gs_yshape", axis=0)
+    return g.node("Reshape", [out, shape], name="gs_y")
+
+
 def grid_sample(
     g: GraphBuilder,
     x: str,
@@ -397,29 +448,34 @@ def grid_sample(
     align_corners: bool,
     channels: int | None = None,
     exact_fma: bool = True,
+    dtype: object = np.float32,
+    grid_dtype: object = None,
 ) -> str:
     """Write ``F.grid_sample(x, grid, mode, padding_mode, align_corners)`` into ``g``.
 
     Args:
         g: the builder (its opset may be anything from 11 on).
-        x: name of a ``(N, C, H, W)`` float32 tensor.
-        grid: name of a ``(N, H_out, W_out, 2)`` float32 tensor of normalised ``(x, y)``.
+        x: name of a ``(N, C, H, W)`` tensor.
+        grid: name of a ``(N, H_out, W_out, 2)`` tensor of normalised ``(x, y)``.
         in_hw: the static ``(H, W)`` of x.
         mode: ``bilinear``, ``nearest`` or ``bicubic``.
         padding_mode: ``zeros``, ``border`` or ``reflection``.
         align_corners: as in torch.
         channels: C when static (C = 1 saves the index broadcast), None when dynamic.
         exact_fma: with align_corners False, reproduce the single rounding of torch's fused
-            ``(g + 1) * (size / 2) - 0.5`` exactly (about 15 extra elementwise ops on the
+            ``(g + 1) * (size / 2) - 0.5`` exactly (about 20 extra elementwise ops on the
             grid, ~25 % of the run time at 64x1x28x28); False rounds twice, which moves a
             coordinate by at most half an ulp (a bilinear error up to ~2**-24 * size * |dx|,
             and, rarely, the other pixel for a nearest-mode tie).
+        dtype: x's type (a numpy dtype or an ONNX element type): float16, bfloat16, float32 or
+            float64; the result has it.
+        grid_dtype: the grid's type, x's when None.
 
     Returns:
-        the name of the ``(N, C, H_out, W_out)`` float32 result.
+        the name of the ``(N, C, H_out, W_out)`` result.
 
     Raises:
-        StnDeployError: an unknown mode or padding, a bad size.
+        StnDeployError: an unknown mode or padding, a bad size, an unsupported type.
     """
     _check_settings(mode, padding_mode, align_corners)
     if g.opset < 11:
@@ -432,23 +488,18 @@ def grid_sample(
     w = _check_dim(in_hw[1], "input width")
     channels = _check_dim(channels, "channels", allow_none=True)
     _check_plane(h, w, _FRAME[mode])
+    x_type = elem_type(dtype)
+    grid_type = x_type if grid_dtype is None else elem_type(grid_dtype)
+    num, x, grid = _cast_inputs(g, x, grid, x_type, grid_type)
+    s = _Sampler(g, num, h, w, padding_mode, bool(align_corners), channels)
+    ho, wo = _prepare_shapes(s, x, grid)
     # (N, H_out, W_out, 2) -> (N, 2, P): coordinates on axis 1, output pixels contiguous
     coords = g.node("Transpose", [grid], name="gs_grid_t", perm=[0, 3, 1, 2])
-    coords = g.node("Reshape", [coords, _i64(g, [0, 2, -1], "gs_c2")], name="gs_coords")
-    u = _unnormalize(g, coords, (w, h), bool(align_corners), bool(exact_fma))
-    out = _MODE_FUNCS[mode](g, x, u, h, w, padding_mode, bool(align_corners), channels)
-    nc = g.node(
-        "Slice",
-        [g.node("Shape", [x], name="gs_xshape"), _i64(g, [0], "gs_s0"), _i64(g, [2], "gs_s2")],
-        name="gs_nc",
-    )
-    hw = g.node(
-        "Slice",
-        [g.node("Shape", [grid], name="gs_gshape"), _i64(g, [1], "gs_s1"), _i64(g, [3], "gs_s3")],
-        name="gs_hw",
-    )
-    shape = g.node("Concat", [nc, hw], name="gs_yshape", axis=0)
-    return g.node("Reshape", [out, shape], name="gs_y")
+    coords = s.reshape(coords, ("N", 2, "P"), "gs_coords")
+    u = unnormalize(g, coords, (w, h), bool(align_corners), bool(exact_fma), padding_mode, num)
+    y = _output(s, _MODE_FUNCS[mode](s, x, u), ho, wo)
+    compute = onnx.TensorProto.DOUBLE if num is F64 else onnx.TensorProto.FLOAT
+    return y if x_type == compute else g.node("Cast", [y], name="gs_y_cast", to=x_type)
 
 
 def grid_sample_model(
@@ -465,9 +516,11 @@ def grid_sample_model(
     dynamic_batch: bool = True,
     *,
     exact_fma: bool = True,
+    dtype: object = np.float32,
 ) -> onnx.ModelProto:
     """A standalone model ``y = grid_sample(x, grid)`` with inputs ``x`` ``(N, C, H, W)``,
-    ``grid`` ``(N, H_out, W_out, 2)`` and output ``y`` ``(N, C, H_out, W_out)``, all float32.
+    ``grid`` ``(N, H_out, W_out, 2)`` and output ``y`` ``(N, C, H_out, W_out)``, all of type
+    ``dtype`` (float32 unless told: float16, bfloat16 or float64).
 
     ``n`` is only recorded when ``dynamic_batch`` is False; ``c``, ``h_out`` or ``w_out`` None
     make that dimension dynamic.
@@ -500,15 +553,17 @@ def grid_sample_model(
         align_corners=align_corners,
         channels=c,
         exact_fma=exact_fma,
+        dtype=dtype,
     )
     g.rename(y, "y")
     settings = f"mode={mode} padding_mode={padding_mode} align_corners={bool(align_corners)}"
+    elem = elem_type(dtype)
     return g.make_model(
         [
-            value_info("x", np.float32, [batch, c_dim, h, w]),
-            value_info("grid", np.float32, [batch, ho_dim, wo_dim, 2]),
+            helper.make_tensor_value_info("x", elem, [batch, c_dim, h, w]),
+            helper.make_tensor_value_info("grid", elem, [batch, ho_dim, wo_dim, 2]),
         ],
-        [value_info("y", np.float32, [batch, c_dim, ho_dim, wo_dim])],
+        [helper.make_tensor_value_info("y", elem, [batch, c_dim, ho_dim, wo_dim])],
         name="stn_deploy_portable_grid_sample",
         doc_string=f"portable (opset-11 ops) lowering of torch grid_sample: {settings}",
     )
