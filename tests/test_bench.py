@@ -1,8 +1,11 @@
 """bench_model: statistics on a sleep-based fake runtime, JSON schema, skip rows, fixed batch,
-baselines, sweep, IO-binding call paths (on ORT CPU memory), plots."""
+baselines, sweep, IO-binding call paths (on ORT CPU memory), plots.
 
+The fake runtime "sleeps" on a fake clock (conftest.FakeClock) that the timer reads, so call
+counts, turns and statistics are exact whatever the load on the machine."""
+
+import functools
 import json
-import time
 
 import numpy as np
 import onnx
@@ -20,7 +23,7 @@ from stn_deploy.bench.result import (
     TOP_KEYS,
 )
 from stn_deploy.bench.tables import format_markdown
-from stn_deploy.bench.timer import time_calls
+from stn_deploy.bench.timer import CallTimer, time_calls
 from stn_deploy.errors import StnDeployError
 from stn_deploy.runtimes import Availability, RuntimeInfo, RuntimeSession, TensorSpec
 
@@ -52,10 +55,10 @@ def relu_model(path, batch="N", shape=(1, 4, 4)):
 
 
 class SleepSession(RuntimeSession):
-    """A fake runtime whose run sleeps ``base + per_image * batch`` seconds."""
+    """A fake runtime whose run sleeps ``base + per_image * batch`` seconds (with ``sleep``)."""
 
-    def __init__(self, name, base=0.002, per_image=0.0, fixed=None):
-        self.base, self.per_image = base, per_image
+    def __init__(self, name, base=0.002, per_image=0.0, fixed=None, *, sleep):
+        self.base, self.per_image, self.sleep = base, per_image, sleep
         self.inputs = [TensorSpec("x", "float32", (fixed, 1, 4, 4))]
         self.outputs = [TensorSpec("y", "float32", (fixed, 1, 4, 4))]
         self.info = RuntimeInfo(name, "fake", "0", "CPU", ("fake",))
@@ -63,21 +66,23 @@ class SleepSession(RuntimeSession):
 
     def run(self, feeds, output_names=None):
         self.calls += 1
-        time.sleep(self.base + self.per_image * len(feeds["x"]))
+        self.sleep(self.base + self.per_image * len(feeds["x"]))
         return {"y": feeds["x"]}
 
 
 @pytest.fixture
-def fake_runtime(monkeypatch):
-    """Make runtime 'cpu' a SleepSession; returns a dict to set its timings."""
+def fake_runtime(monkeypatch, fake_clock):
+    """Make every runtime a SleepSession on ``fake_clock``, which bench's timer reads; returns
+    a dict to set its timings."""
     cfg = {"base": 0.002, "per_image": 0.0, "fixed": None, "sessions": []}
 
     def fake_open(name, model, **kw):
-        s = SleepSession(name, cfg["base"], cfg["per_image"], cfg["fixed"])
+        s = SleepSession(name, cfg["base"], cfg["per_image"], cfg["fixed"], sleep=fake_clock.sleep)
         cfg["sessions"].append(s)
         return s
 
     monkeypatch.setattr(bench_runner, "open_session", fake_open)
+    monkeypatch.setattr(bench_runner, "CallTimer", functools.partial(CallTimer, clock=fake_clock))
     monkeypatch.setattr(bench_api, "availability", lambda n: Availability(n, True))
     return cfg
 
@@ -96,13 +101,18 @@ def test_latency_stats_on_known_times():
         latency_stats([], 1)
 
 
-def test_time_calls_counts_warmup_iters_and_duration():
+def test_time_calls_counts_warmup_iters_and_duration(fake_clock):
     calls = []
     times = time_calls(lambda: calls.append(1), warmup=3, iters=7)
     assert len(times) == 7 and len(calls) == 10
     calls.clear()
-    times = time_calls(lambda: (calls.append(1), time.sleep(0.005)), warmup=0, duration=0.05)
-    assert 5 <= len(times) <= 12  # ~10 calls of 5 ms, at least MIN_ITERS
+    tick = 2.0**-7  # a call of ~7.8 ms; binary fractions: the clock's sums are exact
+    call = lambda: (calls.append(1), fake_clock.sleep(tick))  # noqa: E731
+    times = time_calls(call, warmup=0, duration=10 * tick, clock=fake_clock)
+    assert times == [tick] * 10 and len(calls) == 10  # calls until the duration is spent
+    calls.clear()
+    times = time_calls(call, warmup=2, duration=2 * tick, clock=fake_clock)
+    assert times == [tick] * 5 and len(calls) == 7  # but at least MIN_ITERS timed calls
     for bad in ({"warmup": -1}, {"iters": 0}, {"duration": 0.0}, {"iters": 2, "duration": 1.0}):
         with pytest.raises(StnDeployError):
             time_calls(lambda: None, **bad)
@@ -118,10 +128,10 @@ def test_statistics_of_a_sleeping_runtime(fake_runtime, tmp_path):
     for batch, expect_us in ((1, 2500), (8, 6000)):
         s = rows[batch].stats
         assert s.iters == 6 and s.batch == batch
-        # sleep never returns early; a loaded machine may add a lot: tolerant upper bounds
-        assert expect_us * 0.95 <= s.min_us <= s.p50_us <= s.p90_us <= s.p99_us <= s.max_us
-        assert s.p50_us < expect_us * 4
-        assert s.min_us <= s.mean_us <= s.max_us
+        # every call takes exactly its fake time: all the statistics are that time
+        for got in (s.min_us, s.p50_us, s.p90_us, s.p99_us, s.max_us, s.mean_us):
+            assert got == pytest.approx(expect_us, rel=1e-9)
+        assert s.std_us == pytest.approx(0.0, abs=1e-6)
         assert s.images_per_s == pytest.approx(batch / (s.mean_us * 1e-6))
     assert rows[8].stats.p50_us > rows[1].stats.p50_us
 
@@ -148,7 +158,7 @@ def test_json_schema_is_stable(fake_runtime, tmp_path):
 
 
 def test_fixed_batch_model_benches_its_own_size_and_says_so(fake_runtime, tmp_path):
-    fake_runtime.update(base=0.0, fixed=2)
+    fake_runtime.update(base=1e-4, fixed=2)  # on the fake clock: takes no real time
     model = relu_model(tmp_path / "m.onnx", batch=2)
     r = bench_model(model, runtimes="cpu", batch_sizes=(1, 8), iters=2, progress=False)
     assert [(row.batch, row.status) for row in r.rows] == [
@@ -256,18 +266,24 @@ def test_io_binding_and_cuda_graph_calls_work_on_host_memory():
     sess = ort.InferenceSession(NATIVE, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).standard_normal((2, 1, 42, 42)).astype(np.float32)
     (want,) = sess.run(None, {"image": x})
-    iobinding_call(sess, "cpu", {"image": x}, ["log_probs"])()
+    bound = iobinding_call(sess, "cpu", {"image": x}, ["log_probs"])
+    bound()
+    (got,) = bound.outputs()
+    np.testing.assert_array_equal(got, want)  # the same session on the same input: exact
     shapes = {"log_probs": (want.shape, want.dtype)}
     call = cuda_graph_call(sess, "cpu", {"image": x}, shapes)
     call()
     call()
+    (got,) = call.outputs()
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
 
 
 def test_latency_plot(tmp_path, monkeypatch, fake_runtime):
     from stn_deploy.report.latency_plot import save_latency_plot
 
     model = relu_model(tmp_path / "m.onnx")
-    fake_runtime.update(base=0.0)
+    fake_runtime.update(base=1e-4, per_image=1e-4)  # on the fake clock: takes no real time
     d = bench_model(model, runtimes="cpu", batch_sizes=(1, 4), iters=2, progress=False).to_dict()
     out = save_latency_plot(d, tmp_path / "plot.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -288,13 +304,55 @@ def test_openvino_bf16_is_labelled():
     ).to_dict()
     by = {r["runtime"]: r for r in d["rows"]}
     assert by["openvino"]["precision"] == "fp32"
-    assert by["openvino-bf16"]["precision"] == "bf16 compute"
+    # the label is what OpenVINO computes in, which depends on the CPU: bf16 where it has
+    # bf16 support (AVX512-BF16, AMX), else f32 and a note saying the request fell back
     info = {r["runtime"]: r["runtime_info"] for r in d["routes"]}
-    assert "bfloat16" in info["openvino-bf16"]["extra"]["inference_precision"]
+    reported = info["openvino-bf16"]["extra"]["inference_precision"]
+    import openvino as ov
+
+    has_bf16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    assert ("bfloat16" in reported) == has_bf16
+    fallback = [n for n in d["notes"] if n.startswith("openvino-bf16: asked to compute in bf16")]
+    if "bfloat16" in reported:
+        assert by["openvino-bf16"]["precision"] == "bf16 compute"
+        assert info["openvino-bf16"]["extra"]["compute_precision"] == "bf16"
+        assert not fallback
+    else:
+        assert "float32" in reported
+        assert by["openvino-bf16"]["precision"] == "fp32"
+        assert info["openvino-bf16"]["extra"]["compute_precision"] == "fp32"
+        assert len(fallback) == 1 and "computes in fp32" in fallback[0]
+    assert info["openvino"]["extra"]["compute_precision"] == "fp32"
+
+
+def test_bf16_label_follows_the_session():
+    """The route is labelled by the precision the opened session reports, not by the request."""
+    from stn_deploy.bench import runner as r
+    from stn_deploy.bench.result import Route
+
+    route = Route(
+        "x/model",
+        "model",
+        "openvino-bf16",
+        "m",
+        precision="bf16 compute",
+        compute="bf16",
+        file_precision="fp32",
+    )
+
+    class _S:
+        info = type("I", (), {"library": "openvino"})()
+        compute_precision = "bf16"
+
+    assert r._confirm_compute(route, _S()) is None and route.precision == "bf16 compute"
+    _S.compute_precision = "fp32"
+    note = r._confirm_compute(route, _S())
+    assert route.precision == "fp32" and "computes in fp32" in note
 
 
 def test_routes_take_turns_when_interleaved(fake_runtime, tmp_path, monkeypatch):
-    monkeypatch.setattr(bench_runner, "TURN_SECONDS", 0.004)
+    tick = 2.0**-10  # a call of ~1 ms; binary fractions: the fake clock's sums are exact
+    monkeypatch.setattr(bench_runner, "TURN_SECONDS", 4 * tick)
     log = []
     original = SleepSession.run
 
@@ -303,24 +361,22 @@ def test_routes_take_turns_when_interleaved(fake_runtime, tmp_path, monkeypatch)
         return original(self, feeds, output_names)
 
     monkeypatch.setattr(SleepSession, "run", logged)
-    fake_runtime.update(base=0.001)
+    fake_runtime.update(base=tick)
     model = relu_model(tmp_path / "m.onnx")
-    for interleave, most_switches in ((True, None), (False, 1)):
+    # 30 calls each; interleaved: turns of 4 calls (7 full turns and one of 2 each)
+    turns = [*["cpu"] * 4, *["openvino"] * 4] * 7 + [*["cpu"] * 2, *["openvino"] * 2]
+    for interleave, want in ((True, turns), (False, ["cpu"] * 30 + ["openvino"] * 30)):
         log.clear()
         r = bench_model(
             model,
             runtimes="cpu,openvino",
             batch_sizes=(1,),
             warmup=0,
-            duration=0.03,
+            duration=30 * tick,
             interleave=interleave,
             progress=False,
         )
         assert [row.status for row in r.rows] == ["ok", "ok"]
-        assert all(row.stats.iters >= 5 for row in r.rows)
-        switches = sum(a != b for a, b in zip(log, log[1:], strict=False))
-        if most_switches is None:
-            assert switches >= 4, log  # turns of ~4 ms: several hand-overs
-        else:
-            assert switches <= most_switches, log
+        assert [row.stats.iters for row in r.rows] == [30, 30]
+        assert log == want
         assert r.to_dict()["settings"]["interleave"] is interleave

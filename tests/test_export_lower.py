@@ -4,7 +4,10 @@ Tolerances (absolute; x is standard normal, grids include out-of-range coordinat
 - portable / custom (either form) against torch: 1e-5 for bilinear and nearest, 1e-4 for
   bicubic (the portable sampler itself is tested far tighter in test_export_portable.py).
 - native / ort-contrib against the original model on ORT: 1e-6 (the same ORT kernel).
-- AffineGrid lowered to MatMul + GridSample against torch's affine_grid + grid_sample: 1e-5.
+- AffineGrid lowered to MatMul + GridSample against torch's affine_grid + grid_sample: the
+  sampled-image tolerance of tests/tolerances.py (1e-4 times max(1, max|out|)): the grid is
+  computed on each side (ORT's MatMul, torch's affine_grid), so the coordinates and the sampled
+  values carry CPU-dependent rounding (measured 3.3e-6 on ~3).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
+from tolerances import SAMPLED, assert_close
 
 from stn_deploy.cli import main
 from stn_deploy.errors import StnDeployError
@@ -224,7 +228,7 @@ def test_affine_grid_opset20_lowered(align, sampler, opset, const_node):
     else:
         assert "GridSample" not in ops
     (out,) = _run(lowered, feeds)
-    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5)
+    assert_close(out, ref, atol_scale=SAMPLED)
 
 
 def test_native_mode_renaming_16_to_20_and_back(torch_model):
@@ -481,7 +485,15 @@ def test_affine_base_grid_is_torchs_bit_for_bit(h, w, align):
         ref = F.affine_grid(identity, (1, 1, h, w), align_corners=align)
     base = _affine_base_grid(h, w, align)
     assert base.dtype == np.float32 and base.shape == (h * w, 3)
-    np.testing.assert_array_equal(base[:, :2], ref[0].reshape(-1, 2).numpy())
+    if torch.backends.cpu.get_cpu_capability() != "DEFAULT":
+        np.testing.assert_array_equal(base[:, :2], ref[0].reshape(-1, 2).numpy())
+    else:
+        # The grid follows torch's SIMD linspace (AVX2, AVX-512), one fused multiply-add per
+        # entry, so an exported file is the same on every machine. torch's non-SIMD DEFAULT
+        # kernel (ATEN_CPU_CAPABILITY=default, CI's second run) rounds twice: up to one ulp of
+        # the grid's range [-1, 1] away.
+        err = np.abs(base[:, :2] - ref[0].reshape(-1, 2).numpy())
+        assert err.max(initial=0.0) <= np.spacing(np.float32(1.0))
     assert (base[:, 2] == 1).all()
 
 
@@ -536,4 +548,4 @@ def test_stock_opset20_stn_export_with_dynamic_batch(tmp_path, sampler):
         with torch.inference_mode():
             ref = model(x).numpy()
         (got,) = _run(lowered, {"x": x.numpy()})
-        np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
+        assert_close(got, ref, atol_scale=SAMPLED)

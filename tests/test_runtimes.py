@@ -7,6 +7,7 @@ import json
 import numpy as np
 import onnx
 import pytest
+from tolerances import assert_close
 
 from stn_deploy.errors import StnDeployError
 from stn_deploy.export.golden import bundle_path, read_bundle
@@ -60,7 +61,7 @@ def test_every_lowering_matches_its_golden_bundle(lowering, runtime):
     s = open_session(runtime, path)
     assert [t.name for t in s.inputs] == ["image"]
     out = s.run(bundle.inputs)
-    np.testing.assert_allclose(out["log_probs"], bundle.outputs["log_probs"], atol=1e-4, rtol=0)
+    assert_close(out["log_probs"], bundle.outputs["log_probs"])  # committed on another machine
     assert s.info.name == runtime and s.info.version
 
 
@@ -87,7 +88,7 @@ def test_reference_gather_elements_beyond_64_entries():
     ref = open_session("reference", model).run(feeds)
     ort = open_session("cpu", model).run(feeds)
     (name,) = ref
-    np.testing.assert_allclose(ref[name], ort[name], atol=1e-5)
+    assert_close(ort[name], ref[name])
 
 
 def test_ort_placement_from_the_profiler():
@@ -153,7 +154,7 @@ def test_torch_session_answers_with_the_exported_output_names():
     path, bundle = _exported("native")
     s = open_session("torch", path, loaded=loaded, output_names=["log_probs", "theta"])
     out = s.run(bundle.inputs)
-    np.testing.assert_allclose(out["log_probs"], bundle.outputs["log_probs"], atol=1e-5)
+    assert_close(out["log_probs"], bundle.outputs["log_probs"])  # torch here vs a committed file
     assert out["theta"].shape == (len(bundle.inputs["image"]), 6)  # affine: 6 parameters
     with pytest.raises(StnDeployError, match="needs a checkpoint"):
         open_session("torch", path)
@@ -164,4 +165,4 @@ def test_model_proto_in_memory_on_every_runtime():
     model = onnx.load(path)
     for rt in ("cpu", "openvino", "reference"):
         out = open_session(rt, model).run(bundle.inputs)
-        np.testing.assert_allclose(out["log_probs"], bundle.outputs["log_probs"], atol=1e-4)
+        assert_close(out["log_probs"], bundle.outputs["log_probs"])

@@ -69,7 +69,9 @@ def test_learns_generated_digits(tmp_path):
     )
     errors = [h["test_error"] for h in result["history"]]
     assert errors[-1] < 40.0, errors  # chance is 90 %
-    assert errors[-1] < errors[0] or errors[0] < 40.0
+    # and it kept learning after the first epoch (measured: 1.36 -> 0.14; flat if it did not)
+    losses = [h["train_loss"] for h in result["history"]]
+    assert losses[-1] < 0.5 * losses[0], losses
 
 
 def _weights(path):

@@ -15,10 +15,11 @@ import onnx
 import pytest
 from click.testing import CliRunner
 from onnx import numpy_helper
+from tolerances import tolerance
 
 from stn_deploy.cli import main
 from stn_deploy.data import mnist_available
-from stn_deploy.export.golden import read_bundle, write_bundle
+from stn_deploy.export.golden import bundle_path, read_bundle, write_bundle
 from stn_deploy.io.hashing import file_sha256
 from stn_deploy.runtimes import NodePlacement, availability
 from stn_deploy.verify import format_table, verify_model
@@ -69,7 +70,9 @@ def test_every_lowering_agrees_across_ort_openvino_reference(lowering):
     assert [s["name"] for s in rep.input_sets] == ["golden", "stress"]
     golden = next(s for s in by["reference"].sets if s.input_set == "golden")
     assert golden.reference == "golden bundle" and golden.outputs[0].argmax_agreement == 1.0
-    assert golden.outputs[0].stats.max_abs < 1e-4
+    # the bundle was committed from another machine: reordering noise scaled by its magnitude
+    committed = read_bundle(bundle_path(model(lowering))).outputs["log_probs"]
+    assert golden.outputs[0].stats.max_abs <= tolerance(committed)
     if HAVE_OV:
         if lowering == "ort-contrib":  # a correct failure: OpenVINO has no com.microsoft ops
             assert by["openvino"].status == "error"

@@ -121,6 +121,11 @@ class Route:
     skip: str | None = None  # set before running: every row of the route is skipped for this
     skip_status: str = "skipped"  # or "failed" (e.g. the stock export failed)
     runtime_info: dict[str, Any] | None = None
+    # the runtime was asked to compute in this precision (``openvino-bf16``: "bf16"); the
+    # label ``precision`` says "<it> compute" only once the opened session confirms it, else
+    # it falls back to ``file_precision`` (neither is in the JSON: ``precision`` says it all)
+    compute: str | None = None
+    file_precision: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ROUTE_KEYS}

@@ -355,8 +355,16 @@ def _draw_e(rng: np.random.Generator, n: int, pool_size: int | None) -> dict[str
 
 def _warp_e(images: np.ndarray, p: dict[str, np.ndarray], pool: np.ndarray | None) -> np.ndarray:
     size = CANVAS["e"]
-    disp = _tps_basis() @ np.swapaxes(p["disp"], 1, 2).reshape(-1, E_GRID.size**2).T  # (P, 2B)
-    disp = disp.T.reshape(-1, 2, size, size)  # (B, 2, S, S)
+    basis = _tps_basis()  # (P, K)
+    ctrl = np.swapaxes(p["disp"], 1, 2)  # (B, 2, K)
+    # The sum over the K control points is spelled out as elementwise float32 multiply-adds in
+    # a fixed order, not a matmul: a BLAS gemm's blocking (and so its rounding) depends on the
+    # number of columns, i.e. on the chunk size, and on the CPU's kernel, and the result must
+    # be bit-identical whatever the chunking.
+    disp = np.zeros((ctrl.shape[0], 2, basis.shape[0]), np.float32)
+    for k in range(basis.shape[1]):
+        disp += ctrl[:, :, k, None] * basis[None, None, :, k]
+    disp = disp.reshape(-1, 2, size, size)  # (B, 2, S, S)
     x, y = _grid(size)
     src_x = x + disp[:, 0]
     src_y = y + disp[:, 1]

@@ -73,6 +73,10 @@ class OpenVinoSession(RuntimeSession):
             for n in port.get_names():
                 self._out_ports[n] = port
         self.primary = device
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        #: the precision the compiled model actually computes in ("fp32", "bf16", "fp16"): a
+        #: bf16 hint falls back to f32 on CPUs without bf16 support, silently
+        self.compute_precision = compute_precision_name(hint)
         self.info = RuntimeInfo(
             name=name,
             library="openvino",
@@ -81,7 +85,8 @@ class OpenVinoSession(RuntimeSession):
             providers=(device,),
             extra={
                 "threads": threads or 0,
-                "inference_precision": str(self.compiled.get_property("INFERENCE_PRECISION_HINT")),
+                "inference_precision": str(hint),
+                "compute_precision": self.compute_precision,
             },
         )
 
@@ -99,6 +104,28 @@ class OpenVinoSession(RuntimeSession):
                 raise StnDeployError(f"OpenVINO model has no output {n!r}")
             out[n] = np.array(res[port], copy=True)
         return out
+
+
+def compute_precision_name(hint: object) -> str:
+    """OpenVINO's ``INFERENCE_PRECISION_HINT`` (an ``ov.Type`` or a string such as ``bf16``,
+    ``f32``, ``<Type: 'bfloat16'>``) as stn-deploy names precisions: fp32, bf16, fp16, ..."""
+    get_name = getattr(hint, "get_type_name", None)
+    name = str(get_name() if callable(get_name) else hint).lower()
+    # most specific first: "bfloat16" contains "float16", "bf16" contains "f16"
+    for key, label in _PRECISION_NAMES:
+        if key in name:
+            return label
+    return name
+
+
+_PRECISION_NAMES = (
+    ("bfloat16", "bf16"),
+    ("bf16", "bf16"),
+    ("float16", "fp16"),
+    ("f16", "fp16"),
+    ("float32", "fp32"),
+    ("f32", "fp32"),
+)
 
 
 def ov_message(exc: Exception) -> str:
