@@ -1,7 +1,8 @@
 """``stn-deploy run``: train (or load) -> export -> verify -> bench -> one report folder.
 
 The folder is built beside its final place and renamed into it at the end, so a run that fails
-half-way leaves no partial report::
+half-way leaves no partial report; one run at a time writes a given folder (a lock file beside
+it), and nothing this run did not make is removed (see :mod:`stn_deploy.io.folders`)::
 
     OUT/report.md, OUT/report.json      what was done, the figures, the verdict
     OUT/rectification.png               inputs and what the STN made of them
@@ -14,15 +15,22 @@ half-way leaves no partial report::
 from __future__ import annotations
 
 import json
+import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stn_deploy.errors import StnDeployError
-from stn_deploy.io.atomic import ensure_writable_dir
+from stn_deploy.errors import StnDeployError, one_line
+from stn_deploy.io.atomic import (
+    ensure_writable_dir,
+    missing_dirs,
+    remove_empty_dirs,
+    write_text_atomic,
+)
+from stn_deploy.io.folders import clean_stale, new_work_folder, place_folder
+from stn_deploy.io.locks import destination_lock
 
 DEFAULT_BATCH_SIZES = (1, 8, 64, 256)
 
@@ -34,6 +42,7 @@ class RunOptions:
     model: str = "mnist-affine"  # zoo name (trained here), checkpoint file, or module:callable
     checkpoint: str | None = None  # weights for a zoo name: then nothing is trained
     input_shape: str | None = None  # C,H,W of a module:callable
+    trust_factory: bool = False  # load a checkpoint that names a factory (code) all the same
     distortion: str = "rts"
     epochs: int = 5
     max_minutes: float | None = None
@@ -91,27 +100,51 @@ def run_pipeline(
 
     check_precision(opts.precision)
     from stn_deploy.bench.plan import check_batch_sizes
+    from stn_deploy.bench.timer import check_budget
 
     check_batch_sizes(opts.batch_sizes)  # as bench will, but before training
+    check_budget(0, None, opts.bench_duration)
+    if opts.input_shape is not None and ":" not in opts.model:  # a zoo name or checkpoint file
+        raise StnDeployError("--input-shape applies only to a module:callable --model")
+    made = missing_dirs(parent)
     ensure_writable_dir(parent)  # created if missing, as train does
     try:
-        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-    except OSError as exc:
-        raise StnDeployError(f"cannot write to directory {parent}: {exc.strerror}") from None
-    try:
-        report = _run(opts, work, cache_dir, progress, log)
-        _write_reports(report, work, out)
-        if out.exists():
-            shutil.rmtree(out)
-        work.rename(out)
+        with destination_lock(out):  # one run per --out at a time
+            report = _build(opts, out, force, cache_dir, progress, log)
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_empty_dirs(made)
         raise
     from stn_deploy.report.run_report import bench_headline
 
     for line in bench_headline(report["bench"]):
         log(line.replace("**", ""))
     log(f"verify: {'passed' if report['passed'] else 'FAILED'}; report: {out / 'report.md'}")
+    return report
+
+
+def _build(opts: RunOptions, out: Path, force: bool, cache_dir, progress, log) -> dict[str, Any]:
+    """Under ``out``'s lock: undo what killed runs left, run every step in a work folder beside
+    ``out`` and put it in place (:mod:`stn_deploy.io.folders`); the work folder is removed on
+    any error, and an error names the final paths, not the work folder's."""
+    for line in clean_stale(out):
+        log(line)
+    if os.path.lexists(out) and not force:
+        raise StnDeployError(f"{out} already exists: pass --force to replace it")
+    work = new_work_folder(out)
+    try:
+        report = _run(opts, work, cache_dir, progress, log)
+        _write_reports(report, work, out)
+        place_folder(work, out, replace=force)
+    except StnDeployError as exc:
+        raise StnDeployError(str(exc).replace(str(work), str(out))) from None
+    except OSError as exc:
+        where = str(exc.filename if exc.filename is not None else out)
+        if exc.filename is None or where.startswith(str(work)):
+            where = f"cannot write {where.replace(str(work), str(out))}"
+        raise StnDeployError(f"{where}: {exc.strerror or one_line(exc)}") from None
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
     return report
 
 
@@ -160,7 +193,12 @@ def _run(opts, work: Path, cache_dir, progress, log) -> dict[str, Any]:
             shutil.copyfile(work / "train" / metrics["picture"], work / "rectification.png")
             report["rectification_png"] = "rectification.png"
     else:
-        loaded = load_model(opts.model, checkpoint=opts.checkpoint, input_shape=opts.input_shape)
+        loaded = load_model(
+            opts.model,
+            checkpoint=opts.checkpoint,
+            input_shape=opts.input_shape,
+            trust_factory=opts.trust_factory,
+        )
         steps["load"] = {"source": loaded.source, "seconds": time.perf_counter() - t}
         if _save_rectification(loaded, work / "rectification.png", opts, cache_dir):
             report["rectification_png"] = "rectification.png"
@@ -283,7 +321,7 @@ def _write_reports(report: dict[str, Any], work: Path, out: Path) -> None:
         return text.replace(str(work), str(out))
 
     for name, value in (("verify", report["verify"]), ("bench", report["bench"])):
-        (work / f"{name}.json").write_text(final(json.dumps(value, indent=2)))
+        write_text_atomic(work / f"{name}.json", final(json.dumps(value, indent=2)))
     report = json.loads(final(json.dumps(report, default=str)))
-    (work / "report.json").write_text(json.dumps(report, indent=2))
-    (work / "report.md").write_text(format_run_report(report))
+    write_text_atomic(work / "report.json", json.dumps(report, indent=2))
+    write_text_atomic(work / "report.md", format_run_report(report))

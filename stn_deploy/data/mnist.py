@@ -45,7 +45,7 @@ import numpy as np
 
 from stn_deploy.data.idx import read_idx
 from stn_deploy.errors import StnDeployError
-from stn_deploy.io.atomic import atomic_path
+from stn_deploy.io.atomic import WriteError, atomic_path
 from stn_deploy.io.hashing import file_sha256
 
 __all__ = [
@@ -344,10 +344,10 @@ def _write_npz_atomic(target: Path, arrays: dict[str, np.ndarray]) -> None:
             np.savez_compressed(fh, **arrays)
             fh.flush()
             os.fsync(fh.fileno())
-    except OSError as exc:
+    except (OSError, WriteError) as exc:
+        reason = exc.reason if isinstance(exc, WriteError) else exc.strerror or exc
         raise StnDeployError(
-            f"cannot write {target}: {exc.strerror or exc}; set STN_DEPLOY_CACHE to a writable "
-            "directory"
+            f"cannot write {target}: {reason}; set STN_DEPLOY_CACHE to a writable directory"
         ) from None
 
 

@@ -32,12 +32,10 @@ from torch import nn
 
 import stn_deploy
 from stn_deploy.errors import StnDeployError, one_line
-from stn_deploy.export.golden import bundle_path, write_bundle
+from stn_deploy.export.golden import bundle_path, write_model_with_bundle
 from stn_deploy.export.lower import lower_model
 from stn_deploy.export.metadata import write_metadata
 from stn_deploy.export.targets import get_target
-from stn_deploy.io.atomic import atomic_path
-from stn_deploy.io.hashing import file_sha256
 from stn_deploy.models.loading import LoadedModel
 from stn_deploy.models.separable import separable_attention_sample
 from stn_deploy.models.stn import SpatialTransformer
@@ -416,15 +414,13 @@ def export_model(
             loaded, onnx_model, precision, precision_options or {}
         )
     data = onnx_model.SerializeToString()
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-        golden = bundle_path(path)
-        write_bundle(
-            golden,
-            {"image": x},
-            {n: o.detach().numpy() for n, o in zip(names, outs, strict=True)},
-            {"model_sha256": file_sha256(tmp), "model": path.name, "source": source, "seed": seed},
-        )
+    write_model_with_bundle(
+        path,
+        data,
+        {"image": x},
+        {n: o.detach().numpy() for n, o in zip(names, outs, strict=True)},
+        {"model": path.name, "source": source, "seed": seed},
+    )
     nodes = len(onnx_model.graph.node)
     return {
         "path": str(path),

@@ -19,6 +19,8 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import zipfile
 from dataclasses import dataclass, field
@@ -28,8 +30,10 @@ from typing import Any
 import numpy as np
 
 from stn_deploy.errors import StnDeployError
-from stn_deploy.io.atomic import atomic_path
+from stn_deploy.io.atomic import replace_together, write_bytes_atomic
 from stn_deploy.io.hashing import file_sha256
+from stn_deploy.io.locks import destination_lock
+from stn_deploy.runtimes.base import TensorSpec, dims_fit, shown_dims
 
 FORMAT = "stn-deploy/golden-v1"
 
@@ -57,6 +61,29 @@ def _check_arrays(kind: str, arrays: dict[str, np.ndarray]) -> None:
             raise StnDeployError(f"golden {kind} {name!r} must be a numeric numpy array")
 
 
+def encode_bundle(
+    inputs: dict[str, np.ndarray],
+    outputs: dict[str, np.ndarray],
+    meta: dict[str, Any] | None = None,
+) -> bytes:
+    """The bytes of a bundle file (same arrays and meta give the same bytes)."""
+    _check_arrays("input", inputs)
+    _check_arrays("output", outputs)
+    payload = {f"input/{k}": np.ascontiguousarray(v) for k, v in sorted(inputs.items())}
+    payload.update({f"output/{k}": np.ascontiguousarray(v) for k, v in sorted(outputs.items())})
+    payload["meta"] = np.array(json.dumps({"format": FORMAT, **(meta or {})}, sort_keys=True))
+    buf = io.BytesIO()
+    # np.savez stamps the current time into the zip entries; write the zip ourselves with a
+    # fixed date so identical bundles are byte-identical.
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for key, value in payload.items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with zf.open(info, "w") as fh:
+                np.lib.format.write_array(fh, value, allow_pickle=False)
+    return buf.getvalue()
+
+
 def write_bundle(
     path: str | Path,
     inputs: dict[str, np.ndarray],
@@ -64,21 +91,33 @@ def write_bundle(
     meta: dict[str, Any] | None = None,
 ) -> Path:
     """Write a bundle atomically (same arrays and meta give the same bytes)."""
-    _check_arrays("input", inputs)
-    _check_arrays("output", outputs)
-    payload = {f"input/{k}": np.ascontiguousarray(v) for k, v in sorted(inputs.items())}
-    payload.update({f"output/{k}": np.ascontiguousarray(v) for k, v in sorted(outputs.items())})
-    payload["meta"] = np.array(json.dumps({"format": FORMAT, **(meta or {})}, sort_keys=True))
-    with atomic_path(path) as tmp:
-        # np.savez stamps the current time into the zip entries; write the zip ourselves with a
-        # fixed date so identical bundles are byte-identical.
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            for key, value in payload.items():
-                info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-                info.compress_type = zipfile.ZIP_DEFLATED
-                with zf.open(info, "w") as fh:
-                    np.lib.format.write_array(fh, value, allow_pickle=False)
+    write_bytes_atomic(path, encode_bundle(inputs, outputs, meta))
     return Path(path)
+
+
+def write_model_with_bundle(
+    model_path: str | Path,
+    data: bytes,
+    inputs: dict[str, np.ndarray],
+    outputs: dict[str, np.ndarray],
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write the model bytes ``data`` to ``model_path`` and its bundle beside it, as a pair.
+
+    One writer at a time (:func:`~stn_deploy.io.locks.destination_lock` on the model path; a
+    second one fails at once). Both files are written in full before either is renamed in, the
+    bundle first: it records the model's sha256, so a kill between the two renames leaves a
+    bundle that :func:`check_bundle_matches` (run by every reader) rejects, and the next write
+    of the pair repairs it. Returns the bundle's path.
+    """
+    model_path = Path(model_path)
+    golden = bundle_path(model_path)
+    meta = {**(meta or {}), "model_sha256": hashlib.sha256(data).hexdigest()}
+    meta.setdefault("model", model_path.name)
+    blob = encode_bundle(inputs, outputs, meta)
+    with destination_lock(model_path):
+        replace_together([(golden, blob), (model_path, data)])
+    return golden
 
 
 def read_bundle(path: str | Path) -> GoldenBundle:
@@ -117,7 +156,51 @@ def check_bundle_matches(bundle: GoldenBundle, model_path: str | Path) -> None:
         return
     got = file_sha256(model_path)
     if got != want:
+        name = Path(model_path).name
         raise StnDeployError(
-            f"the golden bundle was made for another model: sha256 {want[:12]}..., "
-            f"{Path(model_path).name} has {got[:12]}..."
+            f"the golden bundle {bundle_path(model_path).name} was made for another model: sha256 "
+            f"{want[:12]}..., {name} has {got[:12]}... (an interrupted or concurrent write?): "
+            f"export (or quantize) {name} again to write a matching pair"
         )
+
+
+def check_bundle(
+    bundle: GoldenBundle,
+    path: str | Path,
+    model_path: str | Path,
+    inputs: list[TensorSpec],
+    outputs: list[str],
+) -> None:
+    """Everything ``verify`` and ``quantize`` require of the golden ``bundle`` (read from
+    ``path``) for the model at ``model_path`` (``inputs``: its input specs, ``outputs``: its
+    output names): made for that file (sha256), the model's inputs in shapes it takes, a
+    reference for each output, and no NaN or Inf in any array."""
+    name = Path(path).name
+    check_bundle_matches(bundle, model_path)
+    want = {t.name: t for t in inputs}
+    if sorted(bundle.inputs) != sorted(want):
+        raise StnDeployError(
+            f"the golden bundle {name} has inputs {sorted(bundle.inputs)}, the model takes "
+            f"{sorted(want)}"
+        )
+    for key, arr in bundle.inputs.items():
+        dims = want[key].shape
+        if dims is not None and not dims_fit(dims, arr.shape, any_batch=True):
+            raise StnDeployError(
+                f"the golden bundle's input {key!r} has shape {list(arr.shape)}, the model takes "
+                f"{shown_dims(dims)}"
+            )
+    missing = sorted(set(outputs) - set(bundle.outputs))
+    if missing:
+        raise StnDeployError(
+            f"the golden bundle {name} has no reference for the model's outputs {missing} "
+            f"(it holds {sorted(bundle.outputs)})"
+        )
+    for kind, arrays in (("input", bundle.inputs), ("output", bundle.outputs)):
+        for key, arr in arrays.items():
+            if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+                nan, inf = int(np.isnan(arr).sum()), int(np.isinf(arr).sum())
+                raise StnDeployError(
+                    f"the golden bundle {name} is unusable: its {kind} {key!r} holds {nan} NaN "
+                    f"and {inf} Inf (cannot verify against it, nor copy it)"
+                )

@@ -14,6 +14,7 @@ builder's keyword arguments), ``input_shape`` ``[C, H, W]``, ``normalization`` (
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -77,8 +78,10 @@ def save_checkpoint(
     }
     if train_state is not None:
         payload["train_state"] = train_state
+    buf = io.BytesIO()  # torch's own file writer loses the errno of a failed write (full disk)
+    torch.save(payload, buf)
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        tmp.write_bytes(buf.getvalue())
     return Path(path)
 
 

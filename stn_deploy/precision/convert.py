@@ -19,13 +19,17 @@ import onnx
 
 import stn_deploy
 from stn_deploy.errors import StnDeployError, one_line
-from stn_deploy.export.golden import bundle_path, check_bundle_matches, read_bundle, write_bundle
+from stn_deploy.export.golden import (
+    bundle_path,
+    check_bundle,
+    read_bundle,
+    write_model_with_bundle,
+)
 from stn_deploy.export.metadata import stn_metadata, write_metadata
-from stn_deploy.io.atomic import atomic_path
-from stn_deploy.io.hashing import file_sha256
+from stn_deploy.io.paths import check_not_source
 from stn_deploy.precision.calibration import CalibrationSpec, calibration_set
 from stn_deploy.precision.int8 import is_quantised
-from stn_deploy.runtimes.base import graph_inputs
+from stn_deploy.runtimes.base import graph_inputs, onnx_specs
 
 PRECISIONS = ("fp32", "fp16", "int8")
 #: metadata keys written next to ``precision``
@@ -159,13 +163,11 @@ def _reference_bundle(src: Path, model: onnx.ModelProto, x_fallback: np.ndarray 
     golden = bundle_path(src)
     if golden.is_file():
         bundle = read_bundle(golden)
-        try:
-            check_bundle_matches(bundle, src)
-        except StnDeployError:
-            bundle = None  # a stale bundle: compute the reference from the fp32 file instead
-        if bundle is not None:
-            source = bundle.meta.get("source", "")
-            return bundle.inputs, bundle.outputs, f"{source}; reference outputs from {golden.name}"
+        # as verify checks it: a pair left mismatched, NaN, or inputs the model does not take
+        outputs = [o.name for o in model.graph.output]
+        check_bundle(bundle, golden, src, onnx_specs(graph_inputs(model)), outputs)
+        source = bundle.meta.get("source", "")
+        return bundle.inputs, bundle.outputs, f"{source}; reference outputs from {golden.name}"
     from stn_deploy.runtimes import open_session
 
     name = _image_input(model).name
@@ -204,26 +206,23 @@ def quantize_file(
         raise StnDeployError(f"--out must name an .onnx file, got {dst}")
     if not dst.parent.is_dir():
         raise StnDeployError(f"output directory {dst.parent} does not exist")
-    if dst.resolve() == src.resolve():
-        raise StnDeployError("--out must differ from the input model")
+    check_not_source(src, dst, "--out")
     model = load_onnx(src)
+    inputs, outputs, source = _reference_bundle(src, model, None)  # a bad bundle fails first
     out, extra = apply_precision(model, precision, **options)
-    inputs, outputs, source = _reference_bundle(src, model, None)
     data = out.SerializeToString(deterministic=True)
-    with atomic_path(dst) as tmp:
-        tmp.write_bytes(data)
-        write_bundle(
-            bundle_path(dst),
-            inputs,
-            outputs,
-            {
-                "model_sha256": file_sha256(tmp),
-                "model": dst.name,
-                "source": source,
-                "reference": f"fp32: {src.name}",
-                "precision": precision,
-            },
-        )
+    write_model_with_bundle(
+        dst,
+        data,
+        inputs,
+        outputs,
+        {
+            "model": dst.name,
+            "source": source,
+            "reference": f"fp32: {src.name}",
+            "precision": precision,
+        },
+    )
     return {
         "src": str(src),
         "path": str(dst),
