@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from stn_deploy import __version__
+from stn_deploy.cli_trust import trust_factory_option
 from stn_deploy.data.distortions import CANVAS
 from stn_deploy.errors import StnDeployError
 from stn_deploy.export.targets import TARGETS as TARGET_NAMES
@@ -318,6 +319,12 @@ def data_preview(distortion, split, seed, count, out, cache_dir, data_dir, synth
     "--threads and, for --schedule none, --epochs may change).",
 )
 @click.option("--force", is_flag=True, help="Start over even if --out already holds a run.")
+@click.option(
+    "--trust-factory",
+    is_flag=True,
+    help="With --resume: continue a run whose checkpoint names a module:callable factory, "
+    "running that code (or name the same factory yourself with --model).",
+)
 @data_dir_option
 @cache_option
 @synthetic_option
@@ -349,6 +356,7 @@ def train_cmd(
     out: Path,
     resume: bool,
     force: bool,
+    trust_factory: bool,
     cache_dir: Path | None,
     progress: bool | None,
     data_dir: Path | None,
@@ -369,6 +377,7 @@ def train_cmd(
         cache_dir=cache_dir,
         progress=progress,
         log=click.echo,
+        trust_factory=trust_factory,
     )
     final = result["final"]
     click.echo(
@@ -384,18 +393,20 @@ model_source_options = [
         "--checkpoint",
         type=click.Path(dir_okay=False, path_type=Path),
         default=None,
-        help="Trained weights for a zoo model named as MODEL.",
+        help="Trained weights for a zoo model or module:callable factory named as MODEL.",
     ),
     click.option(
         "--input-shape",
         default=None,
         help="C,H,W input of a module:callable MODEL (e.g. 1,42,42).",
     ),
+    trust_factory_option,
 ]
 
 
 def with_model_source(f):
-    """MODEL argument + --checkpoint/--input-shape: a zoo name, a checkpoint file or a factory."""
+    """MODEL argument + --checkpoint/--input-shape/--trust-factory: a zoo name, a checkpoint
+    file or a factory."""
     for option in reversed(model_source_options):
         f = option(f)
     return click.argument("model")(f)
@@ -411,19 +422,27 @@ def with_model_source(f):
 @limit_test_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def evaluate_cmd(
-    model: str, checkpoint: Path | None, input_shape: str | None, as_json: bool, **kw
+    model: str,
+    checkpoint: Path | None,
+    input_shape: str | None,
+    trust_factory: bool,
+    as_json: bool,
+    **kw,
 ) -> None:
     """Test error of a model on a distorted MNIST test set.
 
     MODEL is a checkpoint file, a zoo name with --checkpoint, or a module:callable factory
-    with --input-shape (fed 0..1 pixels: a factory carries no normalisation).
+    with --input-shape (fed 0..1 pixels: a factory carries no normalisation) or with
+    --checkpoint. A checkpoint naming a factory needs --trust-factory.
 
     Example: stn-deploy evaluate runs/rts/checkpoint.pt
     """
     from stn_deploy.evaluate import evaluate_model
     from stn_deploy.models.loading import load_model
 
-    loaded = load_model(model, checkpoint=checkpoint, input_shape=input_shape)
+    loaded = load_model(
+        model, checkpoint=checkpoint, input_shape=input_shape, trust_factory=trust_factory
+    )
     result = evaluate_model(loaded, **kw)
     if as_json:
         click.echo(json.dumps(result, indent=2))
@@ -505,6 +524,7 @@ def export_cmd(
     model,
     checkpoint,
     input_shape,
+    trust_factory,
     out,
     target,
     sampler,
@@ -520,7 +540,7 @@ def export_cmd(
     """Export a model to ONNX with stn-deploy's grid-sample lowering and a golden I/O bundle.
 
     MODEL is a checkpoint file, a zoo name with --checkpoint, or a module:callable factory
-    with --input-shape.
+    with --input-shape or --checkpoint. A checkpoint naming a factory needs --trust-factory.
 
     Example: stn-deploy export runs/rts/checkpoint.pt --target tensorrt --out exported/
     """
@@ -530,7 +550,9 @@ def export_cmd(
 
     precision = check_precision(precision)  # before loading: an unknown one is a usage error
     options = build_precision_options(seed, precision_kw)
-    loaded = load_model(model, checkpoint=checkpoint, input_shape=input_shape)
+    loaded = load_model(
+        model, checkpoint=checkpoint, input_shape=input_shape, trust_factory=trust_factory
+    )
     s = export_model(
         loaded,
         out,

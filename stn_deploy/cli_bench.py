@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from stn_deploy.bench.timer import MAX_DURATION, MAX_TIMED_CALLS, check_budget
+from stn_deploy.cli_trust import trust_factory_option
 from stn_deploy.errors import StnDeployError
 
 
@@ -41,13 +43,22 @@ def _check_outputs(paths: list[Path | None], plot: Path | None) -> None:
 @click.option(
     "--batch-sizes", default="1,8,64,256", show_default=True, help="Comma-separated batch sizes."
 )
-@click.option("--warmup", type=int, default=5, show_default=True, help="Untimed calls per row.")
-@click.option("--iters", type=int, default=None, help="Timed calls per row.")
+@click.option(
+    "--warmup",
+    type=int,
+    default=5,
+    show_default=True,
+    help=f"Untimed calls per row (at most {MAX_TIMED_CALLS:,}).",
+)
+@click.option(
+    "--iters", type=int, default=None, help=f"Timed calls per row (at most {MAX_TIMED_CALLS:,})."
+)
 @click.option(
     "--duration",
     type=float,
     default=None,
-    help="Seconds of timed calls per row [default without --iters: about 1 s, 5-1000 calls].",
+    help=f"Seconds of timed calls per row, at most {MAX_DURATION:g} s [default without --iters: "
+    "about 1 s, 5-1000 calls].",
 )
 @click.option(
     "--threads", type=int, default=None, help="Intra-op threads [default: each runtime's]."
@@ -86,6 +97,7 @@ def _check_outputs(paths: list[Path | None], plot: Path | None) -> None:
     default=None,
     help="C,H,W of one input [default: the checkpoint's, else the golden bundle's].",
 )
+@trust_factory_option
 @click.option(
     "--sampler-sweep",
     is_flag=True,
@@ -139,6 +151,7 @@ def bench_cmd(
     checkpoint: Path | None,
     factory: str | None,
     input_shape: str | None,
+    trust_factory: bool,
     sampler_sweep: bool,
     interleave: bool,
     strict: bool,
@@ -162,6 +175,7 @@ def bench_cmd(
 
     # cheap checks first: nothing is loaded or timed when an argument is wrong
     check_batch_sizes(batch_sizes)
+    check_budget(warmup, iters, duration)
     names = runtime_names(providers)
     baselines = check_compare(compare)
     if checkpoint is not None and factory is not None:
@@ -182,7 +196,7 @@ def bench_cmd(
                 "--checkpoint/--factory need torch; without it bench runs the ONNX model only"
             ) from None
         loaded = (
-            load_model(str(checkpoint))
+            load_model(str(checkpoint), trust_factory=trust_factory)
             if checkpoint is not None
             else load_model(factory, input_shape=input_shape)
         )

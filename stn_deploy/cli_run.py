@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from stn_deploy.bench.timer import MAX_DURATION
+from stn_deploy.cli_trust import trust_factory_option
 from stn_deploy.data.distortions import CANVAS
 from stn_deploy.errors import StnDeployError
 from stn_deploy.export.targets import TARGETS
@@ -14,16 +16,10 @@ from stn_deploy.pipeline import DEFAULT_BATCH_SIZES, RunOptions
 _D = RunOptions()
 
 
-def _int_list(ctx, param, value: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise StnDeployError(
-            f"--batch-sizes takes comma-separated integers, got {value!r}"
-        ) from None
-    if not sizes or any(s < 1 for s in sizes):
-        raise StnDeployError(f"batch sizes must be positive integers, got {value!r}")
-    return sizes
+def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
+    from stn_deploy.bench.plan import check_batch_sizes  # the parser bench uses
+
+    return tuple(check_batch_sizes(value))
 
 
 @click.command("run")
@@ -37,9 +33,10 @@ def _int_list(ctx, param, value: str) -> tuple[int, ...]:
     "--checkpoint",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Weights for a zoo --model: skip training.",
+    help="Weights for a zoo or module:callable --model: skip training.",
 )
 @click.option("--input-shape", default=None, help="C,H,W input of a module:callable --model.")
+@trust_factory_option
 @click.option(
     "--distortion",
     type=click.Choice(list(CANVAS), case_sensitive=False),
@@ -76,15 +73,15 @@ def _int_list(ctx, param, value: str) -> tuple[int, ...]:
     "--batch-sizes",
     default=",".join(map(str, DEFAULT_BATCH_SIZES)),
     show_default=True,
-    callback=_int_list,
+    callback=_batch_sizes,
     help="Batch sizes to bench.",
 )
 @click.option(
     "--bench-duration",
-    type=click.FloatRange(0.01, None),
+    type=click.FloatRange(0.01, MAX_DURATION),
     default=_D.bench_duration,
     show_default=True,
-    help="Seconds of timed calls per runtime and batch size.",
+    help=f"Seconds of timed calls per runtime and batch size (at most {MAX_DURATION:g}).",
 )
 @click.option(
     "--compare",
@@ -111,12 +108,10 @@ def run_cmd(out: Path, force: bool, no_progress: bool, compare: str, **kw) -> No
 
     Example: stn-deploy run --epochs 5 --out runs/main --force
     """
+    from stn_deploy.bench.plan import check_compare
     from stn_deploy.pipeline import run_pipeline
 
-    names = tuple(c.strip() for c in compare.split(",") if c.strip() and c.strip() != "none")
-    unknown = [c for c in names if c not in ("torch", "stock-export")]
-    if unknown:
-        raise StnDeployError(f"unknown --compare {unknown[0]!r}: choose torch, stock-export, none")
+    names = () if compare.strip().lower() == "none" else tuple(check_compare(compare))
     opts = RunOptions(compare=names, **kw)
     report = run_pipeline(opts, out, force=force, progress=not no_progress)
     if not report["passed"]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from stn_deploy.cli_trust import trust_factory_option
 from stn_deploy.errors import StnDeployError
 from stn_deploy.verify.compare import ERROR_STATS
 from stn_deploy.verify.tolerances import HELP as TOLERANCE_HELP
@@ -32,10 +33,12 @@ from stn_deploy.verify.tolerances import HELP as TOLERANCE_HELP
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="Without torch: an ONNX file run on ORT CPU as the reference of the random/mnist/stress "
-    "inputs, e.g. the fp32 file an int8/fp16 MODEL was made from (accuracy delta vs fp32) "
+    "inputs, e.g. the fp32 file an int8/fp16 MODEL was made from (accuracy delta vs fp32; "
+    "no golden bundle needed) "
     "[default: MODEL itself on ORT CPU, i.e. runtime parity].",
 )
 @click.option("--input-shape", default=None, help="C,H,W input of --factory (e.g. 1,42,42).")
+@trust_factory_option
 @click.option(
     "--providers",
     default=None,
@@ -113,6 +116,7 @@ def verify_cmd(
     weights: Path | None,
     factory: str | None,
     input_shape: str | None,
+    trust_factory: bool,
     providers: str | None,
     as_json: bool,
     plot: Path | None,
@@ -123,11 +127,22 @@ def verify_cmd(
 
     Example: stn-deploy verify exported/mnist-affine-native.onnx --providers cpu,openvino
     """
+    from stn_deploy.runtimes import parse_names
     from stn_deploy.verify import format_table, verify_model
+    from stn_deploy.verify.inputs import parse_kinds
+    from stn_deploy.verify.tolerances import check_overrides
 
     loaded = None
     if checkpoint and factory:
         raise StnDeployError("give --checkpoint or --factory, not both")
+    # cheap checks first: nothing is loaded or run when an argument is wrong
+    if weights is not None and not checkpoint:
+        raise StnDeployError("--weights applies only with --checkpoint naming a zoo model")
+    if input_shape is not None and not factory:
+        raise StnDeployError("--input-shape applies only with --factory")
+    parse_names(providers)
+    parse_kinds(kw["inputs"])
+    check_overrides(**{k: kw[k] for k in ("atol", "rtol", "check_error_stat", "quantile")})
     if checkpoint or factory:
         try:
             from stn_deploy.models.loading import load_model
@@ -139,7 +154,7 @@ def verify_cmd(
         if factory:
             loaded = load_model(factory, input_shape=input_shape)
         else:
-            loaded = load_model(checkpoint, checkpoint=weights)
+            loaded = load_model(checkpoint, checkpoint=weights, trust_factory=trust_factory)
     report = verify_model(model, loaded=loaded, runtimes=providers, **kw)
     d = report.to_dict()
     if plot is not None:

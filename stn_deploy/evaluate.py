@@ -60,6 +60,8 @@ def evaluate_model(
     }
 
 
-def evaluate_checkpoint(checkpoint: str | Path, **kw) -> dict[str, Any]:
-    """:func:`evaluate_model` on the model in ``checkpoint``."""
-    return evaluate_model(load_checkpoint(checkpoint), **kw)
+def evaluate_checkpoint(
+    checkpoint: str | Path, *, trust_factory: bool = False, **kw
+) -> dict[str, Any]:
+    """:func:`evaluate_model` on the model in ``checkpoint`` (``trust_factory``: see load_checkpoint)."""
+    return evaluate_model(load_checkpoint(checkpoint, trust_factory=trust_factory), **kw)

@@ -1,24 +1,41 @@
 """Comma-separated names given on the command line (``--providers``, ``--inputs``, ``--compare``;
 no torch).
 
->>> unique_names("cpu, openvino,,cpu", str.strip)
+>>> unique_names("cpu, openvino,cpu", str.strip)
 ['cpu', 'openvino']
+>>> unique_names("cpu,,openvino", str.strip, "--providers")
+Traceback (most recent call last):
+stn_deploy.errors.StnDeployError: --providers has an empty item: 'cpu,,openvino'
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from stn_deploy.errors import StnDeployError
 
-def unique_names(spec: str | Iterable[str], name_of: Callable[[str], str]) -> list[str]:
-    """The items of a comma-separated ``spec`` (or of a sequence), blank ones skipped, each
-    turned into its name by ``name_of`` (which raises for an unknown one), duplicates dropped,
-    in the given order."""
-    items = spec.split(",") if isinstance(spec, str) else list(spec)
+
+def split_items(spec: str | Iterable[str], what: str = "the list") -> list[str]:
+    """The stripped items of a comma-separated ``spec`` (or of a sequence). An empty or blank
+    string, or an empty item (``1,,2``, ``golden,``), is an error naming ``what`` (the option);
+    an empty sequence is just empty."""
+    items = spec.split(",") if isinstance(spec, str) else [str(i) for i in spec]
+    stripped = [i.strip() for i in items]
+    if isinstance(spec, str) and not any(stripped):
+        raise StnDeployError(f"{what} is empty")
+    if not all(stripped):
+        raise StnDeployError(f"{what} has an empty item: {spec!r}")
+    return stripped
+
+
+def unique_names(
+    spec: str | Iterable[str], name_of: Callable[[str], str], what: str = "the list"
+) -> list[str]:
+    """The items of :func:`split_items` (``what`` names the option in its errors), each turned
+    into its name by ``name_of`` (which raises for an unknown one), duplicates dropped, in the
+    given order."""
     names: list[str] = []
-    for item in items:
-        if not item.strip():
-            continue
+    for item in split_items(spec, what):
         name = name_of(item)
         if name not in names:
             names.append(name)

@@ -27,6 +27,7 @@ import stn_deploy
 from stn_deploy.data import CANVAS, MNIST_MEAN, MNIST_STD, load_mnist, make_split, synthetic_mnist
 from stn_deploy.errors import StnDeployError
 from stn_deploy.io.atomic import ensure_writable_dir, write_text_atomic
+from stn_deploy.io.folders import removes_new_folder
 from stn_deploy.models.checkpoint import save_checkpoint
 from stn_deploy.models.loading import (
     LoadedModel,
@@ -205,6 +206,28 @@ def _resume_options(stored: TrainOptions, given: TrainOptions) -> TrainOptions:
     return stored
 
 
+def _resume(ckpt_path: Path, given: TrainOptions, trust_factory: bool):
+    """The interrupted run at ``ckpt_path``: its model, its options (see :func:`_resume_options`).
+
+    A run of a factory resumes when ``given.model`` names that same factory or with
+    ``trust_factory``: the checkpoint alone may not make stn-deploy run code.
+    """
+    if not ckpt_path.is_file():
+        raise StnDeployError(f"nothing to resume: {ckpt_path} does not exist")
+    named = given.model if given.model not in ZOO else None  # the default is a zoo name
+    resumed = load_checkpoint(ckpt_path, trust_factory=trust_factory, arch=named)
+    train_state = resumed.train_state
+    if not train_state or "options" not in train_state:
+        raise StnDeployError(f"{ckpt_path} holds no training state to resume from")
+    stored = TrainOptions(**json.loads(train_state["options"]))
+    if stored.model != resumed.config.arch:
+        raise StnDeployError(
+            f"{ckpt_path} is inconsistent: trained as {stored.model!r}, holds {resumed.config.arch!r}"
+        )
+    return resumed, _resume_options(stored, given)
+
+
+@removes_new_folder("out")  # a run that fails before writing anything leaves no empty folder
 def train(
     opts: TrainOptions,
     out: str | Path,
@@ -214,22 +237,21 @@ def train(
     cache_dir: Path | None = None,
     progress: bool | None = None,
     log=print,
+    trust_factory: bool = False,
 ) -> dict[str, Any]:
     """Train ``opts.model`` on distorted MNIST, writing checkpoint, metrics and picture to ``out``.
+
+    ``trust_factory``: with ``resume``, continue a run whose checkpoint names a factory (code)
+    even though ``opts.model`` does not name it.
 
     Returns the metrics dict written to ``out/metrics.json``.
     """
     out = Path(out)
     ckpt_path = out / CHECKPOINT
-    start_epoch, history, train_state = 0, [], None
+    start_epoch, history, train_state, resumed = 0, [], None, None
     if resume:
-        if not ckpt_path.is_file():
-            raise StnDeployError(f"nothing to resume: {ckpt_path} does not exist")
-        resumed = load_checkpoint(ckpt_path)
+        resumed, opts = _resume(ckpt_path, opts, trust_factory)
         train_state = resumed.train_state
-        if not train_state or "options" not in train_state:
-            raise StnDeployError(f"{ckpt_path} holds no training state to resume from")
-        opts = _resume_options(TrainOptions(**json.loads(train_state["options"])), opts)
         start_epoch = int(train_state["epoch"])
         history = json.loads(train_state["history"])
     elif ckpt_path.exists() and not force:
@@ -250,7 +272,7 @@ def train(
     train_images, train_labels = _limit(data.train_images, data.train_labels, opts.limit_train)
     test_images, test_labels = _limit(data.test_images, data.test_labels, opts.limit_test)
     torch.manual_seed(opts.seed)
-    loaded = _build(opts, canvas)
+    loaded = resumed if resumed is not None else _build(opts, canvas)  # resume: no code runs twice
     model, config = loaded.model, loaded.config
     norm = Normalizer.from_config(config.normalization)
     tx, ty = make_split(test_images, test_labels, kind, opts.seed, split="test")

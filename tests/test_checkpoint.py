@@ -161,9 +161,13 @@ def test_factory_checkpoint_round_trip(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     loaded = load_factory("user_models:make", "1,8,8")
     path = save_checkpoint(tmp_path / "f.pt", loaded.model, loaded.config)
-    again = load_model(str(path))
+    with pytest.raises(StnDeployError, match="which would run code; pass --trust-factory"):
+        load_model(str(path))  # a factory is code: the checkpoint alone may not run it
+    again = load_model(str(path), trust_factory=True)
     x = torch.rand(2, 1, 8, 8)
     torch.testing.assert_close(again.model(x), loaded.model(x))
+    named = load_model("user_models:make", checkpoint=path)  # the user names it: trusted
+    torch.testing.assert_close(named.model(x), loaded.model(x))
 
 
 def test_load_model_resolution(tmp_path):

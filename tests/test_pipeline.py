@@ -105,9 +105,9 @@ def test_run_refuses_an_existing_folder_without_force(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--batch-sizes", "0,4"], "batch sizes must be positive"),
-        (["--batch-sizes", "-1"], "batch sizes must be positive"),
-        (["--compare", "tf"], "unknown --compare 'tf'"),
+        (["--batch-sizes", "0,4"], "batch sizes must be 1 or more, got 0"),
+        (["--batch-sizes", "-1"], "batch sizes must be 1 or more, got -1"),
+        (["--compare", "tf"], "unknown baseline 'tf' for --compare"),
         (["--precision", "int4"], "Invalid value for '--precision'"),
         (["--providers", "gpu"], "unknown runtime/provider 'gpu'"),
         (["--out", "{tmp}/a-file/report"], "cannot write to directory"),

@@ -20,6 +20,7 @@ from stn_deploy.bench.machine import machine_description
 from stn_deploy.bench.ort_calls import cuda_graph_reason, io_binding_reason
 from stn_deploy.bench.plan import (
     BENCH_ALIASES,
+    check_batch_memory,
     check_batch_sizes,
     check_compare,
     input_dtype,
@@ -127,6 +128,7 @@ def bench_model(
     dtype = input_dtype(spec)
     precision = precision_of(meta, dtype)
     fixed = spec.fixed_batch()
+    check_batch_memory([fixed] if fixed else sizes, shape, dtype)
 
     available = {n: availability(BENCH_ALIASES.get(n, (n, {}))[0]) for n in names}
     if strict:
@@ -264,7 +266,8 @@ def _plan_routes(
     }
     for rt in names:
         unavailable = None if available[rt].available else available[rt].reason
-        # OpenVINO asked to compute in bf16: say so in the precision column
+        # OpenVINO asked to compute in bf16: say so in the precision column (the runner
+        # relabels the route if the opened session computes in something else)
         computes = BENCH_ALIASES.get(rt, ("", {}))[1].get("precision")
         rt_precision = f"{computes} compute" if computes else precision
         routes.append(
@@ -277,6 +280,8 @@ def _plan_routes(
                 meta.get("lowering"),
                 rt_precision,
                 skip=unavailable,
+                compute=computes,
+                file_precision=precision,
             )
         )
         is_ort = rt not in ORT_LIKE_EXCLUDED
@@ -315,6 +320,8 @@ def _plan_routes(
                     (computes and rt_precision) or variant_precision[v.lowering],
                     skip=unavailable or (v.reason or None),
                     skip_status="skipped" if unavailable or not v.reason else "failed",
+                    compute=computes,
+                    file_precision=variant_precision[v.lowering],
                 )
             )
         if "stock-export" in baselines:
@@ -329,6 +336,8 @@ def _plan_routes(
                     rt_precision if computes else "fp32",
                     skip=unavailable or stock_reason,
                     skip_status="skipped" if unavailable or not stock_reason else "failed",
+                    compute=computes,
+                    file_precision="fp32",
                 )
             )
     if "torch" in baselines:

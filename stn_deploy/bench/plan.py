@@ -7,6 +7,7 @@ checkpoint's, else the golden bundle beside the model, else the model's static d
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from stn_deploy.errors import StnDeployError
-from stn_deploy.names import unique_names
+from stn_deploy.names import split_items, unique_names
 from stn_deploy.runtimes import canonical, default_names
 from stn_deploy.runtimes.base import TensorSpec, dims_fit, shown_dims
 from stn_deploy.shapes import parse_shape
@@ -27,21 +28,22 @@ BENCH_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 def check_batch_sizes(sizes: int | str | Iterable[int]) -> list[int]:
-    """``"1,8,64"``, ``64`` or ``[1, 8]`` -> distinct positive sizes in the given order."""
+    """``"1,8,64"``, ``64`` or ``[1, 8]`` -> distinct positive sizes in the given order: the one
+    parser of ``--batch-sizes`` (bench and run). An empty list or item is an error."""
     if isinstance(sizes, str):
-        parts = [p.strip() for p in sizes.split(",") if p.strip()]
+        parts = split_items(sizes, "--batch-sizes")
         try:
             values = [int(p) for p in parts]
         except ValueError:
             raise StnDeployError(
-                f"batch sizes must be integers like 1,8,64, got {sizes!r}"
+                f"--batch-sizes takes integers like 1,8,64, got {sizes!r}"
             ) from None
     elif isinstance(sizes, int):
         values = [sizes]
     else:
         values = [int(v) for v in sizes]
     if not values:
-        raise StnDeployError("no batch size given")
+        raise StnDeployError("--batch-sizes is empty")
     bad = [v for v in values if v < 1]
     if bad:
         raise StnDeployError(f"batch sizes must be 1 or more, got {bad[0]}")
@@ -61,7 +63,7 @@ def check_compare(compare: str | Sequence[str] | None) -> list[str]:
             )
         return name
 
-    return unique_names(compare, baseline)
+    return unique_names(compare, baseline, "--compare")
 
 
 def default_bench_runtimes() -> list[str]:
@@ -72,14 +74,14 @@ def default_bench_runtimes() -> list[str]:
 def runtime_names(runtimes: str | Sequence[str] | None) -> list[str]:
     """Runtime names (as ``--providers`` takes them) -> canonical, distinct; None/'all' ->
     :func:`default_bench_runtimes`."""
-    if runtimes is None or (isinstance(runtimes, str) and runtimes.strip().lower() in ("", "all")):
+    if runtimes is None or (isinstance(runtimes, str) and runtimes.strip().lower() == "all"):
         return default_bench_runtimes()
 
     def runtime(item: str) -> str:
         low = item.strip().lower()
         return low if low in BENCH_ALIASES else canonical(item)
 
-    out = unique_names(runtimes, runtime)
+    out = unique_names(runtimes, runtime, "--providers")
     if not out:
         raise StnDeployError(f"no runtime named in {runtimes!r}")
     return out
@@ -100,11 +102,12 @@ def resolve_input_shape(
     if shape is None and loaded is not None:
         shape, source = tuple(int(d) for d in loaded.input_shape), "checkpoint"
     if shape is None:
-        from stn_deploy.export.golden import bundle_path, read_bundle
+        from stn_deploy.export.golden import bundle_path, check_bundle_matches, read_bundle
 
         golden = bundle_path(model_path)
         if golden.is_file():
             bundle = read_bundle(golden)
+            check_bundle_matches(bundle, model_path)  # another model's shape would mislead
             arr = bundle.inputs.get(spec.name)
             if arr is None and len(bundle.inputs) == 1:
                 (arr,) = bundle.inputs.values()
@@ -126,6 +129,47 @@ def resolve_input_shape(
             f"{spec.name!r} {['N', *shown_dims(dims)]}"
         )
     return shape, source
+
+
+def available_memory() -> int | None:
+    """Bytes of memory a new allocation can have: /proc/meminfo's MemAvailable (else the free
+    physical pages), lowered to what a cgroup v2 memory limit leaves; None when unknown."""
+    avail = None
+    try:
+        with open("/proc/meminfo") as f:
+            avail = next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("MemAvailable:"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, AttributeError):
+            pass
+    try:
+        cgroup = Path("/sys/fs/cgroup")
+        limit = int((cgroup / "memory.max").read_text())  # "max" (no limit) raises ValueError
+        left = limit - int((cgroup / "memory.current").read_text())
+        avail = left if avail is None else min(avail, left)
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+def check_batch_memory(
+    sizes: Iterable[int], shape: Sequence[int], dtype: np.dtype, available: int | None = None
+) -> None:
+    """Refuse a batch size whose input alone needs more memory than is available (``available``
+    bytes, default :func:`available_memory`): bench would die allocating it."""
+    avail = available_memory() if available is None else available
+    if avail is None:
+        return
+    # inputs are generated in float32 (then cast): at least 4 bytes a value
+    per_image = int(np.prod(shape)) * max(np.dtype(dtype).itemsize, 4)
+    for b in sizes:
+        if b * per_image > avail:
+            raise StnDeployError(
+                f"batch {b} needs {b * per_image:,} bytes for its input alone ({b} x "
+                f"{list(shape)} {np.dtype(dtype).name}), more than the {avail:,} bytes of "
+                "memory available: choose smaller --batch-sizes"
+            )
 
 
 def input_dtype(spec: TensorSpec) -> np.dtype:

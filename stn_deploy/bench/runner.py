@@ -129,12 +129,17 @@ def _open_all(
                 status, reason = "skipped", one_line(exc)
             except StnDeployError as exc:
                 status, reason = "failed", one_line(exc)
+            except MemoryError:
+                status, reason = "failed", "out of memory opening the session"
         if status is not None:
             for b in sizes:
                 tick(route.label)
                 rows[route.key].append(BenchRow(route, b, status, reason))
             continue
         route.runtime_info = session.info.to_dict()
+        note = _confirm_compute(route, session)
+        if note and note not in notes:
+            notes.append(note)
         sessions[route.key] = session
         spec = session.inputs[0]
         fixed = spec.fixed_batch()
@@ -150,6 +155,28 @@ def _open_all(
             )
         plans[route.key] = plan
     return sessions, rows, plans, notes
+
+
+def _confirm_compute(route: Route, session: RuntimeSession) -> str | None:
+    """Label ``route`` with the precision ``session`` actually computes in.
+
+    A route asked to compute in another precision (``openvino-bf16``) is planned as
+    "bf16 compute"; OpenVINO falls back to f32 silently on CPUs without bf16, so the label
+    is checked against what the compiled model reports and, if it differs, replaced by what
+    the runtime does (returned: a note saying so).
+    """
+    if not route.compute:
+        return None
+    actual = getattr(session, "compute_precision", None)
+    if actual is None or actual == route.compute:
+        return None
+    file_precision = route.file_precision or "fp32"
+    route.precision = file_precision if actual == "fp32" else f"{actual} compute"
+    return (
+        f"{route.runtime}: asked to compute in {route.compute}, but {session.info.library} "
+        f"computes in {actual} on this machine (no {route.compute} support); its rows are "
+        f"labelled {route.precision}"
+    )
 
 
 def run_routes(
@@ -184,8 +211,8 @@ def run_routes(
                         BenchRow(route, b, "skipped", f"the model's batch is fixed at {fixed}")
                     )
                     continue
-                feeds = {spec.name: s.inputs(b, np.dtype(_dtype(spec.dtype)))}
                 try:
+                    feeds = {spec.name: s.inputs(b, np.dtype(_dtype(spec.dtype)))}
                     call, keep = _mode_call(route, session, feeds, s)
                     timer = CallTimer(call, iters=s.iters, duration=s.duration)
                     # ORT runs once normally, then captures the CUDA graph: warm up past it

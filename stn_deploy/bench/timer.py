@@ -19,10 +19,15 @@ MAX_ITERS = 1000
 MIN_ITERS = 5
 #: seconds one route runs per turn when routes are interleaved
 TURN_SECONDS = 0.02
+#: most warm-up or timed calls per row (--warmup, --iters): more is an endless benchmark
+MAX_TIMED_CALLS = 100_000
+#: most seconds of timed calls per row (--duration)
+MAX_DURATION = 600.0
 
 
 def check_budget(warmup: int, iters: int | None, duration: float | None) -> None:
-    """Raise a one-line error for a negative warm-up, a non-positive count or duration, or both."""
+    """Raise a one-line error for a warm-up or count outside 0/1..:data:`MAX_TIMED_CALLS`, a
+    duration that is not a finite number of seconds in (0, :data:`MAX_DURATION`], or both."""
     if warmup < 0:
         raise StnDeployError(f"--warmup must be 0 or more, got {warmup}")
     if iters is not None and duration is not None:
@@ -31,18 +36,36 @@ def check_budget(warmup: int, iters: int | None, duration: float | None) -> None
         raise StnDeployError(f"--iters must be at least 1, got {iters}")
     if duration is not None and not duration > 0:
         raise StnDeployError(f"--duration must be positive seconds, got {duration}")
+    for name, calls in (("--warmup", warmup), ("--iters", iters)):
+        if calls is not None and calls > MAX_TIMED_CALLS:
+            raise StnDeployError(
+                f"{name} must be at most {MAX_TIMED_CALLS:,} calls (no endless benchmark), "
+                f"got {calls}"
+            )
+    if duration is not None and duration > MAX_DURATION:  # inf too (nan is not > 0)
+        raise StnDeployError(
+            f"--duration must be at most {MAX_DURATION:g} seconds (no endless benchmark), "
+            f"got {duration}"
+        )
 
 
 class CallTimer:
     """Times calls of ``fn`` until ``iters`` calls, or ``duration`` seconds of timed calls (at
     least :data:`MIN_ITERS`); neither given: :data:`DEFAULT_DURATION`, at most
-    :data:`MAX_ITERS` calls."""
+    :data:`MAX_ITERS` calls. ``clock`` (seconds, monotonic) reads the time: the tests give a
+    fake one that only ``fn`` advances."""
 
     def __init__(
-        self, fn: Callable[[], object], *, iters: int | None = None, duration: float | None = None
+        self,
+        fn: Callable[[], object],
+        *,
+        iters: int | None = None,
+        duration: float | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         check_budget(0, iters, duration)
         self.fn = fn
+        self.clock = clock
         self.iters = iters
         self.cap = MAX_ITERS if iters is None and duration is None else None
         self.duration = DEFAULT_DURATION if iters is None and duration is None else duration
@@ -66,11 +89,11 @@ class CallTimer:
     def turn(self, seconds: float | None = None) -> None:
         """Timed calls until done, or (with ``seconds``) until this turn has taken that long
         (always at least one call)."""
-        start = time.perf_counter()
+        start = self.clock()
         while not self.done:
-            t0 = time.perf_counter()
+            t0 = self.clock()
             self.fn()
-            t1 = time.perf_counter()
+            t1 = self.clock()
             self.times.append(t1 - t0)
             self.spent += t1 - t0
             if seconds is not None and t1 - start >= seconds:
@@ -83,11 +106,12 @@ def time_calls(
     warmup: int = 5,
     iters: int | None = None,
     duration: float | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> list[float]:
     """Wall time in seconds of each timed call of ``fn()``, after ``warmup`` untimed calls
-    (budget as in :class:`CallTimer`)."""
+    (budget and ``clock`` as in :class:`CallTimer`)."""
     check_budget(warmup, iters, duration)
-    timer = CallTimer(fn, iters=iters, duration=duration)
+    timer = CallTimer(fn, iters=iters, duration=duration, clock=clock)
     timer.warm(warmup)
     timer.turn()
     return timer.times

@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import re
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,21 @@ class LoadedModel:
         return tuple(self.config.input_shape)
 
 
+@contextmanager
+def _cwd_importable(enabled: bool):
+    """Let a factory the user typed import modules of the current directory, for this call only."""
+    cwd = str(Path.cwd())
+    if not enabled or "" in sys.path or cwd in sys.path:
+        yield
+        return
+    sys.path.insert(0, cwd)
+    try:
+        yield
+    finally:
+        if cwd in sys.path:
+            sys.path.remove(cwd)
+
+
 def _import_factory(ref: str):
     m = FACTORY_RE.match(ref)
     if not m:
@@ -51,8 +67,6 @@ def _import_factory(ref: str):
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
         else:
-            if "" not in sys.path and str(Path.cwd()) not in sys.path:
-                sys.path.insert(0, str(Path.cwd()))
             module = importlib.import_module(module_name)
     except StnDeployError:
         raise
@@ -86,16 +100,24 @@ def check_input_shape(model: nn.Module, shape: tuple[int, int, int], origin: str
         raise StnDeployError(f"{origin} must return one tensor, it returned {type(out).__name__}")
 
 
-def load_factory(ref: str, input_shape, *, check: bool = True) -> LoadedModel:
-    """Call a user's ``module:callable`` (no arguments) and check it runs on ``input_shape``."""
+def load_factory(
+    ref: str, input_shape, *, check: bool = True, cwd_on_path: bool = True
+) -> LoadedModel:
+    """Call a user's ``module:callable`` (no arguments) and check it runs on ``input_shape``.
+
+    ``cwd_on_path``: while importing and calling it, the current directory is importable (as
+    for ``python -m``), as a user typing ``my_pkg.nets:make`` in their project expects; off for
+    a factory named by a file rather than by the user.
+    """
     shape = parse_shape(input_shape)
     if shape is None:
         raise StnDeployError(f"factory {ref!r} needs an input shape (--input-shape C,H,W)")
-    fn = _import_factory(ref)
-    try:
-        model = fn()
-    except Exception as exc:
-        raise StnDeployError(f"factory {ref!r} failed: {type(exc).__name__}: {exc}") from None
+    with _cwd_importable(cwd_on_path):
+        fn = _import_factory(ref)
+        try:
+            model = fn()
+        except Exception as exc:
+            raise StnDeployError(f"factory {ref!r} failed: {type(exc).__name__}: {exc}") from None
     if not isinstance(model, nn.Module):
         raise StnDeployError(
             f"factory {ref!r} returned {type(model).__name__}, expected a torch.nn.Module"
@@ -106,21 +128,50 @@ def load_factory(ref: str, input_shape, *, check: bool = True) -> LoadedModel:
     return LoadedModel(model.eval(), config, source=ref)
 
 
-def model_from_config(config: ModelConfig, origin: str) -> nn.Module:
-    """Rebuild the (untrained) module a config describes."""
-    if config.arch in ZOO:
-        return build_model(config.arch, **config.args)
-    if FACTORY_RE.match(config.arch):
-        return load_factory(config.arch, config.input_shape, check=False).model
-    raise StnDeployError(f"{origin}: unknown architecture {config.arch!r}")
+def model_from_config(
+    config: ModelConfig,
+    origin: str,
+    *,
+    trust_factory: bool = False,
+    user_factory: str | None = None,
+) -> nn.Module:
+    """Rebuild the (untrained) module a config describes.
+
+    A zoo ``arch`` is built. A factory ``arch`` is code named by a file (``origin``), so it runs
+    only when the user named the same factory (``user_factory``, imported as one they typed) or
+    passed ``trust_factory`` (imported without putting the current directory on ``sys.path``).
+    """
+    arch = config.arch
+    if not isinstance(arch, str) or not isinstance(config.args, dict):
+        raise StnDeployError(f"{origin}: config 'arch' must be a string and 'args' an object")
+    if arch in ZOO:
+        return build_model(arch, **config.args)
+    if not FACTORY_RE.match(arch):
+        raise StnDeployError(f"{origin}: unknown architecture {arch!r}")
+    typed = user_factory is not None and user_factory == arch
+    if not (typed or trust_factory):
+        raise StnDeployError(
+            f"{origin} names factory {arch!r}, which would run code; "
+            "pass --trust-factory if you trust it"
+        )
+    return load_factory(arch, config.input_shape, check=False, cwd_on_path=typed).model
 
 
-def load_checkpoint(path: str | Path) -> LoadedModel:
-    """Load a checkpoint written by :func:`save_checkpoint` (``torch.load(weights_only=True)``)."""
+def load_checkpoint(
+    path: str | Path, *, trust_factory: bool = False, arch: str | None = None
+) -> LoadedModel:
+    """Load a checkpoint written by :func:`save_checkpoint` (``torch.load(weights_only=True)``).
+
+    ``arch``: the model the caller names (a zoo name or their own factory); the checkpoint must
+    hold it. A checkpoint holding a factory loads only when ``arch`` names that factory or with
+    ``trust_factory=True``: a factory is code (see :func:`model_from_config`).
+    """
     payload = read_checkpoint(path)
     origin = f"checkpoint {path}"
     config = ModelConfig.from_json(payload["config"], origin)
-    model = model_from_config(config, origin)
+    if arch is not None and config.arch != arch:
+        raise StnDeployError(f"checkpoint {path} holds {config.arch!r}, not {arch!r}")
+    model = model_from_config(config, origin, trust_factory=trust_factory, user_factory=arch)
     check_state_dict(model, payload["state_dict"], origin)
     model.load_state_dict(payload["state_dict"])
     return LoadedModel(
@@ -144,26 +195,39 @@ def zoo_config(name: str, *, normalization=None, class_labels=None, **args) -> M
 
 
 def load_model(
-    source: str, *, checkpoint: str | Path | None = None, input_shape=None, **zoo_args
+    source: str,
+    *,
+    checkpoint: str | Path | None = None,
+    input_shape=None,
+    trust_factory: bool = False,
+    **zoo_args,
 ) -> LoadedModel:
     """Resolve ``source`` wherever a model is expected.
 
     - a zoo name (``mnist-affine``), with ``checkpoint`` for trained weights;
-    - a checkpoint path (``runs/x/checkpoint.pt``);
-    - a factory ``package.module:callable`` or ``path/to/file.py:callable`` with ``input_shape``.
+    - a checkpoint path (``runs/x/checkpoint.pt``): one that names a factory loads only with
+      ``trust_factory=True`` (a factory is code);
+    - a factory ``package.module:callable`` or ``path/to/file.py:callable`` with ``input_shape``,
+      or with ``checkpoint`` for its trained weights (the checkpoint must name that factory).
     """
+    is_file = Path(source).suffix in (".pt", ".pth") or Path(source).is_file()
+    if input_shape is not None and (source in ZOO or is_file or checkpoint is not None):
+        owner = f"zoo model {source!r}" if source in ZOO and checkpoint is None else "a checkpoint"
+        raise StnDeployError(
+            f"--input-shape does not apply to {owner}, which has its own input shape: it is for "
+            "a module:callable factory without a checkpoint"
+        )
+    if checkpoint is not None and (source in ZOO or (FACTORY_RE.match(source) and not is_file)):
+        return load_checkpoint(checkpoint, trust_factory=trust_factory, arch=source)
     if source in ZOO:
-        if checkpoint is not None:
-            loaded = load_checkpoint(checkpoint)
-            if loaded.config.arch != source:
-                raise StnDeployError(
-                    f"checkpoint {checkpoint} holds {loaded.config.arch!r}, not {source!r}"
-                )
-            return loaded
         config = zoo_config(source, **zoo_args)
         return LoadedModel(model_from_config(config, source).eval(), config, source=source)
-    if Path(source).suffix in (".pt", ".pth") or Path(source).is_file():
-        return load_checkpoint(source)
+    if is_file:
+        if checkpoint is not None:
+            raise StnDeployError(
+                f"{source} is a checkpoint itself: --checkpoint goes with a zoo name or a factory"
+            )
+        return load_checkpoint(source, trust_factory=trust_factory)
     if FACTORY_RE.match(source):
         return load_factory(source, input_shape)
     raise StnDeployError(

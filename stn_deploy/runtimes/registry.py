@@ -40,13 +40,11 @@ def canonical(name: str) -> str:
 
 
 def parse_names(spec: str | None) -> list[str] | None:
-    """``"cpu, cuda,openvino"`` -> canonical names (duplicates dropped); None/'all' -> None."""
-    if spec is None or spec.strip().lower() in ("", "all"):
+    """``"cpu, cuda,openvino"`` -> canonical names (duplicates dropped); None/'all' -> None;
+    an empty list or item is an error."""
+    if spec is None or spec.strip().lower() == "all":
         return None
-    names = unique_names(spec, canonical)
-    if not names:
-        raise StnDeployError(f"no runtime named in {spec!r}")
-    return names
+    return unique_names(spec, canonical, "--providers")
 
 
 def availability(name: str) -> Availability:

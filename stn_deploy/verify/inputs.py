@@ -51,8 +51,9 @@ class InputSet:
 
 
 def parse_kinds(spec: str | None) -> list[str] | None:
-    """``"golden,stress"`` -> ``["golden", "stress"]``; None/'all' -> None (the default sets)."""
-    if spec is None or spec.strip().lower() in ("", "all"):
+    """``"golden,stress"`` -> ``["golden", "stress"]``; None/'all' -> None (the default sets);
+    an empty list or item is an error."""
+    if spec is None or spec.strip().lower() == "all":
         return None
 
     def kind(part: str) -> str:
@@ -63,10 +64,7 @@ def parse_kinds(spec: str | None) -> list[str] | None:
             )
         return k
 
-    kinds = unique_names(spec, kind)
-    if not kinds:
-        raise StnDeployError(f"no input set named in {spec!r}")
-    return kinds
+    return unique_names(spec, kind, "--inputs")
 
 
 def normalization(meta: dict[str, str], channels: int) -> tuple[np.ndarray, np.ndarray]:

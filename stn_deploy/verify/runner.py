@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from stn_deploy.errors import StnDeployError
-from stn_deploy.export.golden import bundle_path, check_bundle_matches, read_bundle
+from stn_deploy.export.golden import bundle_path, check_bundle, read_bundle
 from stn_deploy.export.metadata import stn_metadata
 from stn_deploy.io.hashing import file_sha256
 from stn_deploy.runtimes import (
@@ -35,7 +35,7 @@ from stn_deploy.runtimes import (
     open_session,
     parse_names,
 )
-from stn_deploy.runtimes.base import dims_fit, graph_inputs, onnx_specs, shown_dims
+from stn_deploy.runtimes.base import graph_inputs, onnx_specs
 from stn_deploy.verify import bisect as bisect_mod
 from stn_deploy.verify.compare import compare_arrays, is_classifier_output
 from stn_deploy.verify.inputs import (
@@ -95,30 +95,6 @@ def _check_reference(outputs: dict[str, np.ndarray], what: str, input_set: str) 
                 f"the reference ({what}) output {name!r} holds {nan} NaN and {inf} Inf on the "
                 f"{input_set} inputs: cannot verify against it"
             )
-
-
-def _check_bundle_fits(bundle, inputs: list[TensorSpec], outputs: list[str], path: Path) -> None:
-    want = {t.name: t for t in inputs}
-    if sorted(bundle.inputs) != sorted(want):
-        raise StnDeployError(
-            f"the golden bundle {path.name} has inputs {sorted(bundle.inputs)}, the model takes "
-            f"{sorted(want)}"
-        )
-    for name, arr in bundle.inputs.items():
-        spec = want[name].shape
-        if spec is None:
-            continue
-        if not dims_fit(spec, arr.shape, any_batch=True):
-            raise StnDeployError(
-                f"the golden bundle's input {name!r} has shape {list(arr.shape)}, the model takes "
-                f"{shown_dims(spec)}"
-            )
-    missing = sorted(set(outputs) - set(bundle.outputs))
-    if missing:
-        raise StnDeployError(
-            f"the golden bundle {path.name} has no reference for the model's outputs {missing} "
-            f"(it holds {sorted(bundle.outputs)})"
-        )
 
 
 def _image_input(inputs: list[TensorSpec]) -> tuple[str, tuple[int, int, int]] | str:
@@ -315,7 +291,8 @@ def verify_model(
         seed: seeds the random, MNIST-distortion and stress inputs.
         stn_stats: report how far the sampler's grid reached outside the image.
         reference_model: without torch, an ONNX file (e.g. the fp32 source of an int8 file)
-            run on ORT CPU as the reference of the non-golden input sets.
+            run on ORT CPU as the reference of the non-golden input sets; with it no golden
+            bundle is needed (without one, the golden set is skipped).
     """
     model_path = Path(model_path)
     proto = load_onnx(model_path)
@@ -365,12 +342,11 @@ def verify_model(
     bundle = None
     if bpath.is_file():
         bundle = read_bundle(bpath)
-        check_bundle_matches(bundle, model_path)
-        _check_bundle_fits(bundle, in_specs, out_names, bpath)
-    elif loaded is None:
+        check_bundle(bundle, bpath, model_path, in_specs, out_names)
+    elif loaded is None and reference_model is None:
         raise StnDeployError(
             f"no reference: {bpath.name} (the golden bundle) is not beside the model; give "
-            "--checkpoint or --factory to compare against torch"
+            "--checkpoint or --factory to compare against torch, or --reference-model"
         )
     kinds = parse_kinds(",".join(inputs) if isinstance(inputs, list) else inputs)
     explicit_kinds = kinds is not None
@@ -428,24 +404,15 @@ def verify_model(
                     skipped[s.name] = "no torch reference and no ORT CPU or reference evaluator"
                 sets = [s for s in sets if s.name == "golden"]
             elif reference_model is not None:
-                ref_path = Path(reference_model)
-                sec = open_runtime(secondary, load_onnx(ref_path), threads=threads)
-                if sorted(t.name for t in sec.inputs) != sorted(t.name for t in in_specs):
-                    raise StnDeployError(
-                        f"the reference model {ref_path.name} takes inputs "
-                        f"{sorted(t.name for t in sec.inputs)}, {model_path.name} takes "
-                        f"{sorted(t.name for t in in_specs)}"
+                label = f"{Path(reference_model).name} on {secondary}"
+                references.update(
+                    _reference_model_outputs(
+                        reference_model, secondary, model_path, in_specs, out_names, others, threads
                     )
-                label = f"{ref_path.name} on {secondary}"
-                for s in others:
-                    out = run_batched(sec, s.feeds)
-                    missing = sorted(set(out_names) - set(out))
-                    if missing:
-                        raise StnDeployError(
-                            f"the reference model {ref_path.name} has no outputs {missing}"
-                        )
-                    references[s.name] = {n: out[n] for n in out_names}
-                    ref_labels[s.name] = label
+                )
+                ref_labels.update({s.name: label for s in others})
+                if bundle is None:  # no golden set: the reference model is the reference
+                    ref_kind, ref_desc = "reference-model", label
                 note = (
                     f"no torch here: the {', '.join(s.name for s in others)} inputs are compared "
                     f"with {label} (--reference-model)"
@@ -467,6 +434,10 @@ def verify_model(
                         else ""
                     )
                 )
+    if not sets:
+        raise StnDeployError(
+            "no input set to verify with: " + "; ".join(f"{k}: {w}" for k, w in skipped.items())
+        )
     for s in sets:
         _check_reference(references[s.name], ref_labels[s.name], s.name)
     # an fp16/int8 file against an fp32 reference is held to its tolerance on in-distribution
@@ -539,6 +510,35 @@ def verify_model(
                     r, proto, meta, sets, references, raw[r.name], tol, loaded, threads
                 )
     return report
+
+
+def _reference_model_outputs(
+    reference_model: str | Path,
+    runtime: str,
+    model_path: Path,
+    in_specs: list[TensorSpec],
+    out_names: list[str],
+    sets: list[InputSet],
+    threads: int | None,
+) -> dict[str, dict[str, np.ndarray]]:
+    """The outputs of ``reference_model`` (``--reference-model``) on ``runtime`` for each of
+    ``sets``: the reference of those sets without torch."""
+    ref_path = Path(reference_model)
+    sec = open_runtime(runtime, load_onnx(ref_path), threads=threads)
+    if sorted(t.name for t in sec.inputs) != sorted(t.name for t in in_specs):
+        raise StnDeployError(
+            f"the reference model {ref_path.name} takes inputs "
+            f"{sorted(t.name for t in sec.inputs)}, {model_path.name} takes "
+            f"{sorted(t.name for t in in_specs)}"
+        )
+    references = {}
+    for s in sets:
+        out = run_batched(sec, s.feeds)
+        missing = sorted(set(out_names) - set(out))
+        if missing:
+            raise StnDeployError(f"the reference model {ref_path.name} has no outputs {missing}")
+        references[s.name] = {n: out[n] for n in out_names}
+    return references
 
 
 def _placement(session: RuntimeSession, feeds, strict: bool) -> dict[str, Any] | None:

@@ -18,6 +18,7 @@ ONNX Runtime CPU (runtime parity); only the golden inputs carry the fp32 referen
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -81,26 +82,25 @@ HELP = "; ".join(
 )
 
 
-def tolerance_for(
-    precision: str | None,
+def check_overrides(
     *,
     atol: float | None = None,
     rtol: float | None = None,
     check_error_stat: str | None = None,
     quantile: float | None = None,
-) -> Tolerance:
-    """The precision's defaults (fp32 when unknown or unrecorded) with the given overrides."""
-    base = DEFAULTS.get((precision or "fp32").lower(), DEFAULTS["fp32"])
+) -> dict[str, Any]:
+    """The given overrides (None: not given), checked: finite tolerances >= 0, a known
+    statistic, a quantile in [0, 1]. Cheap: the CLI calls it before loading anything."""
     if check_error_stat is not None and check_error_stat not in ERROR_STATS:
         raise StnDeployError(
             f"unknown --check-error-stat {check_error_stat!r}: choose from {', '.join(ERROR_STATS)}"
         )
     for name, v in (("atol", atol), ("rtol", rtol)):
-        if v is not None and not v >= 0:
-            raise StnDeployError(f"--{name} must be >= 0, got {v}")
+        if v is not None and not (math.isfinite(v) and v >= 0):
+            raise StnDeployError(f"--{name} must be a finite number >= 0, got {v}")
     if quantile is not None and not 0 <= quantile <= 1:
         raise StnDeployError(f"--quantile must be in [0, 1], got {quantile}")
-    changes = {
+    return {
         k: v
         for k, v in (
             ("atol", atol),
@@ -110,4 +110,20 @@ def tolerance_for(
         )
         if v is not None
     }
+
+
+def tolerance_for(
+    precision: str | None,
+    *,
+    atol: float | None = None,
+    rtol: float | None = None,
+    check_error_stat: str | None = None,
+    quantile: float | None = None,
+) -> Tolerance:
+    """The precision's defaults (fp32 when unknown or unrecorded) with the given overrides
+    (checked by :func:`check_overrides`)."""
+    base = DEFAULTS.get((precision or "fp32").lower(), DEFAULTS["fp32"])
+    changes = check_overrides(
+        atol=atol, rtol=rtol, check_error_stat=check_error_stat, quantile=quantile
+    )
     return replace(base, **changes)
