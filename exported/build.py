@@ -30,6 +30,27 @@ from stn_deploy.runtimes import open_session
 from stn_deploy.train import Normalizer
 
 HERE = Path(__file__).resolve().parent
+
+
+def _machine_line() -> str:
+    from stn_deploy.bench.machine import machine_description
+
+    m = machine_description()
+    isa = [f for f in ("avx512_vnni", "avx512f", "avx2") if f in _cpu_flags()]
+    v = m["versions"]
+    return (
+        f"{m['cpu']} ({isa[0] if isa else 'no AVX2'}), {m['cores']} cores, torch {v.get('torch')}, "
+        f"onnxruntime {v.get('onnxruntime')}, openvino {v.get('openvino')}"
+    )
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return set(line.split(":", 1)[-1].split())
 LOWERINGS = [  # (file suffix, target, sampler, opset, inline)
     ("native", "ort-cpu", "native", 17, False),
     ("portable", "generic", "portable", 11, False),
@@ -159,6 +180,8 @@ def main() -> int:
         "",
         "Regenerate: `.venv/bin/python exported/build.py` (after `make setup` and `stn-deploy data fetch`).",
         "Figures: ONNX Runtime CPU on all 10,000 RTS test images (seed-fixed distortion), against torch.",
+        f"Measured on: {_machine_line()} (torch's and ORT's kernels differ by CPU: the golden bundles'",
+        "torch outputs and the figures below move by float32 ulps, int8 by more, from one CPU to another).",
         "",
         "| file | lowering | opset | KB | nodes | test error % (ORT) | argmax = torch | max abs Δ log-prob | runs on (per `inspect`) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---|",
