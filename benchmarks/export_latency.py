@@ -32,12 +32,12 @@ import torch
 import torch.nn.functional as F
 from onnx import TensorProto, helper
 
-from stn_deploy.bench.baselines import stock_export
-from stn_deploy.export.exporter import export_model
 from stn_deploy.export.portable import grid_sample_model
-from stn_deploy.models import build_model, load_checkpoint, save_checkpoint, zoo_config
+from stn_deploy.pytorch.baselines import stock_export
+from stn_deploy.pytorch.exporter import export_model
+from stn_deploy.pytorch.models import build_model, load_checkpoint, save_checkpoint, zoo_config
+from stn_deploy.pytorch.train import machine_info
 from stn_deploy.timing import median_us
-from stn_deploy.train import machine_info
 
 HERE = Path(__file__).resolve().parent
 SAMPLER_SHAPES = [(64, 1, 28, 28), (8, 16, 64, 64), (1, 3, 224, 224)]

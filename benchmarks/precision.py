@@ -42,12 +42,12 @@ import onnx
 import onnxruntime as ort
 
 from stn_deploy.data import load_mnist
-from stn_deploy.models import load_checkpoint
 from stn_deploy.precision import CalibrationSpec, apply_precision
 from stn_deploy.precision.accuracy import compare_accuracy, distorted_test_set, predict
 from stn_deploy.precision.latency import interleaved_median_us
+from stn_deploy.pytorch.models import load_checkpoint
+from stn_deploy.pytorch.train import machine_info
 from stn_deploy.runtimes import open_session
-from stn_deploy.train import machine_info
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -145,7 +145,7 @@ PARITY_VARIANTS = [
 def sampler_parity(loaded, x: np.ndarray, count: int, data) -> list[dict]:
     """θ and the rectified image of each variant vs the fp32 export (``--expose-stn``), on
     ORT CPU: how far the precision moves the sampling."""
-    from stn_deploy.export.exporter import export_model
+    from stn_deploy.pytorch.exporter import export_model
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

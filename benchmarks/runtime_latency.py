@@ -47,8 +47,8 @@ def larger_stn(tmp: Path):
     """The 3x224x224 affine STN + small CNN (seeded random weights) and its native export."""
     import torch
 
-    from stn_deploy.export.exporter import export_model
-    from stn_deploy.models.loading import load_model
+    from stn_deploy.pytorch.exporter import export_model
+    from stn_deploy.pytorch.models.loading import load_model
 
     torch.manual_seed(0)
     loaded = load_model("mnist-affine", in_channels=3, in_size=224, out_size=224)
@@ -198,7 +198,7 @@ def main() -> int:
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
 
-    from stn_deploy.models.loading import load_model
+    from stn_deploy.pytorch.models.loading import load_model
 
     command = (
         "flock /tmp/stn-bench.lock .venv/bin/python benchmarks/runtime_latency.py "
@@ -221,7 +221,7 @@ def main() -> int:
     print(json.dumps({"done": "mnist-affine", "s": round(time.perf_counter() - t0)}), flush=True)
     profiles = {}
     with tempfile.TemporaryDirectory() as tmp:
-        from stn_deploy.bench.baselines import stock_export_loaded
+        from stn_deploy.pytorch.baselines import stock_export_loaded
 
         stock = stock_export_loaded(loaded, Path(tmp) / "stock.onnx")
         shape = list(loaded.input_shape)

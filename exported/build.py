@@ -22,12 +22,12 @@ import onnxruntime as ort
 import torch
 
 from stn_deploy.data import load_mnist, make_split
-from stn_deploy.export.exporter import export_model
 from stn_deploy.inspect_onnx import inspect_model
-from stn_deploy.models import load_checkpoint
 from stn_deploy.precision.latency import interleaved_median_us
+from stn_deploy.pytorch.exporter import export_model
+from stn_deploy.pytorch.models import load_checkpoint
+from stn_deploy.pytorch.train import Normalizer
 from stn_deploy.runtimes import open_session
-from stn_deploy.train import Normalizer
 
 HERE = Path(__file__).resolve().parent
 

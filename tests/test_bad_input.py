@@ -224,8 +224,8 @@ def test_verify_reference_model_needs_no_golden_bundle(tmp_path):
     ids=lambda a: " ".join(map(str, a)).replace(str(EXPORTED), "") if isinstance(a, list) else a,
 )
 def test_empty_list_or_item_is_an_error(args, fragment, monkeypatch, tmp_path):
-    from stn_deploy import pipeline
     from stn_deploy.bench import api
+    from stn_deploy.pytorch import pipeline
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(api, "_run_all", lambda *a, **k: pytest.fail("benched anyway"))
@@ -241,7 +241,7 @@ def test_one_batch_size_parser_for_bench_and_run():
     for bad in ("1,,2", "", " ", "1,x", "0", "2,-1"):
         with pytest.raises(StnDeployError):
             check_batch_sizes(bad)
-    import stn_deploy.cli_run as cli_run
+    import stn_deploy.cli.run as cli_run
 
     assert not hasattr(cli_run, "_int_list")  # run parses with check_batch_sizes too
 
@@ -303,7 +303,7 @@ def test_quantize_refuses_to_overwrite_its_source(tmp_path):
 
 @pytest.mark.parametrize("value, code", [("inf", 2), ("nan", 1), ("1e9", 2)])
 def test_run_bench_duration_is_bounded(value, code, tmp_path, monkeypatch):
-    from stn_deploy import pipeline
+    from stn_deploy.pytorch import pipeline
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(pipeline, "_run", lambda *a, **k: pytest.fail("ran anyway"))
@@ -312,7 +312,7 @@ def test_run_bench_duration_is_bounded(value, code, tmp_path, monkeypatch):
 
 
 def test_run_input_shape_for_a_zoo_model(tmp_path, monkeypatch):
-    from stn_deploy import pipeline
+    from stn_deploy.pytorch import pipeline
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(pipeline, "_run", lambda *a, **k: pytest.fail("ran anyway"))

@@ -222,7 +222,7 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
 
 
 def test_baselines_and_speedups_in_the_same_run():
-    from stn_deploy.models.loading import load_model
+    from stn_deploy.pytorch.models.loading import load_model
 
     loaded = load_model(CHECKPOINT)
     r = bench_model(

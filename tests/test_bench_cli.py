@@ -151,7 +151,7 @@ def test_bench_runs_without_torch():
 def test_compare_with_factory(tmp_path):
     factory = tmp_path / "factory.py"
     factory.write_text(
-        "from stn_deploy.models import build_model\n"
+        "from stn_deploy.pytorch.models import build_model\n"
         "def make():\n"
         "    return build_model('mnist-affine', in_size=42)\n"
     )

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from stn_deploy.errors import StnDeployError
-from stn_deploy.models import (
+from stn_deploy.pytorch.models import (
     build_model,
     load_checkpoint,
     load_factory,
@@ -16,7 +16,7 @@ from stn_deploy.models import (
     save_checkpoint,
     zoo_config,
 )
-from stn_deploy.models.checkpoint import FORMAT
+from stn_deploy.pytorch.models.checkpoint import FORMAT
 
 
 def _saved(tmp_path, name="mnist-affine", **args):

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from stn_deploy import __version__
 from stn_deploy.cli import main
 from stn_deploy.data import write_idx
-from stn_deploy.models import build_model, zoo_config
+from stn_deploy.pytorch.models import build_model, zoo_config
 
 
 def invoke(*args, **kw):
@@ -250,8 +250,8 @@ def test_data_preview_writes_a_png(tmp_path):
 
 
 def test_cli_zoo_names_match_the_zoo():
-    from stn_deploy.models import ZOO
-    from stn_deploy.train_options import ZOO_NAMES
+    from stn_deploy.pytorch.models import ZOO
+    from stn_deploy.pytorch.train_options import ZOO_NAMES
 
     assert tuple(ZOO) == ZOO_NAMES
 

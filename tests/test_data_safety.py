@@ -165,7 +165,7 @@ def test_run_on_a_full_disk(full_disk):
 
 
 def test_run_reports_on_a_full_disk(full_disk, monkeypatch):
-    import stn_deploy.pipeline as pipeline
+    import stn_deploy.pytorch.pipeline as pipeline
 
     fake = {"passed": True, "verify": {}, "bench": {"rows": []}}
     monkeypatch.setattr(pipeline, "_run", lambda *a: dict(fake))
@@ -188,7 +188,7 @@ def test_torch_save_failure_names_the_file(tmp_path):
 
 # --------------------------------------------------------------------------- run's folder
 def _fake_run(monkeypatch, action=None):
-    import stn_deploy.pipeline as pipeline
+    import stn_deploy.pytorch.pipeline as pipeline
 
     def fake(opts, work, *a):
         (work / "ours.txt").write_text("ours")
@@ -263,8 +263,8 @@ def _killed_run(tmp_path: Path, out: Path, where: str) -> None:
     proc = python(
         f"""
         import os, pathlib
-        import stn_deploy.pipeline as pipeline
-        from stn_deploy.pipeline import RunOptions, run_pipeline
+        import stn_deploy.pytorch.pipeline as pipeline
+        from stn_deploy.pytorch.pipeline import RunOptions, run_pipeline
 
         def steps(opts, work, *a):
             (work / "new.txt").write_text("new")

@@ -14,10 +14,16 @@ from tolerances import SAMPLED, assert_close
 
 from stn_deploy.cli import main
 from stn_deploy.errors import StnDeployError
-from stn_deploy.export.exporter import export_model
 from stn_deploy.export.golden import check_bundle_matches, read_bundle
 from stn_deploy.export.metadata import KEYS, stn_metadata
-from stn_deploy.models import build_model, load_factory, load_model, save_checkpoint, zoo_config
+from stn_deploy.pytorch.exporter import export_model
+from stn_deploy.pytorch.models import (
+    build_model,
+    load_factory,
+    load_model,
+    save_checkpoint,
+    zoo_config,
+)
 
 SAMPLERS = [
     ("native", 17, False),

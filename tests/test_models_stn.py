@@ -8,14 +8,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from stn_deploy.errors import StnDeployError
-from stn_deploy.models import (
+from stn_deploy.pytorch.models import (
     SamplerConfig,
     SpatialTransformer,
     STNParallel,
     STNSeries,
     make_transform,
 )
-from stn_deploy.models.transforms import TRANSFORMS, base_grid, rotation_theta
+from stn_deploy.pytorch.models.transforms import TRANSFORMS, base_grid, rotation_theta
 
 MODES = ("bilinear", "nearest", "bicubic")
 PADDINGS = ("zeros", "border", "reflection")

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stn_deploy.errors import StnDeployError
-from stn_deploy.models import ZOO, build_model, count_parameters, from_tutorial_state_dict
+from stn_deploy.pytorch.models import ZOO, build_model, count_parameters, from_tutorial_state_dict
 
 
 class TutorialNet(nn.Module):

@@ -79,7 +79,7 @@ def test_run_exports_at_the_precision_asked_for(tmp_path):
 
 
 def test_run_creates_missing_parent_directories(tmp_path, monkeypatch):
-    import stn_deploy.pipeline as pipeline
+    import stn_deploy.pytorch.pipeline as pipeline
 
     seen = {}
 

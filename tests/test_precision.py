@@ -18,14 +18,14 @@ from onnx import TensorProto, helper
 from stn_deploy.cli import main
 from stn_deploy.data import mnist_available, synthetic_mnist
 from stn_deploy.errors import StnDeployError
-from stn_deploy.export.exporter import export_model
 from stn_deploy.export.golden import read_bundle
 from stn_deploy.export.metadata import stn_metadata
-from stn_deploy.models import build_model, load_model, save_checkpoint, zoo_config
 from stn_deploy.precision import CalibrationSpec, apply_precision, quantize_file
 from stn_deploy.precision.accuracy import agreement_pct, distorted_test_set, predict
 from stn_deploy.precision.calibration import calibration_set, distortion_for
 from stn_deploy.precision.region import float_region, inline_functions
+from stn_deploy.pytorch.exporter import export_model
+from stn_deploy.pytorch.models import build_model, load_model, save_checkpoint, zoo_config
 from stn_deploy.runtimes import open_session
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -148,7 +148,7 @@ def test_corrupt_model_files_are_one_line_errors(tmp_path, content, runtime):
 
 
 def test_torch_session_answers_with_the_exported_output_names():
-    from stn_deploy.models.loading import load_model
+    from stn_deploy.pytorch.models.loading import load_model
 
     loaded = load_model("exported/mnist-affine-rts.pt")
     path, bundle = _exported("native")

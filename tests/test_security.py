@@ -22,10 +22,10 @@ from torch import nn
 
 from stn_deploy.cli import main
 from stn_deploy.errors import StnDeployError
-from stn_deploy.models import ModelConfig, load_checkpoint, load_factory, load_model
-from stn_deploy.models.checkpoint import save_checkpoint
-from stn_deploy.models.loading import LoadedModel
-from stn_deploy.train_options import TrainOptions
+from stn_deploy.pytorch.models import ModelConfig, load_checkpoint, load_factory, load_model
+from stn_deploy.pytorch.models.checkpoint import save_checkpoint
+from stn_deploy.pytorch.models.loading import LoadedModel
+from stn_deploy.pytorch.train_options import TrainOptions
 
 SHAPE = [1, 28, 28]
 
@@ -97,7 +97,7 @@ def _plant(kind: str, tmp_path: Path, monkeypatch) -> tuple[str, Path]:
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory) -> Path:
     """An export of the tiny model (what verify/bench are pointed at)."""
-    from stn_deploy.export.exporter import export_model
+    from stn_deploy.pytorch.exporter import export_model
 
     loaded = LoadedModel(_tiny().eval(), _config("tiny:make"), source="tiny")
     out = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
@@ -221,7 +221,7 @@ def test_python_api(tmp_path, monkeypatch):
     trusted = load_checkpoint(ckpt, trust_factory=True).model(x)
     torch.testing.assert_close(load_model(str(ckpt), trust_factory=True).model(x), trusted)
     torch.testing.assert_close(load_model(arch, checkpoint=ckpt).model(x), trusted)
-    from stn_deploy.pipeline import RunOptions
+    from stn_deploy.pytorch.pipeline import RunOptions
 
     assert RunOptions().trust_factory is False
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from stn_deploy.errors import StnDeployError
-from stn_deploy.models import load_checkpoint
-from stn_deploy.train import TrainOptions, train
+from stn_deploy.pytorch.models import load_checkpoint
+from stn_deploy.pytorch.train import TrainOptions, train
 
 QUIET = {"progress": False, "log": lambda *_: None}
 
@@ -152,8 +152,8 @@ def test_cnn_baseline_and_tps_train(tmp_path):
 
 
 def test_loc_lr_scale_gives_the_localisation_net_its_own_rate(tmp_path):
-    from stn_deploy.models import build_model
-    from stn_deploy.train import _make_optimizer
+    from stn_deploy.pytorch.models import build_model
+    from stn_deploy.pytorch.train import _make_optimizer
 
     model = build_model("mnist-affine", in_size=42)
     opt, _ = _make_optimizer(_opts(loc_lr_scale=0.1, schedule="none", lr=0.01), model, 10)

@@ -116,7 +116,7 @@ def test_json_schema():
 
 
 def test_torch_reference_and_stress_reaches_outside_the_image():
-    from stn_deploy.models.loading import load_model
+    from stn_deploy.pytorch.models.loading import load_model
 
     rep = verify_model(
         model("native"),
@@ -135,7 +135,7 @@ def test_torch_reference_and_stress_reaches_outside_the_image():
 
 # --------------------------------------------------------------------------- broken models, bisect
 def test_tampered_conv_weight_is_caught_and_bisected_to_the_conv(tmp_path):
-    from stn_deploy.models.loading import load_model
+    from stn_deploy.pytorch.models.loading import load_model
 
     m, conv = tampered_conv()
     path = tmp_path / "bad.onnx"  # no bundle beside it: the torch model is the reference
@@ -439,8 +439,8 @@ def test_reference_evaluator_runs_dequantize_linear_below_opset_19():
 
 
 def test_expose_stn_outputs_are_compared_and_theta_summarised(tmp_path):
-    from stn_deploy.export.exporter import export_model
-    from stn_deploy.models.loading import load_model
+    from stn_deploy.pytorch.exporter import export_model
+    from stn_deploy.pytorch.models.loading import load_model
 
     s = export_model(load_model(str(CKPT)), tmp_path / "x.onnx", expose_stn=True, golden_count=2)
     rep = verify_model(

@@ -75,7 +75,7 @@ def bench_model(
         io_binding, cuda_graph: also time the ORT GPU EPs with device-resident inputs and
             outputs / with a captured CUDA graph; other EPs get a skip row saying why.
         compare: baselines, ``torch`` (eager) and/or ``stock-export``; both need ``loaded``.
-        loaded: a :class:`~stn_deploy.models.loading.LoadedModel` (checkpoint or factory).
+        loaded: a :class:`~stn_deploy.pytorch.models.loading.LoadedModel` (checkpoint or factory).
         input_shape: per-image shape ``C,H,W`` (default: checkpoint, golden bundle, model).
         sampler_sweep: also time every other grid-sample lowering of the model.
         progress: a progress bar on stderr (None: when stderr is a terminal).
@@ -150,7 +150,7 @@ def bench_model(
     with tempfile.TemporaryDirectory(prefix="stn-deploy-bench-") as tmp:
         stock_path, stock_reason = None, None
         if "stock-export" in baselines:
-            from stn_deploy.bench.baselines import stock_export_loaded
+            from stn_deploy.pytorch.baselines import stock_export_loaded
 
             try:
                 stock_path = stock_export_loaded(loaded, Path(tmp) / "stock-export.onnx")

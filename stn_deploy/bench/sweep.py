@@ -47,7 +47,7 @@ def make_variants(
         path = out_dir / f"sweep-{lowering}.onnx"
         try:
             if loaded is not None:
-                from stn_deploy.export.exporter import export_model
+                from stn_deploy.pytorch.exporter import export_model
 
                 export_model(
                     loaded,

@@ -90,7 +90,7 @@ def open_session(
 ) -> RuntimeSession:
     """Open ``model`` (an ONNX path or ModelProto) on runtime ``name``.
 
-    ``loaded`` (a :class:`~stn_deploy.models.loading.LoadedModel`) is needed for ``torch``, which
+    ``loaded`` (a :class:`~stn_deploy.pytorch.models.loading.LoadedModel`) is needed for ``torch``, which
     answers with ``output_names``. Raises :class:`RuntimeUnavailable` with the reason when the
     runtime cannot run here, StnDeployError when the model cannot be loaded.
     """
@@ -98,7 +98,7 @@ def open_session(
     if name == "torch":
         if loaded is None:
             raise StnDeployError("the torch runtime needs a checkpoint or factory (--checkpoint)")
-        from stn_deploy.runtimes.torch_eager import TorchSession
+        from stn_deploy.pytorch.runner import TorchSession
 
         return TorchSession(loaded, output_names=output_names, threads=threads, **options)
     if name == "openvino":

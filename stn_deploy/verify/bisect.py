@@ -172,7 +172,7 @@ def export_args_from(meta: dict[str, str], model: onnx.ModelProto) -> dict[str, 
 
 def reexport(loaded: Any, meta: dict[str, str], model: onnx.ModelProto) -> onnx.ModelProto:
     """Export ``loaded`` (torch) again with the file's export arguments; returns the model."""
-    from stn_deploy.export.exporter import export_model  # torch, lazily
+    from stn_deploy.pytorch.exporter import export_model  # torch, lazily
 
     args = export_args_from(meta, model)
     with tempfile.TemporaryDirectory(prefix="stn-deploy-bisect-") as tmp:

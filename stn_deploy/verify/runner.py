@@ -1,7 +1,7 @@
 """``verify_model``: run one ONNX file on several runtimes and compare each with a reference.
 
 No torch at import. The reference is the torch model when ``loaded`` is given (a
-:class:`~stn_deploy.models.loading.LoadedModel`), else the golden bundle beside the file: then
+:class:`~stn_deploy.pytorch.models.loading.LoadedModel`), else the golden bundle beside the file: then
 only the golden inputs have reference outputs, and the other input sets are compared with a
 *secondary* reference, ONNX Runtime CPU (or the onnx reference evaluator when ORT is missing),
 which is itself checked against the golden outputs. The report says which reference every input

@@ -13,11 +13,11 @@ from pathlib import Path
 import click
 
 from stn_deploy import __version__
-from stn_deploy.cli_trust import trust_factory_option
+from stn_deploy.cli.trust import trust_factory_option
 from stn_deploy.data.distortions import CANVAS
 from stn_deploy.errors import StnDeployError
 from stn_deploy.export.targets import TARGETS as TARGET_NAMES
-from stn_deploy.train_options import DEFAULT_EPOCHS, OPTIMIZERS, SCHEDULES, TrainOptions
+from stn_deploy.pytorch.train_options import DEFAULT_EPOCHS, OPTIMIZERS, SCHEDULES, TrainOptions
 
 _D = TrainOptions()  # the CLI's defaults are the API's
 
@@ -101,7 +101,7 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def models_cmd(in_size: int, as_json: bool) -> None:
     """List the model zoo with parameter counts."""
-    from stn_deploy.models.zoo import ZOO, build_model, count_parameters
+    from stn_deploy.pytorch.models.zoo import ZOO, build_model, count_parameters
 
     rows = [
         {
@@ -366,7 +366,7 @@ def train_cmd(
 
     Example: stn-deploy train --model mnist-affine --distortion rts --epochs 10 --out runs/rts
     """
-    from stn_deploy.train import TrainOptions, train
+    from stn_deploy.pytorch.train import TrainOptions, train
 
     opts = TrainOptions(data_dir=str(data_dir) if data_dir else None, **kwargs)
     result = train(
@@ -437,8 +437,8 @@ def evaluate_cmd(
 
     Example: stn-deploy evaluate runs/rts/checkpoint.pt
     """
-    from stn_deploy.evaluate import evaluate_model
-    from stn_deploy.models.loading import load_model
+    from stn_deploy.pytorch.evaluate import evaluate_model
+    from stn_deploy.pytorch.models.loading import load_model
 
     loaded = load_model(
         model, checkpoint=checkpoint, input_shape=input_shape, trust_factory=trust_factory
@@ -454,7 +454,7 @@ def evaluate_cmd(
 
 
 # --------------------------------------------------------------------------- export
-from stn_deploy.cli_quantize import build_precision_options, describe, precision_options  # noqa: E402
+from stn_deploy.cli.quantize import build_precision_options, describe, precision_options  # noqa: E402
 
 
 @main.command("export")
@@ -544,9 +544,9 @@ def export_cmd(
 
     Example: stn-deploy export runs/rts/checkpoint.pt --target tensorrt --out exported/
     """
-    from stn_deploy.export.exporter import export_model
-    from stn_deploy.models.loading import load_model
     from stn_deploy.precision.convert import check_precision
+    from stn_deploy.pytorch.exporter import export_model
+    from stn_deploy.pytorch.models.loading import load_model
 
     precision = check_precision(precision)  # before loading: an unknown one is a usage error
     options = build_precision_options(seed, precision_kw)
@@ -605,19 +605,19 @@ def inspect_cmd(model: Path, as_json: bool) -> None:
 
 
 # ------------------------------------------------------- commands that live in their own modules
-from stn_deploy.cli_lower import lower_cmd  # noqa: E402
+from stn_deploy.cli.lower import lower_cmd  # noqa: E402
 
 main.add_command(lower_cmd)
-from stn_deploy.cli_bench import bench_cmd  # noqa: E402
+from stn_deploy.cli.bench import bench_cmd  # noqa: E402
 
 main.add_command(bench_cmd)
-from stn_deploy.cli_verify import verify_cmd  # noqa: E402
+from stn_deploy.cli.verify import verify_cmd  # noqa: E402
 
 main.add_command(verify_cmd)
-from stn_deploy.cli_quantize import quantize_cmd  # noqa: E402
+from stn_deploy.cli.quantize import quantize_cmd  # noqa: E402
 
 main.add_command(quantize_cmd)
-from stn_deploy.cli_run import run_cmd  # noqa: E402
+from stn_deploy.cli.run import run_cmd  # noqa: E402
 
 main.add_command(run_cmd)
 # (one import + add_command pair per command module, appended here)

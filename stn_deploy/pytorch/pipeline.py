@@ -151,8 +151,8 @@ def _build(opts: RunOptions, out: Path, force: bool, cache_dir, progress, log) -
 def _run(opts, work: Path, cache_dir, progress, log) -> dict[str, Any]:
     from stn_deploy.bench import bench_model
     from stn_deploy.bench.machine import machine_description
-    from stn_deploy.export.exporter import export_model
-    from stn_deploy.models.loading import load_model
+    from stn_deploy.pytorch.exporter import export_model
+    from stn_deploy.pytorch.models.loading import load_model
     from stn_deploy.report.error_plot import save_error_histogram
     from stn_deploy.report.latency_plot import save_latency_plot
     from stn_deploy.verify import verify_model
@@ -165,8 +165,8 @@ def _run(opts, work: Path, cache_dir, progress, log) -> dict[str, Any]:
     trains = opts.checkpoint is None and ":" not in opts.model and not Path(opts.model).is_file()
     t = time.perf_counter()
     if trains:
-        from stn_deploy.train import train
-        from stn_deploy.train_options import TrainOptions
+        from stn_deploy.pytorch.train import train
+        from stn_deploy.pytorch.train_options import TrainOptions
 
         topts = TrainOptions(
             model=opts.model,
@@ -299,9 +299,9 @@ def _save_rectification(loaded, path: Path, opts: RunOptions, cache_dir) -> bool
     """The tutorial picture for a loaded model with an STN, on the images it was trained on."""
     import torch
 
-    from stn_deploy.export.exporter import golden_inputs
+    from stn_deploy.pytorch.exporter import golden_inputs
+    from stn_deploy.pytorch.train import Normalizer
     from stn_deploy.report.png import save_rectification_png
-    from stn_deploy.train import Normalizer
 
     if not hasattr(loaded.model, "rectify") or loaded.input_shape[0] != 1:
         return False

@@ -1,4 +1,4 @@
-"""``stn-deploy run``: the main job in one command (a thin layer over :mod:`stn_deploy.pipeline`)."""
+"""``stn-deploy run``: the main job in one command (a thin layer over :mod:`stn_deploy.pytorch.pipeline`)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 import click
 
 from stn_deploy.bench.timer import MAX_DURATION
-from stn_deploy.cli_trust import trust_factory_option
+from stn_deploy.cli.trust import trust_factory_option
 from stn_deploy.data.distortions import CANVAS
 from stn_deploy.errors import StnDeployError
 from stn_deploy.export.targets import TARGETS
-from stn_deploy.pipeline import DEFAULT_BATCH_SIZES, RunOptions
+from stn_deploy.pytorch.pipeline import DEFAULT_BATCH_SIZES, RunOptions
 
 _D = RunOptions()
 
@@ -109,7 +109,7 @@ def run_cmd(out: Path, force: bool, no_progress: bool, compare: str, **kw) -> No
     Example: stn-deploy run --epochs 5 --out runs/main --force
     """
     from stn_deploy.bench.plan import check_compare
-    from stn_deploy.pipeline import run_pipeline
+    from stn_deploy.pytorch.pipeline import run_pipeline
 
     names = () if compare.strip().lower() == "none" else tuple(check_compare(compare))
     opts = RunOptions(compare=names, **kw)

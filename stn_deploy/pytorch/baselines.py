@@ -2,7 +2,7 @@
 
 - ``stock-export``: the same model through stock ``torch.onnx.export(dynamo=True)`` with a
   dynamic batch, run on the same runtimes as ours. Needs torch and onnxscript.
-- ``torch``: PyTorch eager (``inference_mode``), :class:`stn_deploy.runtimes.torch_eager.TorchSession`.
+- ``torch``: PyTorch eager (``inference_mode``), :class:`stn_deploy.pytorch.runner.TorchSession`.
 """
 
 from __future__ import annotations
@@ -64,5 +64,5 @@ def stock_export(model: Any, input_shape: tuple[int, ...], path: str | Path) -> 
 
 
 def stock_export_loaded(loaded: Any, path: str | Path) -> Path:
-    """:func:`stock_export` of a :class:`~stn_deploy.models.loading.LoadedModel`."""
+    """:func:`stock_export` of a :class:`~stn_deploy.pytorch.models.loading.LoadedModel`."""
     return stock_export(loaded.model, tuple(loaded.input_shape), path)

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from torch import nn
 
 from stn_deploy.errors import StnDeployError
-from stn_deploy.models.classifier import STNClassifier, flat_features, tutorial_localization
-from stn_deploy.models.sampler import SamplerConfig
-from stn_deploy.models.stn import SpatialTransformer, STNParallel, STNSeries
-from stn_deploy.models.transforms import make_transform
+from stn_deploy.pytorch.models.classifier import STNClassifier, flat_features, tutorial_localization
+from stn_deploy.pytorch.models.sampler import SamplerConfig
+from stn_deploy.pytorch.models.stn import SpatialTransformer, STNParallel, STNSeries
+from stn_deploy.pytorch.models.transforms import make_transform
 
 
 def _stn(transform: str, in_shape, sampler: SamplerConfig, **transform_args) -> SpatialTransformer:

@@ -1,8 +1,8 @@
 """The STN model family (needs torch): transforms, sampler settings, STN modules, the zoo, loading."""
 
-from stn_deploy.models.checkpoint import ModelConfig, save_checkpoint
-from stn_deploy.models.classifier import STNClassifier, from_tutorial_state_dict
-from stn_deploy.models.loading import (
+from stn_deploy.pytorch.models.checkpoint import ModelConfig, save_checkpoint
+from stn_deploy.pytorch.models.classifier import STNClassifier, from_tutorial_state_dict
+from stn_deploy.pytorch.models.loading import (
     LoadedModel,
     load_checkpoint,
     load_factory,
@@ -10,10 +10,10 @@ from stn_deploy.models.loading import (
     parse_shape,
     zoo_config,
 )
-from stn_deploy.models.sampler import SamplerConfig
-from stn_deploy.models.stn import SpatialTransformer, STNParallel, STNSeries
-from stn_deploy.models.transforms import TRANSFORMS, make_transform
-from stn_deploy.models.zoo import ZOO, build_model, count_parameters
+from stn_deploy.pytorch.models.sampler import SamplerConfig
+from stn_deploy.pytorch.models.stn import SpatialTransformer, STNParallel, STNSeries
+from stn_deploy.pytorch.models.transforms import TRANSFORMS, make_transform
+from stn_deploy.pytorch.models.zoo import ZOO, build_model, count_parameters
 
 __all__ = [
     "TRANSFORMS",

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stn_deploy.errors import StnDeployError
-from stn_deploy.models.sampler import SamplerConfig
-from stn_deploy.models.transforms import Transform
+from stn_deploy.pytorch.models.sampler import SamplerConfig
+from stn_deploy.pytorch.models.transforms import Transform
 
 
 class SpatialTransformer(nn.Module):
@@ -27,7 +27,7 @@ class SpatialTransformer(nn.Module):
         hidden: width of the regressor's hidden layer (32 in the PyTorch tutorial).
 
     Example:
-        >>> from stn_deploy.models.transforms import AffineTransform
+        >>> from stn_deploy.pytorch.models.transforms import AffineTransform
         >>> loc = nn.Sequential(nn.Conv2d(1, 4, 5), nn.AdaptiveAvgPool2d(2))
         >>> stn = SpatialTransformer(loc, 16, AffineTransform(), SamplerConfig(out_size=(20, 20)))
         >>> stn(torch.rand(2, 1, 28, 28)).shape

@@ -36,13 +36,13 @@ from stn_deploy.export.golden import bundle_path, write_model_with_bundle
 from stn_deploy.export.lower import lower_model
 from stn_deploy.export.metadata import write_metadata
 from stn_deploy.export.targets import get_target
-from stn_deploy.models.loading import LoadedModel
-from stn_deploy.models.separable import separable_attention_sample
-from stn_deploy.models.stn import SpatialTransformer
-from stn_deploy.models.transforms import AttentionTransform, base_grid
+from stn_deploy.pytorch.models.loading import LoadedModel
+from stn_deploy.pytorch.models.separable import separable_attention_sample
+from stn_deploy.pytorch.models.stn import SpatialTransformer
+from stn_deploy.pytorch.models.transforms import AttentionTransform, base_grid
+from stn_deploy.pytorch.train import Normalizer
 from stn_deploy.runtimes.base import default_opset
 from stn_deploy.timing import median_us
-from stn_deploy.train import Normalizer
 
 _MODES = {0: "bilinear", 1: "nearest", 2: "bicubic"}
 _PADDINGS = {0: "zeros", 1: "border", 2: "reflection"}

@@ -9,8 +9,8 @@ import torch
 
 from stn_deploy.data import CANVAS, load_mnist, make_split, synthetic_mnist
 from stn_deploy.errors import StnDeployError
-from stn_deploy.models.loading import LoadedModel, load_checkpoint
-from stn_deploy.train import Normalizer, evaluate
+from stn_deploy.pytorch.models.loading import LoadedModel, load_checkpoint
+from stn_deploy.pytorch.train import Normalizer, evaluate
 
 
 def evaluate_model(

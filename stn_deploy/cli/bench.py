@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from stn_deploy.bench.timer import MAX_DURATION, MAX_TIMED_CALLS, check_budget
-from stn_deploy.cli_trust import trust_factory_option
+from stn_deploy.cli.trust import trust_factory_option
 from stn_deploy.errors import StnDeployError
 
 
@@ -190,7 +190,7 @@ def bench_cmd(
     loaded = None
     if checkpoint is not None or factory is not None:
         try:
-            from stn_deploy.models.loading import load_model
+            from stn_deploy.pytorch.models.loading import load_model
         except ImportError:
             raise StnDeployError(
                 "--checkpoint/--factory need torch; without it bench runs the ONNX model only"

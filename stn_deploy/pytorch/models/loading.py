@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from stn_deploy.errors import StnDeployError, one_line
-from stn_deploy.models.checkpoint import ModelConfig, check_state_dict, read_checkpoint
-from stn_deploy.models.zoo import ZOO, build_model, resolve_args
+from stn_deploy.pytorch.models.checkpoint import ModelConfig, check_state_dict, read_checkpoint
+from stn_deploy.pytorch.models.zoo import ZOO, build_model, resolve_args
 from stn_deploy.shapes import parse_shape
 
 FACTORY_RE = re.compile(r"^(?P<module>[^:]+):(?P<attr>[A-Za-z_][A-Za-z0-9_.]*)$")

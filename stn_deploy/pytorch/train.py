@@ -28,17 +28,17 @@ from stn_deploy.data import CANVAS, MNIST_MEAN, MNIST_STD, load_mnist, make_spli
 from stn_deploy.errors import StnDeployError
 from stn_deploy.io.atomic import ensure_writable_dir, write_text_atomic
 from stn_deploy.io.folders import removes_new_folder
-from stn_deploy.models.checkpoint import save_checkpoint
-from stn_deploy.models.loading import (
+from stn_deploy.pytorch.models.checkpoint import save_checkpoint
+from stn_deploy.pytorch.models.loading import (
     LoadedModel,
     load_checkpoint,
     load_factory,
     model_from_config,
     zoo_config,
 )
-from stn_deploy.models.zoo import ZOO, count_parameters
+from stn_deploy.pytorch.models.zoo import ZOO, count_parameters
+from stn_deploy.pytorch.train_options import DEFAULT_EPOCHS, TrainOptions
 from stn_deploy.report.png import save_rectification_png
-from stn_deploy.train_options import DEFAULT_EPOCHS, TrainOptions
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from stn_deploy.cli_trust import trust_factory_option
+from stn_deploy.cli.trust import trust_factory_option
 from stn_deploy.errors import StnDeployError
 from stn_deploy.verify.compare import ERROR_STATS
 from stn_deploy.verify.tolerances import HELP as TOLERANCE_HELP
@@ -145,7 +145,7 @@ def verify_cmd(
     check_overrides(**{k: kw[k] for k in ("atol", "rtol", "check_error_stat", "quantile")})
     if checkpoint or factory:
         try:
-            from stn_deploy.models.loading import load_model
+            from stn_deploy.pytorch.models.loading import load_model
         except ImportError:
             raise StnDeployError(
                 "--checkpoint/--factory need torch, which is not installed: verify against the "

@@ -1,0 +1,7 @@
+"""The torch side: everything in stn-deploy that imports torch lives in this package.
+
+Models (``models/``), training (``train``), evaluation, the exporter (torch -> ONNX), torch as a
+reference runner (``runner``), the torch baselines of a benchmark (``baselines``) and the
+one-command pipeline. Nothing outside this package imports torch; importing this package itself
+does not import torch either (its submodules do).
+"""
