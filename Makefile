@@ -24,7 +24,7 @@ setup: $(STAMP)
 
 run: setup
 	$(CLI) data fetch
-	$(CLI) run --model mnist-affine --distortion rts --epochs 5 --target ort-cpu --out $(OUT) --force
+	$(CLI) run mnist-affine --distortion rts --epochs 5 --target ort-cpu --out $(OUT) --force
 
 test: setup
 	$(PY) -m pytest -n 2 -q

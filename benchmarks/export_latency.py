@@ -89,9 +89,9 @@ def main() -> int:
     routes["stock torch.onnx.export(dynamo=True)"] = ort_session(str(tmp / "stock.onnx"))
     for sampler, opset in [("native", 17), ("portable", 11), ("custom", 17), ("ort-contrib", 11)]:
         s = export_model(
-            loaded, tmp / f"{sampler}.onnx", sampler=sampler, opset=opset, target="generic"
+            loaded, tmp / f"{sampler}.onnx", lowering=sampler, opset=opset, target="generic"
         )
-        routes[f"stn-deploy {sampler} (opset {opset})"] = ort_session(s["path"])
+        routes[f"stn-deploy {sampler} (opset {opset})"] = ort_session(s.path)
 
     rows = []
     rng = np.random.default_rng(0)
@@ -134,7 +134,7 @@ def main() -> int:
             target="generic",
             **kw,
         )
-        sess = ort_session(s["path"])
+        sess = ort_session(s.path)
         xs = {b: rng.standard_normal((b, *shape)).astype(np.float32) for b in (1, 64)}
         attention[label] = {
             f"batch {b}": median_us(

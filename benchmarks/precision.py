@@ -153,10 +153,10 @@ def sampler_parity(loaded, x: np.ndarray, count: int, data) -> list[dict]:
             path = export_model(
                 loaded,
                 Path(tmp) / f"{lowering}.onnx",
-                sampler=lowering,
+                lowering=lowering,
                 opset=opset,
                 expose_stn=True,
-            )["path"]
+            ).path
             fp32 = onnx.load(path)
             ref = open_session("cpu", fp32).run({"image": x})
             for name, precision, opts in PARITY_VARIANTS:

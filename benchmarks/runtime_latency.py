@@ -198,6 +198,7 @@ def main() -> int:
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
 
+    from stn_deploy.pytorch.baselines import torch_side
     from stn_deploy.pytorch.models.loading import load_model
 
     command = (
@@ -216,7 +217,7 @@ def main() -> int:
     results: dict[str, dict] = {}
     loaded = load_model(str(args.checkpoint))
     results["mnist-affine"] = bench_model(
-        args.model, loaded=loaded, sampler_sweep=True, warmup=args.warmup, **common
+        args.model, torch_side=torch_side(loaded), sampler_sweep=True, warmup=args.warmup, **common
     ).to_dict()
     print(json.dumps({"done": "mnist-affine", "s": round(time.perf_counter() - t0)}), flush=True)
     profiles = {}
@@ -232,7 +233,9 @@ def main() -> int:
     if not args.skip_large:
         with tempfile.TemporaryDirectory() as tmp:
             big, path = larger_stn(Path(tmp))
-            results["stn224-affine"] = bench_model(path, loaded=big, warmup=2, **common).to_dict()
+            results["stn224-affine"] = bench_model(
+                path, torch_side=torch_side(big), warmup=2, **common
+            ).to_dict()
             results["stn224-affine"]["model"]["path"] = "(temporary) " + path.name
         print(json.dumps({"done": "stn224-affine", "s": round(time.perf_counter() - t0)}))
     load_end = load_average()

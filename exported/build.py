@@ -51,6 +51,8 @@ def _cpu_flags() -> set[str]:
         return set()
     line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
     return set(line.split(":", 1)[-1].split())
+
+
 LOWERINGS = [  # (file suffix, target, sampler, opset, inline)
     ("native", "ort-cpu", "native", 17, False),
     ("portable", "generic", "portable", 11, False),
@@ -101,25 +103,25 @@ def main() -> int:
             loaded,
             args.out / f"mnist-affine-{suffix}.onnx",
             target=target,
-            sampler=sampler,
+            lowering=sampler,
             opset=opset,
             inline=inline,
         )
-        sess = ort.InferenceSession(s["path"], providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(s.path, providers=["CPUExecutionProvider"])
         out = np.concatenate(
             [
                 sess.run(None, {"image": xn[i : i + 1000].numpy()})[0]
                 for i in range(0, len(xn), 1000)
             ]
         )
-        info = inspect_model(s["path"])
+        info = inspect_model(s.path)
         rows.append(
             {
-                "file": Path(s["path"]).name,
-                "lowering": s["sampler"],
+                "file": Path(s.path).name,
+                "lowering": s.lowering,
                 "opset": opset,
-                "kb": s["bytes"] / 1024,
-                "nodes": s["nodes"],
+                "kb": s.bytes / 1024,
+                "nodes": s.nodes,
                 "error": 100 * float((out.argmax(1) != y).mean()),
                 "agree": 100 * float((out.argmax(1) == ref.argmax(1)).mean()),
                 "maxdiff": float(np.abs(out - ref).max()),
@@ -136,12 +138,12 @@ def main() -> int:
             loaded,
             args.out / f"mnist-affine-{suffix}.onnx",
             target=low[1],
-            sampler=low[2],
+            lowering=low[2],
             opset=low[3],
             inline=low[4],
             precision=precision,
         )
-        sess = ort.InferenceSession(s["path"], providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(s.path, providers=["CPUExecutionProvider"])
         out = np.concatenate(
             [
                 sess.run(None, {"image": xn[i : i + 1000].numpy()})[0]
@@ -149,16 +151,16 @@ def main() -> int:
             ]
         )
         row = {
-            "file": Path(s["path"]).name,
+            "file": Path(s.path).name,
             "precision": precision,
-            "lowering": s["sampler"],
-            "kb": s["bytes"] / 1024,
+            "lowering": s.lowering,
+            "kb": s.bytes / 1024,
             "fp32_kb": fp32_row["kb"],
             "error": 100 * float((out.argmax(1) != y).mean()),
             "agree": 100 * float((out.argmax(1) == ref.argmax(1)).mean()),
         }
         row["fp32_path"] = args.out / fp32_row["file"]
-        row["path"] = Path(s["path"])
+        row["path"] = Path(s.path)
         prows.append(row)
         print(prows[-1], flush=True)
     for rt in ("cpu", "openvino"):

@@ -2,4 +2,5 @@
 
 from stn_deploy.cli import main
 
-main(prog_name="stn-deploy")
+if __name__ == "__main__":  # importing this module (the torch-boundary test does) runs nothing
+    main(prog_name="stn-deploy")

@@ -9,13 +9,13 @@ expected to run there, with the reason (the runtime facts are those of
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import onnx
 from onnx import helper
 
-from stn_deploy.errors import StnDeployError
 from stn_deploy.export.graph import subgraphs
 from stn_deploy.export.metadata import read_metadata, stn_metadata
 
@@ -96,102 +96,114 @@ def _opset(model: onnx.ModelProto, domain: str = "") -> int:
     return 0
 
 
+@dataclass
+class _Facts:
+    """What the targets' verdicts depend on."""
+
+    opset: int
+    functions: bool  # model-local functions
+    foreign: list[str]  # domains other than ONNX's and ours
+    has_gs: bool  # ONNX GridSample
+    has_ag: bool  # ONNX AffineGrid
+    ms_gs: bool  # com.microsoft GridSample
+    modes: set[str]  # GridSample modes
+    common: list[str]  # problems on every target (custom ops without a function body)
+
+
+def _facts(model: onnx.ModelProto) -> _Facts:
+    ops = {(n.domain if n.domain != "ai.onnx" else "", n.op_type) for n in model.graph.node}
+    bodies = {(f.domain, f.name) for f in model.functions}
+    custom_no_body = {op for dom, op in ops if dom == CUSTOM_DOMAIN and (dom, op) not in bodies}
+    return _Facts(
+        opset=_opset(model),
+        functions=bool(model.functions),
+        foreign=sorted({dom for dom, _ in ops if dom not in ("", CUSTOM_DOMAIN)}),
+        has_gs=("", "GridSample") in ops,
+        has_ag=("", "AffineGrid") in ops,
+        ms_gs=(MS_DOMAIN, "GridSample") in ops,
+        modes=_gridsample_modes(model),
+        common=[f"{CUSTOM_DOMAIN}::{op} has no function body" for op in sorted(custom_no_body)],
+    )
+
+
 def target_support(model: onnx.ModelProto) -> dict[str, dict[str, Any]]:
     """Per target: ``{"ok": bool, "why": str}`` from the ops, opset and functions in the file."""
-    ops = {(n.domain if n.domain != "ai.onnx" else "", n.op_type) for n in model.graph.node}
-    opset = _opset(model)
-    functions = list(model.functions)
-    custom_no_body = {
-        op
-        for dom, op in ops
-        if dom == CUSTOM_DOMAIN and (dom, op) not in {(f.domain, f.name) for f in functions}
+    f = _facts(model)
+    verdicts = {
+        **_ort_verdicts(f),
+        "tensorrt": _tensorrt_verdict(f),
+        "openvino": _openvino_verdict(f),
+        **{t: _no_gridsample_verdict(f, t) for t in ("tflite", "ncnn", "generic")},
     }
-    foreign = sorted({dom for dom, _ in ops if dom not in ("", CUSTOM_DOMAIN)})
-    has_gs = ("", "GridSample") in ops
-    has_ag = ("", "AffineGrid") in ops
-    ms_gs = (MS_DOMAIN, "GridSample") in ops
-    modes = _gridsample_modes(model)
-    out: dict[str, dict[str, Any]] = {}
+    return {
+        target: {"ok": not problems, "why": "; ".join(problems or notes or ["standard ops only"])}
+        for target, (problems, notes) in verdicts.items()
+    }
 
-    def verdict(target: str, problems: list[str], notes: list[str]) -> None:
-        out[target] = {
-            "ok": not problems,
-            "why": "; ".join(problems or notes or ["standard ops only"]),
-        }
 
-    common = [f"{CUSTOM_DOMAIN}::{op} has no function body" for op in sorted(custom_no_body)]
+def _ort_verdicts(f: _Facts) -> dict[str, tuple[list[str], list[str]]]:
     # ONNX Runtime reads local functions, the contrib domain, GridSample 16+ and AffineGrid 20.
-    ort_problems = list(common) + [
-        f"domain {d} is not ONNX Runtime's" for d in foreign if d != MS_DOMAIN
+    problems = list(f.common) + [
+        f"domain {d} is not ONNX Runtime's" for d in f.foreign if d != MS_DOMAIN
     ]
-    verdict(
-        "ort-cpu",
-        ort_problems,
-        ["GridSample runs on one thread for 1-channel images"] if has_gs else [],
-    )
+    cpu_notes = ["GridSample runs on one thread for 1-channel images"] if f.has_gs else []
     cuda_notes = []
-    if has_ag:
+    if f.has_ag:
         cuda_notes.append("AffineGrid has a CPU kernel only: it falls back to the CPU EP")
-    if has_gs:
+    if f.has_gs:
         cuda_notes.append(
             "GridSample has been seen falling back to CPU: check with verify --strict-placement"
         )
-    verdict("ort-cuda", ort_problems, cuda_notes)
+    return {"ort-cpu": (problems, cpu_notes), "ort-cuda": (problems, cuda_notes)}
 
-    trt = list(common)
-    if ms_gs or MS_DOMAIN in foreign:
+
+def _tensorrt_verdict(f: _Facts) -> tuple[list[str], list[str]]:
+    trt = list(f.common)
+    if f.ms_gs or MS_DOMAIN in f.foreign:
         trt.append("com.microsoft ops are ONNX Runtime only")
-    if has_gs and opset >= 20 and ("linear" in modes or "cubic" in modes):
+    if f.has_gs and f.opset >= 20 and ("linear" in f.modes or "cubic" in f.modes):
         trt.append(
-            f"opset-{opset} GridSample '{'/'.join(sorted(modes))}' is imported as nearest without an error (TensorRT#4646): export at opset 16-19"
+            f"opset-{f.opset} GridSample '{'/'.join(sorted(f.modes))}' is imported as nearest without an error (TensorRT#4646): export at opset 16-19"
         )
-    if functions:
-        trt_note = ["local functions need TensorRT 9+"]
-    else:
-        trt_note = []
-    verdict("tensorrt", trt, trt_note)
+    return trt, ["local functions need TensorRT 9+"] if f.functions else []
 
-    ov = list(common)
-    if functions:
+
+def _openvino_verdict(f: _Facts) -> tuple[list[str], list[str]]:
+    ov = list(f.common)
+    if f.functions:
         ov.append(
             "OpenVINO's ONNX frontend does not expand model-local functions: inline them first"
         )
-    if ms_gs or MS_DOMAIN in foreign:
+    if f.ms_gs or MS_DOMAIN in f.foreign:
         ov.append("com.microsoft ops are ONNX Runtime only")
-    ov_notes = (
+    notes = (
         ["opset-20 GridSample import needs OpenVINO from May 2026 on"]
-        if has_gs and opset >= 20
+        if f.has_gs and f.opset >= 20
         else []
     )
-    verdict("openvino", ov, ov_notes)
+    return ov, notes
 
-    for target in ("tflite", "ncnn", "generic"):
-        probs = list(common)
-        if has_gs or has_ag or ms_gs:
-            probs.append(
-                f"{target if target != 'generic' else 'a runtime without GridSample'} cannot run GridSample/AffineGrid: use the portable lowering"
-            )
-        if functions:
-            probs.append("model-local functions: inline them")
-        if foreign:
-            probs.append(f"non-standard domains {', '.join(foreign)}")
-        verdict(target, probs, [])
-    return out
+
+def _no_gridsample_verdict(f: _Facts, target: str) -> tuple[list[str], list[str]]:
+    """tflite, ncnn and a generic runtime: no GridSample/AffineGrid, no functions."""
+    probs = list(f.common)
+    if f.has_gs or f.has_ag or f.ms_gs:
+        probs.append(
+            f"{target if target != 'generic' else 'a runtime without GridSample'} cannot run GridSample/AffineGrid: use the portable lowering"
+        )
+    if f.functions:
+        probs.append("model-local functions: inline them")
+    if f.foreign:
+        probs.append(f"non-standard domains {', '.join(f.foreign)}")
+    return probs, []
 
 
 def inspect_model(path: str | Path) -> dict[str, Any]:
     """Everything ``stn-deploy inspect`` reports about the ONNX file at ``path``, as a dict."""
+    from stn_deploy.export.onnx_file import load_onnx
+
     path = Path(path)
-    if not path.is_file():
-        raise StnDeployError(f"model not found: {path}")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf raises DecodeError and friends
-        raise StnDeployError(
-            f"cannot read {path}: not an ONNX model ({type(exc).__name__})"
-        ) from None
-    if not model.graph.node and not model.graph.input:
-        raise StnDeployError(f"cannot read {path}: not an ONNX model (empty graph)")
+    model = load_onnx(path, load_external_data=False)
     init_names = {i.name for i in model.graph.initializer}
     lowering, reason = detect_lowering(model)
     hist = Counter(_op_key(n) for n in _all_nodes(model))

@@ -23,9 +23,9 @@ from stn_deploy.bench.result import (
     TOP_KEYS,
 )
 from stn_deploy.bench.tables import format_markdown
-from stn_deploy.bench.timer import CallTimer, time_calls
 from stn_deploy.errors import StnDeployError
 from stn_deploy.runtimes import Availability, RuntimeInfo, RuntimeSession, TensorSpec
+from stn_deploy.timing import CallTimer, time_calls
 
 NATIVE = "exported/mnist-affine-native.onnx"
 CHECKPOINT = "exported/mnist-affine-rts.pt"
@@ -222,6 +222,7 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
 
 
 def test_baselines_and_speedups_in_the_same_run():
+    from stn_deploy.pytorch.baselines import torch_side
     from stn_deploy.pytorch.models.loading import load_model
 
     loaded = load_model(CHECKPOINT)
@@ -232,7 +233,7 @@ def test_baselines_and_speedups_in_the_same_run():
         warmup=1,
         iters=3,
         compare=("torch", "stock-export"),
-        loaded=loaded,
+        torch_side=torch_side(loaded),
         progress=False,
     )
     kinds = {(row.route.kind, row.batch): row for row in r.rows}

@@ -13,7 +13,7 @@ from stn_deploy.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 NATIVE = str(ROOT / "exported" / "mnist-affine-native.onnx")
-QUICK = ["--batch-sizes", "1,2", "--iters", "2", "--warmup", "1", "--providers", "cpu"]
+QUICK = ["--batch-sizes", "1,2", "--iters", "2", "--warmup", "1", "--runtimes", "cpu"]
 
 
 def invoke(*args):
@@ -52,17 +52,17 @@ def test_json_to_stdout():
     [
         (["--batch-sizes", "0"], "batch sizes must be 1 or more, got 0"),
         (["--batch-sizes", "1,-8"], "batch sizes must be 1 or more, got -8"),
-        (["--providers", "cpu,warpdrive"], "unknown runtime/provider 'warpdrive'"),
+        (["--runtimes", "cpu,warpdrive"], "unknown runtime/provider 'warpdrive'"),
         (["--compare", "torch"], "--compare torch needs the torch model"),
         (["--compare", "stock-export"], "--compare stock-export needs the torch model"),
-        (["--providers", "torch"], "needs the torch model"),
+        (["--runtimes", "torch"], "needs the torch model"),
         (["--iters", "3", "--duration", "1"], "not both"),
         (["--warmup", "-1"], "--warmup must be 0 or more"),
     ],
 )
 def test_bad_input_is_a_one_line_error(args, message):
     r = invoke(NATIVE, *args)
-    assert r.exit_code == 1, r.output
+    assert r.exit_code == 2, r.output  # a usage error
     assert r.output.startswith("Error: ") and message in r.output
     assert r.output.count("\n") == 1, r.output
 
@@ -89,7 +89,7 @@ def test_cuda_without_gpu_skip_row_and_strict():
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("this machine has the CUDA EP")
     r = invoke(
-        NATIVE, "--providers", "cpu,cuda", "--batch-sizes", "1", "--iters", "2", "--cuda-graph"
+        NATIVE, "--runtimes", "cpu,cuda", "--batch-sizes", "1", "--iters", "2", "--cuda-graph"
     )
     assert r.exit_code == 0, r.output
     lines = [ln for ln in r.output.splitlines() if ln.split()[:1] == ["mnist-affine-native"]]
@@ -97,7 +97,7 @@ def test_cuda_without_gpu_skip_row_and_strict():
     assert any(
         "[cuda-graph]" in ln and " cpu " in ln and "skipped: CUDA graphs" in ln for ln in lines
     )
-    r = invoke(NATIVE, "--providers", "cuda", "--batch-sizes", "1", "--strict")
+    r = invoke(NATIVE, "--runtimes", "cuda", "--batch-sizes", "1", "--fail-on-error")
     assert r.exit_code == 1 and r.output.startswith("Error: cuda cannot run here")
 
 
@@ -107,7 +107,7 @@ def test_compare_with_checkpoint():
         *QUICK,
         "--compare",
         "torch",
-        "--checkpoint",
+        "--reference",
         ROOT / "exported" / "mnist-affine-rts.pt",
     )
     assert r.exit_code == 0, r.output
@@ -121,17 +121,17 @@ NO_TORCH = textwrap.dedent(
     from click.testing import CliRunner
     from stn_deploy.cli import main
     model = "exported/mnist-affine-native.onnx"
-    r = CliRunner().invoke(main, ["bench", model, "--providers", "cpu", "--batch-sizes", "1,3",
+    r = CliRunner().invoke(main, ["bench", model, "--runtimes", "cpu", "--batch-sizes", "1,3",
                                   "--iters", "2", "--json"])
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)
     assert [row["status"] for row in d["rows"]] == ["ok", "ok"], d["rows"]
     assert d["model"]["input_shape"] == [1, 42, 42], d["model"]
     assert d["model"]["shape_source"].startswith("golden bundle"), d["model"]
-    r = CliRunner().invoke(main, ["bench", model, "--providers", "cpu", "--batch-sizes", "1",
+    r = CliRunner().invoke(main, ["bench", model, "--runtimes", "cpu", "--batch-sizes", "1",
                                   "--iters", "1", "--input-shape", "1,42,42"])
     assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(main, ["bench", model, "--compare", "torch", "--checkpoint",
+    r = CliRunner().invoke(main, ["bench", model, "--compare", "torch", "--reference",
                                   "exported/mnist-affine-rts.pt"])
     assert r.exit_code == 1 and r.output.startswith("Error: ") and "torch" in r.output, r.output
     assert r.output.count("\\n") == 1, r.output
@@ -160,12 +160,12 @@ def test_compare_with_factory(tmp_path):
         *QUICK,
         "--compare",
         "torch",
-        "--factory",
+        "--reference",
         f"{factory}:make",
         "--input-shape",
         "1,42,42",
     )
     assert r.exit_code == 0, r.output
     assert "torch eager" in r.output
-    r = invoke(NATIVE, *QUICK, "--compare", "torch", "--factory", f"{factory}:make")
+    r = invoke(NATIVE, *QUICK, "--compare", "torch", "--reference", f"{factory}:make")
     assert r.exit_code == 1 and "--input-shape" in r.output, r.output

@@ -53,7 +53,7 @@ def assert_one_line_error(r, *fragments):
 
 
 def test_train_unknown_model(tmp_path):
-    r = invoke("train", "--model", "mnist-nope", "--synthetic", "--out", tmp_path / "r")
+    r = invoke("train", "mnist-nope", "--synthetic", "--out", tmp_path / "r")
     assert_one_line_error(r, "unknown model 'mnist-nope'")
     assert not (tmp_path / "r").exists()
 
@@ -165,7 +165,7 @@ def test_train_then_evaluate_end_to_end(tmp_path):
     r = invoke(
         "evaluate",
         "mnist-affine",
-        "--checkpoint",
+        "--weights",
         out / "checkpoint.pt",
         "--synthetic",
         "--limit-test",
@@ -173,7 +173,7 @@ def test_train_then_evaluate_end_to_end(tmp_path):
         "--json",
     )
     assert r.exit_code == 0 and json.loads(r.output)["test_error"] == pytest.approx(train_err)
-    r = invoke("evaluate", "mnist-tps", "--checkpoint", out / "checkpoint.pt", "--synthetic")
+    r = invoke("evaluate", "mnist-tps", "--weights", out / "checkpoint.pt", "--synthetic")
     assert_one_line_error(r, "holds 'mnist-affine', not 'mnist-tps'")
 
 
@@ -185,7 +185,6 @@ def test_factory_with_wrong_input_shape(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     r = invoke(
         "train",
-        "--model",
         "umod:make",
         "--distortion",
         "rts",
@@ -213,7 +212,6 @@ def test_factory_with_wrong_input_shape(tmp_path, monkeypatch):
     assert res["source"] == "umod:make" and res["distortion"] == "none" and res["images"] == 32
     r = invoke(
         "train",
-        "--model",
         "umod:make",
         "--distortion",
         "none",

@@ -36,9 +36,9 @@ RUN_FAST = [
     "--limit-train", "64",
     "--limit-test", "32",
     "--epochs", "1",
-    "--providers", "cpu",
+    "--runtimes", "cpu",
     "--batch-sizes", "1",
-    "--bench-duration", "0.01",
+    "--duration", "0.01",
     "--compare", "none",
     "--no-progress",
 ]  # fmt: skip
@@ -131,14 +131,14 @@ def test_quantize_on_a_full_disk(full_disk):
 
 def test_lower_on_a_full_disk(full_disk):
     dst = full_disk / "new" / "l.onnx"
-    one_error(cli("lower", NATIVE, dst, "--sampler", "portable"), f"cannot write {dst}", NO_SPACE)
+    one_error(cli("lower", NATIVE, dst, "--lowering", "portable"), f"cannot write {dst}", NO_SPACE)
     assert tree(full_disk) == []  # nor the folder made for it
 
 
 def test_verify_plot_on_a_full_disk(full_disk):
     pytest.importorskip("matplotlib")
     plot = full_disk / "plots" / "errors.png"
-    r = cli("verify", NATIVE, "--providers", "cpu", "--plot", plot)
+    r = cli("verify", NATIVE, "--runtimes", "cpu", "--plot", plot)
     one_error(r, f"cannot write {plot}", NO_SPACE)
     assert tree(full_disk) == []
 
@@ -167,8 +167,8 @@ def test_run_on_a_full_disk(full_disk):
 def test_run_reports_on_a_full_disk(full_disk, monkeypatch):
     import stn_deploy.pytorch.pipeline as pipeline
 
-    fake = {"passed": True, "verify": {}, "bench": {"rows": []}}
-    monkeypatch.setattr(pipeline, "_run", lambda *a: dict(fake))
+    fake = pipeline.RunReport(options={}, passed=True, bench={"rows": []})
+    monkeypatch.setattr(pipeline, "_run", lambda *a: fake)
     out = full_disk / "report"
     one_error(cli("run", *RUN_FAST, "--out", out), f"cannot write {out}/", NO_SPACE)
     assert tree(full_disk) == []
@@ -194,7 +194,7 @@ def _fake_run(monkeypatch, action=None):
         (work / "ours.txt").write_text("ours")
         if action:
             action(work)
-        return {"passed": True, "verify": {}, "bench": {"rows": []}}
+        return pipeline.RunReport(options={}, passed=True, bench={"rows": []})
 
     monkeypatch.setattr(pipeline, "_run", fake)
     monkeypatch.setattr(pipeline, "_write_reports", lambda report, work, out: None)
@@ -270,7 +270,7 @@ def _killed_run(tmp_path: Path, out: Path, where: str) -> None:
             (work / "new.txt").write_text("new")
             if {where!r} == "steps":
                 os._exit(9)
-            return {{"passed": True, "verify": {{}}, "bench": {{"rows": []}}}}
+            return pipeline.RunReport(options={{}}, passed=True, bench={{"rows": []}})
 
         def killed(*a, **k):
             os._exit(9)
@@ -373,8 +373,8 @@ def test_a_broken_pair_is_rejected_by_every_reader_and_repaired(tmp_path, monkey
     monkeypatch.setattr(os, "replace", real)
     assert m.read_bytes() == NATIVE.read_bytes()  # the old model beside the new bundle
     again = "again to write a matching pair"
-    one_error(cli("verify", m, "--providers", "cpu"), "made for another model", again)
-    bench = ["--providers", "cpu", "--batch-sizes", "1", "--duration", "0.01"]
+    one_error(cli("verify", m, "--runtimes", "cpu"), "made for another model", again)
+    bench = ["--runtimes", "cpu", "--batch-sizes", "1", "--duration", "0.01"]
     one_error(cli("bench", m, *bench), "made for another model", again)
     one_error(cli("quantize", m, "--out", tmp_path / "q.onnx"), "made for another model")
     assert cli("quantize", NATIVE, "--precision", "fp16", "--out", m).exit_code == 0
@@ -400,6 +400,6 @@ def test_quantize_and_lower_refuse_while_another_writer_holds_the_model(tmp_path
     with destination_lock(out) as lock:
         r = cli("quantize", NATIVE, "--precision", "fp16", "--out", out)
         one_error(r, f"{out} is being written by pid {os.getpid()}", str(lock))
-        r = cli("lower", NATIVE, out, "--sampler", "portable")
+        r = cli("lower", NATIVE, out, "--lowering", "portable")
         one_error(r, f"{out} is being written by pid {os.getpid()}", str(lock))
     assert tree(tmp_path) == []

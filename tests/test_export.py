@@ -65,9 +65,9 @@ def _run(path, x):
 def test_parity_with_torch_for_every_lowering(tmp_path, name, args, sampler, opset, inline):
     loaded = _loaded(tmp_path, name, **args)
     s = export_model(
-        loaded, tmp_path / "m.onnx", sampler=sampler, opset=opset, inline=inline, target="generic"
+        loaded, tmp_path / "m.onnx", lowering=sampler, opset=opset, inline=inline, target="generic"
     )
-    model = onnx.load(s["path"])
+    model = onnx.load(s.path)
     ops = Counter((n.domain, n.op_type) for n in model.graph.node)
     assert ("", "AffineGrid") not in ops
     assert (("", "GridSample") in ops) == (sampler == "native")
@@ -78,13 +78,13 @@ def test_parity_with_torch_for_every_lowering(tmp_path, name, args, sampler, ops
     x = np.random.default_rng(1).standard_normal((5, 1, 42, 42)).astype(np.float32)
     with torch.inference_mode():
         ref = loaded.model(torch.from_numpy(x)).numpy()
-    (got,) = _run(s["path"], x)  # batch 5 though traced with 1: dynamic batch
+    (got,) = _run(s.path, x)  # batch 5 though traced with 1: dynamic batch
     # log-probabilities: assert_close covers float32 reordering in the convolutions (scaled by
     # the magnitude of the log-probs); a wrong tap, weight or padding rule moves them by 1e-2
     assert_close(got, ref)
-    golden = read_bundle(s["golden"])
-    check_bundle_matches(golden, s["path"])
-    (g_out,) = _run(s["path"], golden.inputs["image"])
+    golden = read_bundle(s.golden_path)
+    check_bundle_matches(golden, s.path)
+    (g_out,) = _run(s.path, golden.inputs["image"])
     assert_close(g_out, golden.outputs["log_probs"])
 
 
@@ -93,9 +93,9 @@ def test_metadata_determinism_and_golden(tmp_path):
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
     a = export_model(loaded, tmp_path / "a" / "m.onnx", target="tensorrt")
     b = export_model(loaded, tmp_path / "b" / "m.onnx", target="tensorrt")
-    assert open(a["path"], "rb").read() == open(b["path"], "rb").read()
-    assert open(a["golden"], "rb").read() == open(b["golden"], "rb").read()
-    meta = stn_metadata(onnx.load(a["path"]))
+    assert open(a.path, "rb").read() == open(b.path, "rb").read()
+    assert open(a.golden_path, "rb").read() == open(b.golden_path, "rb").read()
+    meta = stn_metadata(onnx.load(a.path))
     assert set(KEYS) <= set(meta)
     assert (meta["lowering"], meta["opset"], meta["target"], meta["transform"]) == (
         "native",
@@ -104,7 +104,7 @@ def test_metadata_determinism_and_golden(tmp_path):
         "affine",
     )
     assert meta["normalization_mean"] == "[0.1307]"
-    model = onnx.load(a["path"])
+    model = onnx.load(a.path)
     onnx.checker.check_model(model, full_check=True)
     gs = [n for n in model.graph.node if n.op_type == "GridSample"]
     assert [a.s for n in gs for a in n.attribute if a.name == "mode"] == [
@@ -115,7 +115,7 @@ def test_metadata_determinism_and_golden(tmp_path):
 def test_default_name_and_directory_output(tmp_path):
     (tmp_path / "out").mkdir()
     s = export_model(_loaded(tmp_path, "mnist-tps"), tmp_path / "out", target="generic")
-    assert s["path"].endswith("out/mnist-tps-portable.onnx") and s["golden"].endswith(
+    assert s.path.endswith("out/mnist-tps-portable.onnx") and s.golden_path.endswith(
         "mnist-tps-portable.io.npz"
     )
 
@@ -123,13 +123,13 @@ def test_default_name_and_directory_output(tmp_path):
 def test_expose_stn_and_static_batch(tmp_path):
     loaded = _loaded(tmp_path, "mnist-affine")
     s = export_model(
-        loaded, tmp_path / "e.onnx", expose_stn=True, dynamic_batch=False, sampler="portable"
+        loaded, tmp_path / "e.onnx", expose_stn=True, dynamic_batch=False, lowering="portable"
     )
-    model = onnx.load(s["path"])
+    model = onnx.load(s.path)
     assert [o.name for o in model.graph.output] == ["log_probs", "theta", "rectified"]
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
     x = np.random.default_rng(0).standard_normal((1, 1, 42, 42)).astype(np.float32)
-    lp, theta, rect = _run(s["path"], x)
+    lp, theta, rect = _run(s.path, x)
     with torch.inference_mode():
         r, t = loaded.model.stn.forward_with_theta(torch.from_numpy(x))
     assert_close(theta, t)
@@ -168,21 +168,21 @@ def test_user_module_with_affine_grid(tmp_path, monkeypatch, sampler, opset):
     (tmp_path / "user_stn.py").write_text(USER_STN)
     monkeypatch.syspath_prepend(str(tmp_path))
     loaded = load_factory("user_stn:make", "3,24,20")
-    s = export_model(loaded, tmp_path / "u.onnx", sampler=sampler, opset=opset, target="generic")
-    ops = Counter(n.op_type for n in onnx.load(s["path"]).graph.node)
+    s = export_model(loaded, tmp_path / "u.onnx", lowering=sampler, opset=opset, target="generic")
+    ops = Counter(n.op_type for n in onnx.load(s.path).graph.node)
     assert "AffineGrid" not in ops and "MatMul" in ops
     x = np.random.default_rng(0).random((3, 3, 24, 20), dtype=np.float32)
     with torch.inference_mode():
         ref = loaded.model(torch.from_numpy(x)).numpy()
-    (got,) = _run(s["path"], x)
+    (got,) = _run(s.path, x)
     assert_close(got, ref)
-    assert read_bundle(s["golden"]).meta["source"].startswith("seeded uniform noise")
+    assert read_bundle(s.golden_path).meta["source"].startswith("seeded uniform noise")
 
 
 def test_export_errors_leave_nothing(tmp_path):
     loaded = _loaded(tmp_path, "mnist-affine")
     with pytest.raises(StnDeployError, match="needs opset 16"):
-        export_model(loaded, tmp_path / "n.onnx", sampler="native", opset=11)
+        export_model(loaded, tmp_path / "n.onnx", lowering="native", opset=11)
     cnn = _loaded(tmp_path, "mnist-cnn")
     with pytest.raises(StnDeployError, match="--expose-stn needs"):
         export_model(cnn, tmp_path / "c.onnx", expose_stn=True)
@@ -210,7 +210,7 @@ def test_cli_export_and_inspect(tmp_path):
         [
             "export",
             loaded_ck,
-            "--sampler",
+            "--lowering",
             "native",
             "--opset",
             "11",
@@ -229,7 +229,7 @@ def test_export_leaves_torch_onnx_export_stock(tmp_path):
 
     import torch.nn.functional as F
 
-    export_model(_loaded(tmp_path, "mnist-affine"), tmp_path / "m.onnx", sampler="portable")
+    export_model(_loaded(tmp_path, "mnist-affine"), tmp_path / "m.onnx", lowering="portable")
     assert F.affine_grid.__module__ == "torch.nn.functional"
 
     class Warp(torch.nn.Module):
@@ -267,27 +267,27 @@ def test_auto_times_candidates_at_parity_and_keeps_the_fastest(tmp_path):
     import json
 
     loaded = _loaded(tmp_path, "mnist-affine")
-    s = export_model(loaded, tmp_path / "auto.onnx", sampler="auto", target="ort-cpu")
-    auto = s["auto"]
+    s = export_model(loaded, tmp_path / "auto.onnx", lowering="auto", target="ort-cpu")
+    auto = s.auto
     assert auto["provider"] == "CPUExecutionProvider"
     assert set(auto["candidates"]) == {"native", "portable", "custom", "ort-contrib"}
     scores = {
         c: r["batch1_us"] + r["batch64_us"] for c, r in auto["candidates"].items() if r["at_parity"]
     }
-    assert auto["chosen"] == min(scores, key=scores.get) == s["sampler"]
-    meta = stn_metadata(onnx.load(s["path"]))
+    assert auto["chosen"] == min(scores, key=scores.get) == s.lowering
+    meta = stn_metadata(onnx.load(s.path))
     assert json.loads(meta["auto"])["chosen"] == meta["lowering"] == auto["chosen"]
-    low = export_model(loaded, tmp_path / "auto11.onnx", sampler="auto", opset=11)
-    assert "skipped" in low["auto"]["candidates"]["native"] and low["sampler"] != "native"
+    low = export_model(loaded, tmp_path / "auto11.onnx", lowering="auto", opset=11)
+    assert "skipped" in low.auto["candidates"]["native"] and low.lowering != "native"
 
 
 @pytest.mark.parametrize(
-    "target,match", [("tensorrt", "pick --sampler"), ("openvino", "pick --sampler")]
+    "target,match", [("tensorrt", "pick --lowering"), ("openvino", "pick --lowering")]
 )
 def test_auto_needs_a_runtime_to_time_on(tmp_path, target, match):
     with pytest.raises(StnDeployError, match=match):
         export_model(
-            _loaded(tmp_path, "mnist-affine"), tmp_path / "a.onnx", sampler="auto", target=target
+            _loaded(tmp_path, "mnist-affine"), tmp_path / "a.onnx", lowering="auto", target=target
         )
     assert not (tmp_path / "a.onnx").exists()
 
@@ -299,7 +299,7 @@ def test_auto_for_cuda_without_a_gpu_is_a_clear_error(tmp_path):
         export_model(
             _loaded(tmp_path, "mnist-affine"),
             tmp_path / "a.onnx",
-            sampler="auto",
+            lowering="auto",
             target="ort-cuda",
         )
 
@@ -309,26 +309,26 @@ def test_attention_exports_in_the_exact_separable_form(tmp_path, align):
     loaded = _loaded(tmp_path, "mnist-attention", align_corners=align)
     with torch.no_grad():  # a zoom-in with a shift, partly outside the canvas
         loaded.model.stn.fc_loc[-1].bias.copy_(torch.tensor([0.7, 0.35, -0.4]))
-    s = export_model(loaded, tmp_path / "a.onnx", sampler="portable", opset=11)
-    model = onnx.load(s["path"])
+    s = export_model(loaded, tmp_path / "a.onnx", lowering="portable", opset=11)
+    model = onnx.load(s.path)
     ops = Counter(n.op_type for n in model.graph.node)
     assert "GridSample" not in ops and "GatherElements" not in ops and ops["MatMul"] >= 2
-    assert s["sampler"] == "separable" and s["separable"] == 1
+    assert s.lowering == "separable" and s.separable == 1
     assert stn_metadata(model)["lowering"] == "separable"
     x = np.random.default_rng(2).standard_normal((4, 1, 42, 42)).astype(np.float32)
     with torch.inference_mode():
         ref = loaded.model(torch.from_numpy(x)).numpy()
         rect = loaded.model.stn(torch.from_numpy(x))
-    assert_close(_run(s["path"], x)[0], ref)
-    e = export_model(loaded, tmp_path / "e.onnx", expose_stn=True, sampler="portable", opset=11)
-    assert_close(_run(e["path"], x)[2], rect, atol_scale=SAMPLED)
+    assert_close(_run(s.path, x)[0], ref)
+    e = export_model(loaded, tmp_path / "e.onnx", expose_stn=True, lowering="portable", opset=11)
+    assert_close(_run(e.path, x)[2], rect, atol_scale=SAMPLED)
 
 
 def test_separable_only_where_it_is_exact(tmp_path):
     loaded = _loaded(tmp_path, "mnist-attention", padding_mode="reflection")
-    s = export_model(loaded, tmp_path / "r.onnx", sampler="native")
-    assert s["separable"] == 0 and s["sampler"] == "native"
+    s = export_model(loaded, tmp_path / "r.onnx", lowering="native")
+    assert s.separable == 0 and s.lowering == "native"
     plain = _loaded(tmp_path, "mnist-attention")
-    off = export_model(plain, tmp_path / "off.onnx", sampler="native", separable=False)
-    assert off["separable"] == 0
-    assert "GridSample" in {n.op_type for n in onnx.load(off["path"]).graph.node}
+    off = export_model(plain, tmp_path / "off.onnx", lowering="native", separable=False)
+    assert off.separable == 0
+    assert "GridSample" in {n.op_type for n in onnx.load(off.path).graph.node}

@@ -262,13 +262,13 @@ def test_nothing_to_lower_is_copied(tmp_path):
     src, dst = tmp_path / "plain.onnx", tmp_path / "out.onnx"
     onnx.save(model, src)
     summary = lower_file(src, dst, "portable")
-    assert summary["nodes_rewritten"] == 0
-    assert summary["opset_before"] == summary["opset_after"] == 13
+    assert summary.nodes_rewritten == 0
+    assert summary.opset_before == summary.opset_after == 13
     out = onnx.load(dst)
     assert stn_metadata(out)["lowering"] == "portable"
     del out.metadata_props[:]
     assert out.graph == model.graph
-    result = CliRunner().invoke(main, ["lower", str(src), str(dst), "--sampler", "native"])
+    result = CliRunner().invoke(main, ["lower", str(src), str(dst), "--lowering", "native"])
     assert result.exit_code == 0, result.output
     assert "0 nodes rewritten" in result.output
     assert len(result.output.strip().splitlines()) == 1
@@ -298,7 +298,7 @@ def test_cli_lower_prints_one_line(torch_model, tmp_path):
     src, dst = tmp_path / "in.onnx", tmp_path / "out.onnx"
     onnx.save(model, src)
     result = CliRunner().invoke(
-        main, ["lower", str(src), str(dst), "--sampler", "custom", "--inline"]
+        main, ["lower", str(src), str(dst), "--lowering", "custom", "--inline"]
     )
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
@@ -350,7 +350,7 @@ def _affine_3d_model() -> onnx.ModelProto:
     "make, sampler, kwargs, match",
     [
         (_affine_3d_model, "portable", {}, "'ag3d'.*2-D AffineGrid"),
-        (lambda: _affine_model(0), "bogus", {}, "unknown sampler"),
+        (lambda: _affine_model(0), "bogus", {}, "unknown lowering"),
         (_dynamic_hw_model, "portable", {}, "dyn_gs.*not static"),
         (_dynamic_hw_model, "custom", {}, "dyn_gs.*not static"),
         (lambda: _affine_model(0, size_input=True), "native", {}, "'ag'.*not a constant"),
@@ -413,11 +413,11 @@ def _write_src(tmp_path, kind: str):
 @pytest.mark.parametrize(
     "kind, args, match",
     [
-        ("missing", ["--sampler", "portable"], "no such ONNX file"),
-        ("text", ["--sampler", "portable"], "not a valid ONNX model"),
-        ("truncated", ["--sampler", "native"], "not a valid ONNX model"),
-        ("dynamic", ["--sampler", "portable"], "dyn_gs"),
-        ("ok", ["--sampler", "native", "--opset", "12"], "opset 16"),
+        ("missing", ["--lowering", "portable"], "model file not found"),
+        ("text", ["--lowering", "portable"], "not a readable ONNX model"),
+        ("truncated", ["--lowering", "native"], "not a readable ONNX model"),
+        ("dynamic", ["--lowering", "portable"], "dyn_gs"),
+        ("ok", ["--lowering", "native", "--opset", "12"], "opset 16"),
     ],
 )
 def test_cli_errors_one_line_no_file(tmp_path, kind, args, match):
@@ -437,10 +437,10 @@ def test_cli_errors_one_line_no_file(tmp_path, kind, args, match):
 def test_cli_unknown_sampler(tmp_path):
     src = _write_src(tmp_path, "ok")
     dst = tmp_path / "out.onnx"
-    result = CliRunner().invoke(main, ["lower", str(src), str(dst), "--sampler", "bogus"])
+    result = CliRunner().invoke(main, ["lower", str(src), str(dst), "--lowering", "bogus"])
     assert result.exit_code != 0 and not dst.exists()
     assert "bogus" in result.output
-    with pytest.raises(StnDeployError, match="unknown sampler"):
+    with pytest.raises(StnDeployError, match="unknown lowering"):
         lower_file(src, dst, "bogus")
 
 
@@ -534,7 +534,7 @@ def test_stock_opset20_stn_export_with_dynamic_batch(tmp_path, sampler):
     assert {"AffineGrid", "GridSample"} <= {n.op_type for n in stock.graph.node}
     dst = tmp_path / f"{sampler}.onnx"
     summary = lower_file(src, dst, sampler, opset=16 if sampler == "native" else None)
-    assert summary["rewritten"] == {"AffineGrid": 1, "GridSample": 1}
+    assert summary.rewritten == {"AffineGrid": 1, "GridSample": 1}
     lowered = onnx.load(dst)
     ops = Counter((n.domain, n.op_type) for n in lowered.graph.node)
     assert ("", "AffineGrid") not in ops

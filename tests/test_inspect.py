@@ -120,7 +120,8 @@ def test_cli_inspect_text_json_and_errors(tmp_path):
     assert json.loads(r.output)["opsets"] == {"ai.onnx": 20}
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(np.random.default_rng(0).bytes(64))
-    for target, msg in ((bad, "not an ONNX model"), (tmp_path / "none.onnx", "model not found")):
+    missing = tmp_path / "none.onnx"
+    for target, msg in ((bad, "not a readable ONNX model"), (missing, "model file not found")):
         r = CliRunner().invoke(main, ["inspect", str(target)])
         assert r.exit_code == 1 and r.output.startswith("Error: ") and msg in r.output, r.output
     with pytest.raises(StnDeployError):

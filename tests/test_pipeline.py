@@ -14,9 +14,9 @@ TINY = [
     "--limit-train", "256",
     "--limit-test", "64",
     "--epochs", "1",
-    "--providers", "cpu,openvino",
+    "--runtimes", "cpu,openvino",
     "--batch-sizes", "1,4",
-    "--bench-duration", "0.02",
+    "--duration", "0.02",
     "--compare", "torch",
     "--no-progress",
 ]  # fmt: skip
@@ -65,7 +65,7 @@ def test_run_exports_at_the_precision_asked_for(tmp_path):
     # offline: a --synthetic run calibrates int8 on generated digits, not the MNIST cache
     out = tmp_path / "int8"
     args = [a for a in TINY if a not in ("cpu,openvino",)]
-    args[args.index("--providers") + 1 : args.index("--providers") + 1] = ["cpu"]
+    args[args.index("--runtimes") + 1 : args.index("--runtimes") + 1] = ["cpu"]
     r = CliRunner().invoke(main, ["run", *args, "--precision", "int8", "--out", str(out)])
     assert r.exit_code == 0, r.output
     report = json.loads((out / "report.json").read_text())
@@ -86,7 +86,7 @@ def test_run_creates_missing_parent_directories(tmp_path, monkeypatch):
     def fake_run(opts, work, *a):  # the steps are covered above; here only the folder handling
         seen["work"] = work
         (work / "x.txt").write_text("x")
-        return {"passed": True, "bench": {"rows": []}}
+        return pipeline.RunReport(options={}, passed=True, bench={"rows": []})
 
     monkeypatch.setattr(pipeline, "_run", fake_run)
     monkeypatch.setattr(pipeline, "_write_reports", lambda report, work, out: None)
@@ -109,7 +109,7 @@ def test_run_refuses_an_existing_folder_without_force(tmp_path):
         (["--batch-sizes", "-1"], "batch sizes must be 1 or more, got -1"),
         (["--compare", "tf"], "unknown baseline 'tf' for --compare"),
         (["--precision", "int4"], "Invalid value for '--precision'"),
-        (["--providers", "gpu"], "unknown runtime/provider 'gpu'"),
+        (["--runtimes", "gpu"], "unknown runtime/provider 'gpu'"),
         (["--out", "{tmp}/a-file/report"], "cannot write to directory"),
     ],
 )

@@ -56,9 +56,9 @@ def fp32_models(tmp_path_factory):
         ("ort-contrib", 11, False),
     ]:
         s = export_model(
-            loaded, tmp / f"{sampler}.onnx", sampler=sampler, opset=opset, inline=inline
+            loaded, tmp / f"{sampler}.onnx", lowering=sampler, opset=opset, inline=inline
         )
-        paths[sampler] = Path(s["path"])
+        paths[sampler] = Path(s.path)
     return paths
 
 
@@ -91,7 +91,7 @@ def test_int8_keeps_theta_grid_and_sampler_float(fp32_models, tmp_path, lowering
     fp32 = inline_functions(onnx.load(src))
     region = {fp32.graph.node[i].name for i in float_region(fp32)}
     s = quantize_file(src, tmp_path / "q.onnx", "int8", calibration=SYNTH)
-    q = onnx.load(s["path"])
+    q = onnx.load(s.path)
     ops = {n.op_type for n in q.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert region <= {n.name for n in q.graph.node}  # every region node is still there ...
@@ -105,7 +105,7 @@ def test_int8_keeps_theta_grid_and_sampler_float(fp32_models, tmp_path, lowering
     assert meta["precision"] == "int8"
     assert '"method": "minmax"' in meta["calibration"] and '"count": 32' in meta["calibration"]
     assert int(meta["opset"]) >= 13
-    out = open_session("cpu", s["path"]).run({"image": _x()})["log_probs"]
+    out = open_session("cpu", s.path).run({"image": _x()})["log_probs"]
     assert out.shape == (16, 10) and np.isfinite(out).all()
 
 
@@ -130,8 +130,8 @@ def test_calibration_is_deterministic_for_a_seed(fp32_models, tmp_path):
         "int8",
         calibration=CalibrationSpec(count=32, seed=5, synthetic=True),
     )
-    assert Path(a["path"]).read_bytes() == Path(b["path"]).read_bytes()
-    assert Path(a["path"]).read_bytes() != Path(c["path"]).read_bytes()
+    assert Path(a.path).read_bytes() == Path(b.path).read_bytes()
+    assert Path(a.path).read_bytes() != Path(c.path).read_bytes()
     x1, _ = calibration_set(SYNTH, (1, 42, 42), [0.1307], [0.3081])
     x2, _ = calibration_set(SYNTH, (1, 42, 42), [0.1307], [0.3081])
     assert np.array_equal(x1, x2)
@@ -157,7 +157,7 @@ def test_int8_loads_in_ort_and_openvino_with_stable_agreement(fp32_models, tmp_p
     ref = predict(open_session("cpu", src), x)
     agreements = set()
     for rt in ("cpu", "openvino", "cpu"):
-        out = predict(open_session(rt, s["path"], threads=1), x, batch=16)
+        out = predict(open_session(rt, s.path, threads=1), x, batch=16)
         assert out.shape == (64, 10)
         if rt == "cpu":
             agreements.add(agreement_pct(out, ref))
@@ -167,7 +167,7 @@ def test_int8_loads_in_ort_and_openvino_with_stable_agreement(fp32_models, tmp_p
 def test_int8_golden_bundle_holds_the_fp32_reference(fp32_models, tmp_path):
     src = fp32_models["native"]
     s = quantize_file(src, tmp_path / "q.onnx", "int8", calibration=SYNTH)
-    ref, got = read_bundle(src.with_suffix(".io.npz")), read_bundle(s["golden"])
+    ref, got = read_bundle(src.with_suffix(".io.npz")), read_bundle(s.golden_path)
     assert np.array_equal(ref.inputs["image"], got.inputs["image"])
     assert np.array_equal(ref.outputs["log_probs"], got.outputs["log_probs"])
     assert got.meta["precision"] == "int8" and got.meta["model"] == "q.onnx"
@@ -176,7 +176,7 @@ def test_int8_golden_bundle_holds_the_fp32_reference(fp32_models, tmp_path):
 @pytest.mark.parametrize("name", ["mnist-tps", "mnist-affine-series", "mnist-attention"])
 def test_int8_other_stn_families(tmp_path, name):
     loaded = _loaded(tmp_path, name)
-    path = export_model(loaded, tmp_path / "m.onnx", sampler="native")["path"]
+    path = export_model(loaded, tmp_path / "m.onnx", lowering="native").path
     model = onnx.load(path)
     region = {model.graph.node[i].name for i in float_region(model)}
     q, _ = apply_precision(model, "int8", calibration=SYNTH)
@@ -191,9 +191,9 @@ def test_int8_on_real_mnist_agrees_with_fp32(tmp_path):
     s = quantize_file(src, tmp_path / "q.onnx", "int8", calibration=CalibrationSpec(count=128))
     x, y = distorted_test_set("rts", 0, [0.1307], [0.3081], limit=1000)
     ref = predict(open_session("cpu", src), x)
-    out = predict(open_session("cpu", s["path"]), x)
+    out = predict(open_session("cpu", s.path), x)
     assert agreement_pct(out, ref) >= 99.0
-    assert agreement_pct(predict(open_session("cpu", s["path"]), x), ref) == agreement_pct(out, ref)
+    assert agreement_pct(predict(open_session("cpu", s.path), x), ref) == agreement_pct(out, ref)
 
 
 def test_distortion_follows_the_canvas():
@@ -219,7 +219,7 @@ def test_nothing_to_quantise_is_a_clear_error(tmp_path):
 def test_fp16_keeps_fp32_io_and_sampler(fp32_models, tmp_path, lowering):
     src = fp32_models[lowering]
     s = quantize_file(src, tmp_path / "h.onnx", "fp16")
-    h = onnx.load(s["path"])
+    h = onnx.load(s.path)
     onnx.checker.check_model(h)
     assert [i.type.tensor_type.elem_type for i in h.graph.input] == [TensorProto.FLOAT]
     assert [o.type.tensor_type.elem_type for o in h.graph.output] == [TensorProto.FLOAT]
@@ -240,7 +240,7 @@ def test_fp16_keeps_fp32_io_and_sampler(fp32_models, tmp_path, lowering):
                     raise AssertionError(f"{n.name} reads an fp16 cast of {i}")
     x = _x()
     ref = open_session("cpu", src).run({"image": x})["log_probs"]
-    out = open_session("cpu", s["path"]).run({"image": x})["log_probs"]
+    out = open_session("cpu", s.path).run({"image": x})["log_probs"]
     assert out.dtype == np.float32
     np.testing.assert_allclose(np.exp(out), np.exp(ref), atol=2e-2)
 
@@ -268,10 +268,10 @@ def test_cli_quantize_and_bad_input(fp32_models, tmp_path):
     assert r.exit_code == 0, r.output
     assert "kept fp32: Constant 3, Gemm 1, GridSample 1" in r.output and out.is_file()
 
-    def fails(cmd, match, env=None):
+    def fails(cmd, match, env=None, code=1):
         before = sorted(p.name for p in tmp_path.iterdir())
         r = runner.invoke(main, cmd, env=env)
-        assert r.exit_code == 1, r.output
+        assert r.exit_code == code, r.output
         line = r.output.strip()
         assert line.startswith("Error: ") and "\n" not in line and match in line, r.output
         assert sorted(p.name for p in tmp_path.iterdir()) == before  # no partial file
@@ -279,6 +279,7 @@ def test_cli_quantize_and_bad_input(fp32_models, tmp_path):
     fails(
         ["quantize", src, "--out", str(tmp_path / "x.onnx"), "--precision", "int4"],
         "unknown precision 'int4'",
+        code=2,  # a bad option value is a usage error
     )
     fails(
         ["quantize", str(out), "--out", str(tmp_path / "x.onnx"), "--synthetic-calibration"],
@@ -301,6 +302,7 @@ def test_cli_quantize_and_bad_input(fp32_models, tmp_path):
     fails(
         ["export", "mnist-affine", "--out", str(tmp_path / "x.onnx"), "--precision", "bf8"],
         "unknown precision 'bf8'",
+        code=2,
     )
     fails(
         [
@@ -415,7 +417,7 @@ def test_fp16_log_probs_are_finite_on_the_reference_evaluator(fp32_models):
 
 def test_int8_static_batch_model(tmp_path):
     loaded = _loaded(tmp_path)
-    path = export_model(loaded, tmp_path / "s.onnx", sampler="native", dynamic_batch=False)["path"]
+    path = export_model(loaded, tmp_path / "s.onnx", lowering="native", dynamic_batch=False).path
     q, _ = apply_precision(onnx.load(path), "int8", calibration=SYNTH)
     assert open_session("cpu", q).run({"image": _x(1)})["log_probs"].shape == (1, 10)
 
@@ -425,7 +427,7 @@ def test_int8_with_float_localisation_samples_exactly_as_fp32(tmp_path, lowering
     """θ from an fp32 localisation net + the float grid and sampler: the rectified image (an
     --expose-stn output, also read by the int8 classifier) is fp32's, bit for bit."""
     loaded = _loaded(tmp_path)
-    path = export_model(loaded, tmp_path / "e.onnx", sampler=lowering, expose_stn=True)["path"]
+    path = export_model(loaded, tmp_path / "e.onnx", lowering=lowering, expose_stn=True).path
     fp32 = onnx.load(path)
     q, meta = apply_precision(fp32, "int8", calibration=SYNTH, localization_fp32=True)
     assert meta["calibration"]["float_outputs"] == ["rectified"]

@@ -307,7 +307,7 @@ def test_double_ort_contrib_is_refused_before_writing(tmp_path):
     with pytest.raises(StnDeployError, match="no float64 kernel") as info:
         lower_file(src, dst, "ort-contrib")
     assert "\n" not in str(info.value) and not dst.exists()
-    assert lower_file(src, dst, "portable")["nodes_rewritten"] == 1  # the other forms work
+    assert lower_file(src, dst, "portable").nodes_rewritten == 1  # the other forms work
     x, grid = np.ones((1, 2, 5, 7)), np.zeros((1, 3, 4, 2))
     np.testing.assert_allclose(_run(onnx.load(dst), x=x, grid=grid), np.ones((1, 2, 3, 4)))
 

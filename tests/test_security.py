@@ -101,20 +101,20 @@ def tiny_onnx(tmp_path_factory) -> Path:
 
     loaded = LoadedModel(_tiny().eval(), _config("tiny:make"), source="tiny")
     out = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
-    return Path(export_model(loaded, out, golden_count=2)["path"])
+    return Path(export_model(loaded, out, golden_count=2).path)
 
 
 def _argv(command: str, ckpt: Path, onnx_path: Path, tmp_path: Path) -> list[str]:
     return {
         "export": ["export", ckpt, "--out", tmp_path / "x.onnx", "--golden-count", "2"],
         "evaluate": ["evaluate", ckpt, "--synthetic", "--distortion", "none", "--limit-test", "16"],
-        "verify": ["verify", onnx_path, "--checkpoint", ckpt, "--providers", "cpu",
+        "verify": ["verify", onnx_path, "--reference", ckpt, "--runtimes", "cpu",
                    "--inputs", "random", "--count", "2"],
-        "bench": ["bench", onnx_path, "--checkpoint", ckpt, "--providers", "cpu",
+        "bench": ["bench", onnx_path, "--reference", ckpt, "--runtimes", "cpu",
                   "--batch-sizes", "1", "--iters", "2", "--warmup", "0"],
-        "run": ["run", "--model", ckpt, "--out", tmp_path / "report", "--synthetic",
-                "--distortion", "none", "--providers", "cpu", "--batch-sizes", "1",
-                "--bench-duration", "0.01", "--compare", "none", "--no-progress"],
+        "run": ["run", ckpt, "--out", tmp_path / "report", "--synthetic",
+                "--distortion", "none", "--runtimes", "cpu", "--batch-sizes", "1",
+                "--duration", "0.01", "--compare", "none", "--no-progress"],
         "train": ["train", "--resume", "--out", ckpt.parent, "--no-progress"],
     }[command]  # fmt: skip
 
@@ -179,16 +179,16 @@ def test_naming_the_factory_yourself_opts_in(tmp_path, monkeypatch):
     arch, marker = _plant("cwd", tmp_path, monkeypatch)
     ckpt = _checkpoint(tmp_path / "run", arch)
     before = list(sys.path)
-    r = invoke("evaluate", arch, "--checkpoint", ckpt, "--synthetic", "--distortion", "none")
+    r = invoke("evaluate", arch, "--weights", ckpt, "--synthetic", "--distortion", "none")
     assert r.exit_code == 0, r.output
     assert marker.read_text() == "called"
     assert sys.path == before  # the cwd was importable for the call only
-    r = invoke("train", "--resume", "--model", arch, "--out", ckpt.parent, "--no-progress")
+    r = invoke("train", arch, "--resume", "--out", ckpt.parent, "--no-progress")
     assert r.exit_code == 0, r.output
     # another factory, or a zoo name, with that checkpoint is refused before anything runs
-    r = invoke("export", "other:make", "--checkpoint", ckpt, "--out", tmp_path / "y.onnx")
+    r = invoke("export", "other:make", "--weights", ckpt, "--out", tmp_path / "y.onnx")
     assert r.exit_code == 1 and f"holds {arch!r}, not 'other:make'" in r.output
-    r = invoke("evaluate", "mnist-affine", "--checkpoint", ckpt)
+    r = invoke("evaluate", "mnist-affine", "--weights", ckpt)
     assert r.exit_code == 1 and f"holds {arch!r}, not 'mnist-affine'" in r.output
 
 
@@ -197,7 +197,7 @@ def test_resume_of_a_run_trained_from_a_factory(tmp_path, monkeypatch):
     arch, marker = _plant("file", tmp_path, monkeypatch)
     out = tmp_path / "mine"
     base = ["--synthetic", "--distortion", "none", "--limit-train", "32", "--limit-test", "16"]
-    r = invoke("train", "--model", arch, *base, "--epochs", "3", "--max-minutes", "1e-9",
+    r = invoke("train", arch, *base, "--epochs", "3", "--max-minutes", "1e-9",
                "--out", out, "--no-progress")  # fmt: skip
     assert r.exit_code == 0 and "time budget" in r.output, r.output
     marker.unlink()
@@ -206,7 +206,7 @@ def test_resume_of_a_run_trained_from_a_factory(tmp_path, monkeypatch):
     r = invoke("train", "--resume", "--trust-factory", "--out", out, "--max-minutes", "1e-9",
                "--no-progress")  # fmt: skip
     assert r.exit_code == 0 and "epoch 2/3" in r.output, r.output
-    r = invoke("train", "--resume", "--model", arch, "--out", out, "--no-progress")
+    r = invoke("train", arch, "--resume", "--out", out, "--no-progress")
     assert r.exit_code == 0 and "epoch 3/3" in r.output, r.output
 
 
@@ -245,13 +245,13 @@ def test_a_config_arch_that_is_not_a_string_is_one_line(tmp_path):
 def test_naming_the_factory_on_verify_and_run(tmp_path, monkeypatch):
     arch, marker = _plant("cwd", tmp_path, monkeypatch)
     ckpt = _checkpoint(tmp_path / "run", arch)
-    r = invoke("export", arch, "--checkpoint", ckpt, "--out", tmp_path / "x.onnx")
+    r = invoke("export", arch, "--weights", ckpt, "--out", tmp_path / "x.onnx")
     assert r.exit_code == 0, r.output
-    r = invoke("verify", tmp_path / "x.onnx", "--checkpoint", arch, "--weights", ckpt,
-               "--providers", "cpu", "--inputs", "random", "--count", "2")  # fmt: skip
+    r = invoke("verify", tmp_path / "x.onnx", "--reference", arch, "--weights", ckpt,
+               "--runtimes", "cpu", "--inputs", "random", "--count", "2")  # fmt: skip
     assert r.exit_code == 0, r.output
     run = _argv("run", ckpt, Path("unused"), tmp_path)
-    run[run.index("--model") + 1] = arch
-    r = invoke(*run, "--checkpoint", ckpt)
+    run[1] = arch
+    r = invoke(*run, "--weights", ckpt)
     assert r.exit_code == 0, r.output
     assert marker.read_text() == "called"

@@ -40,7 +40,7 @@ def test_run_directory_contents(tmp_path):
         "rectification.png",
     ]
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics == json.loads(json.dumps(result))
+    assert metrics == json.loads(json.dumps(result.to_dict()))
     assert [h["epoch"] for h in metrics["history"]] == [1, 2]
     for h in metrics["history"]:
         assert 0 <= h["test_error"] <= 100 and h["images_per_s"] > 0 and h["train_loss"] > 0
@@ -67,10 +67,10 @@ def test_learns_generated_digits(tmp_path):
         tmp_path / "run",
         **QUIET,
     )
-    errors = [h["test_error"] for h in result["history"]]
+    errors = [h["test_error"] for h in result.history]
     assert errors[-1] < 40.0, errors  # chance is 90 %
     # and it kept learning after the first epoch (measured: 1.36 -> 0.14; flat if it did not)
-    losses = [h["train_loss"] for h in result["history"]]
+    losses = [h["train_loss"] for h in result.history]
     assert losses[-1] < 0.5 * losses[0], losses
 
 
@@ -94,9 +94,9 @@ def test_resume_continues_an_interrupted_run_exactly(tmp_path, schedule):
     stopped = train(
         _opts(max_minutes=1e-9, **kw), tmp_path / "part", **QUIET
     )  # "interrupted" after epoch 1
-    assert stopped["epochs_run"] == 1 and stopped["stopped_early"]
+    assert stopped.epochs_run == 1 and stopped.stopped_early
     resumed = train(_opts(epochs=None), tmp_path / "part", resume=True, **QUIET)
-    assert resumed["epochs_run"] == 3 and resumed["options"]["schedule"] == schedule
+    assert resumed.epochs_run == 3 and resumed.options["schedule"] == schedule
     full, part = (
         _weights(tmp_path / "full" / "checkpoint.pt"),
         _weights(tmp_path / "part" / "checkpoint.pt"),
@@ -107,7 +107,7 @@ def test_resume_continues_an_interrupted_run_exactly(tmp_path, schedule):
 
 def test_resume_extends_only_constant_lr_runs(tmp_path):
     train(_opts(epochs=1, schedule="none"), tmp_path / "flat", **QUIET)
-    assert train(_opts(epochs=2), tmp_path / "flat", resume=True, **QUIET)["epochs_run"] == 2
+    assert train(_opts(epochs=2), tmp_path / "flat", resume=True, **QUIET).epochs_run == 2
     train(_opts(epochs=1, schedule="step"), tmp_path / "step", **QUIET)
     with pytest.raises(StnDeployError, match="planned for 1 epochs with a step schedule"):
         train(_opts(epochs=2), tmp_path / "step", resume=True, **QUIET)
@@ -141,13 +141,13 @@ def test_bad_options_fail_before_writing(tmp_path, kw, match):
 
 def test_cnn_baseline_and_tps_train(tmp_path):
     r = train(_opts(model="mnist-cnn", epochs=1), tmp_path / "cnn", **QUIET)
-    assert "picture" not in r
+    assert r.picture is None and "picture" not in r.to_dict()
     r = train(
         _opts(model="mnist-tps", epochs=1, mode="bicubic", padding_mode="border"),
         tmp_path / "tps",
         **QUIET,
     )
-    assert r["picture"] == "rectification.png"
+    assert r.picture == "rectification.png"
     assert load_checkpoint(tmp_path / "tps" / "checkpoint.pt").model.stn.sampler.mode == "bicubic"
 
 
@@ -163,7 +163,7 @@ def test_loc_lr_scale_gives_the_localisation_net_its_own_rate(tmp_path):
     opt, sched = _make_optimizer(_opts(loc_lr_scale=0.1, schedule="onecycle", lr=0.01), model, 10)
     assert [g["max_lr"] for g in opt.param_groups] == [0.01, pytest.approx(0.001)]
     r = train(_opts(epochs=1, loc_lr_scale=0.1), tmp_path / "run", **QUIET)
-    assert r["options"]["loc_lr_scale"] == 0.1
+    assert r.options["loc_lr_scale"] == 0.1
     with pytest.raises(StnDeployError, match="no localisation net"):
         train(_opts(model="mnist-cnn", epochs=1, loc_lr_scale=0.1), tmp_path / "cnn", **QUIET)
     with pytest.raises(StnDeployError, match="--loc-lr-scale"):

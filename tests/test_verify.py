@@ -22,8 +22,7 @@ from stn_deploy.data import mnist_available
 from stn_deploy.export.golden import bundle_path, read_bundle, write_bundle
 from stn_deploy.io.hashing import file_sha256
 from stn_deploy.runtimes import NodePlacement, availability
-from stn_deploy.verify import format_table, verify_model
-from stn_deploy.verify import runner as verify_runner
+from stn_deploy.verify import format_table, sessions, verify_model
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPORTED = ROOT / "exported"
@@ -34,6 +33,14 @@ HAVE_OV = availability("openvino").available
 
 def model(lowering: str = "native") -> Path:
     return EXPORTED / f"mnist-affine-{lowering}.onnx"
+
+
+def torch_ref(path, ckpt=CKPT):
+    """The torch reference as the CLI and the pipeline hand it to verify."""
+    from stn_deploy.pytorch.models.loading import load_model
+    from stn_deploy.pytorch.runner import torch_reference
+
+    return torch_reference(load_model(str(ckpt)), path)
 
 
 def cli(*args: str):
@@ -86,7 +93,7 @@ def test_every_lowering_agrees_across_ort_openvino_reference(lowering):
 def test_default_run_of_the_cli_passes_and_prints_the_table():
     r = cli(
         model("portable"),
-        "--providers",
+        "--runtimes",
         "cpu,openvino",
         "--count",
         "4",
@@ -99,7 +106,7 @@ def test_default_run_of_the_cli_passes_and_prints_the_table():
 
 def test_json_schema():
     r = cli(
-        model("native"), "--providers", "cpu", "--inputs", "golden,random", "--count", "2", "--json"
+        model("native"), "--runtimes", "cpu", "--inputs", "golden,random", "--count", "2", "--json"
     )
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)
@@ -116,11 +123,9 @@ def test_json_schema():
 
 
 def test_torch_reference_and_stress_reaches_outside_the_image():
-    from stn_deploy.pytorch.models.loading import load_model
-
     rep = verify_model(
         model("native"),
-        loaded=load_model(str(CKPT)),
+        torch=torch_ref(model("native")),
         runtimes="cpu",
         inputs="golden,stress",
         count=6,
@@ -135,13 +140,11 @@ def test_torch_reference_and_stress_reaches_outside_the_image():
 
 # --------------------------------------------------------------------------- broken models, bisect
 def test_tampered_conv_weight_is_caught_and_bisected_to_the_conv(tmp_path):
-    from stn_deploy.pytorch.models.loading import load_model
-
     m, conv = tampered_conv()
     path = tmp_path / "bad.onnx"  # no bundle beside it: the torch model is the reference
     onnx.save(m, str(path))
     rep = verify_model(
-        path, loaded=load_model(str(CKPT)), runtimes="cpu", inputs="random", count=2, bisect=True
+        path, torch=torch_ref(path), runtimes="cpu", inputs="random", count=2, bisect=True
     )
     assert not rep.passed
     b = rep.runtimes[0].bisect
@@ -158,9 +161,9 @@ def test_wrong_gridsample_mode_is_bisected_to_the_gridsample(tmp_path):
     onnx.save(m, str(path))
     r = cli(
         path,
-        "--checkpoint",
+        "--reference",
         CKPT,
-        "--providers",
+        "--runtimes",
         "cpu",
         "--inputs",
         "random",
@@ -184,7 +187,7 @@ def test_wrong_gridsample_mode_is_bisected_to_the_gridsample(tmp_path):
 def test_runtime_divergence_is_bisected_against_the_oracle(monkeypatch):
     """A fake 'openvino' whose Conv kernel is wrong: it runs ORT CPU on whatever graph it is
     given with one Conv weight scaled (the same tensor names, so intermediates line up)."""
-    real_open = verify_runner.open_runtime
+    real_open = sessions.open_runtime
     target = tampered_conv(which=0)[1]
 
     def buggy(name, proto, **kw):
@@ -196,9 +199,9 @@ def test_runtime_divergence_is_bisected_against_the_oracle(monkeypatch):
         init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 1.01, init.name))
         return real_open("cpu", proto, **kw)
 
-    monkeypatch.setattr(verify_runner, "open_runtime", buggy)
+    monkeypatch.setattr(sessions, "open_runtime", buggy)
     monkeypatch.setattr(
-        verify_runner,
+        sessions,
         "availability",
         lambda n: type("A", (), {"available": True, "reason": "", "name": n})(),
     )
@@ -225,7 +228,7 @@ def test_nan_in_the_candidate_is_reported_and_fails(tmp_path):
     w = numpy_helper.to_array(init).copy()
     w[:] = np.nan
     init.CopyFrom(numpy_helper.from_array(w, init.name))
-    r = cli(copy_with_bundle(tmp_path, m), "--providers", "cpu", "--inputs", "golden")
+    r = cli(copy_with_bundle(tmp_path, m), "--runtimes", "cpu", "--inputs", "golden")
     assert r.exit_code == 1
     assert "candidate has 80 NaN" in r.output
     assert (
@@ -255,9 +258,9 @@ class FakePlacement:
 
 @pytest.mark.parametrize("strict", [False, True])
 def test_placement_fallbacks_listed_and_fatal_under_strict_placement(monkeypatch, strict):
-    real_open = verify_runner.open_runtime
+    real_open = sessions.open_runtime
     monkeypatch.setattr(
-        verify_runner, "open_runtime", lambda n, p, **kw: FakePlacement(real_open(n, p, **kw))
+        sessions, "open_runtime", lambda n, p, **kw: FakePlacement(real_open(n, p, **kw))
     )
     rep = verify_model(model("native"), runtimes="cpu", inputs="golden", strict_placement=strict)
     pl = rep.runtimes[0].placement
@@ -274,13 +277,13 @@ def test_placement_fallbacks_listed_and_fatal_under_strict_placement(monkeypatch
 def test_unavailable_runtime_is_skipped_with_the_reason_or_an_error_under_strict():
     if availability("cuda").available:
         pytest.skip("this machine has CUDA")
-    r = cli(model("native"), "--providers", "cpu,cuda", "--inputs", "golden")
+    r = cli(model("native"), "--runtimes", "cpu,cuda", "--inputs", "golden")
     assert r.exit_code == 0, r.output
     assert (
         "cuda" in r.output
         and "not available: CUDAExecutionProvider is not in this onnxruntime" in r.output
     )
-    r = cli(model("native"), "--providers", "cpu,cuda", "--inputs", "golden", "--strict")
+    r = cli(model("native"), "--runtimes", "cpu,cuda", "--inputs", "golden", "--strict")
     assert r.exit_code == 1 and r.output.startswith("Error: --strict: cuda is not available")
     assert len(r.output.strip().splitlines()) == 1
 
@@ -288,7 +291,7 @@ def test_unavailable_runtime_is_skipped_with_the_reason_or_an_error_under_strict
 def test_only_unavailable_runtimes_is_not_a_pass():
     if availability("cuda").available:
         pytest.skip("this machine has CUDA")
-    r = cli(model("native"), "--providers", "cuda", "--inputs", "golden")
+    r = cli(model("native"), "--runtimes", "cuda", "--inputs", "golden")
     assert r.exit_code == 1 and "no runtime could run here" in r.output
 
 
@@ -303,7 +306,7 @@ def one_line_error(r, *needles):
 
 def test_unknown_provider():
     one_line_error(
-        cli(model("native"), "--providers", "cpu,tpu9000"), "unknown runtime/provider 'tpu9000'"
+        cli(model("native"), "--runtimes", "cpu,tpu9000"), "unknown runtime/provider 'tpu9000'"
     )
 
 
@@ -317,7 +320,7 @@ def test_corrupt_and_missing_model_files(tmp_path):
 def test_bundle_from_another_model(tmp_path):
     shutil.copy(model("native"), tmp_path / "m.onnx")
     shutil.copy(EXPORTED / "mnist-affine-portable.io.npz", tmp_path / "m.io.npz")
-    one_line_error(cli(tmp_path / "m.onnx", "--providers", "cpu"), "made for another model")
+    one_line_error(cli(tmp_path / "m.onnx", "--runtimes", "cpu"), "made for another model")
 
 
 def test_bundle_input_names_or_shapes_do_not_match(tmp_path):
@@ -326,11 +329,11 @@ def test_bundle_input_names_or_shapes_do_not_match(tmp_path):
     b = read_bundle(EXPORTED / "mnist-affine-native.io.npz")
     meta = {"model_sha256": file_sha256(path)}
     write_bundle(tmp_path / "m.io.npz", {"img": b.inputs["image"]}, b.outputs, meta)
-    one_line_error(cli(path, "--providers", "cpu"), "has inputs ['img'], the model takes ['image']")
+    one_line_error(cli(path, "--runtimes", "cpu"), "has inputs ['img'], the model takes ['image']")
     write_bundle(
         tmp_path / "m.io.npz", {"image": np.zeros((2, 1, 28, 28), np.float32)}, b.outputs, meta
     )
-    one_line_error(cli(path, "--providers", "cpu"), "has shape [2, 1, 28, 28], the model takes")
+    one_line_error(cli(path, "--runtimes", "cpu"), "has shape [2, 1, 28, 28], the model takes")
 
 
 def test_nan_or_inf_in_the_reference(tmp_path):
@@ -343,7 +346,7 @@ def test_nan_or_inf_in_the_reference(tmp_path):
         tmp_path / "m.io.npz", b.inputs, {"log_probs": out}, {"model_sha256": file_sha256(path)}
     )
     one_line_error(
-        cli(path, "--providers", "cpu", "--inputs", "golden"), "0 NaN and 1 Inf", "cannot verify"
+        cli(path, "--runtimes", "cpu", "--inputs", "golden"), "0 NaN and 1 Inf", "cannot verify"
     )
 
 
@@ -353,14 +356,14 @@ def test_no_bundle_and_no_torch_reference(tmp_path):
 
 
 def test_torch_named_as_a_runtime_and_bad_input_set():
-    one_line_error(cli(model("native"), "--providers", "torch"), "torch is the reference")
+    one_line_error(cli(model("native"), "--runtimes", "torch"), "torch is the reference")
     one_line_error(cli(model("native"), "--inputs", "golden,webcam"), "unknown input set 'webcam'")
 
 
 def test_plot(tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "err.png"
-    r = cli(model("native"), "--providers", "cpu", "--inputs", "golden", "--plot", out)
+    r = cli(model("native"), "--runtimes", "cpu", "--inputs", "golden", "--plot", out)
     assert r.exit_code == 0, r.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -372,11 +375,11 @@ NO_TORCH = textwrap.dedent(
     sys.modules["torch"] = None  # any `import torch` now raises ImportError
     from click.testing import CliRunner
     from stn_deploy.cli import main
-    r = CliRunner().invoke(main, ["verify", "exported/mnist-affine-native.onnx", "--providers",
+    r = CliRunner().invoke(main, ["verify", "exported/mnist-affine-native.onnx", "--runtimes",
                                   "cpu,reference", "--inputs", "golden,random,stress", "--count", "2"])
     assert r.exit_code == 0, r.output
     assert "vs cpu (secondary)" in r.output and "PASSED" in r.output, r.output
-    r = CliRunner().invoke(main, ["verify", "exported/mnist-affine-native.onnx", "--checkpoint",
+    r = CliRunner().invoke(main, ["verify", "exported/mnist-affine-native.onnx", "--reference",
                                   "exported/mnist-affine-rts.pt"])
     assert r.exit_code == 1 and r.output.count("\\n") == 1 and "torch" in r.output, r.output
     # a wrong file, --bisect without torch: compared against the oracle, reported undecided
@@ -391,7 +394,7 @@ NO_TORCH = textwrap.dedent(
     onnx.save(m, str(tmp / "bad.onnx"))
     b = read_bundle("exported/mnist-affine-native.io.npz")
     write_bundle(tmp / "bad.io.npz", b.inputs, b.outputs, {"model_sha256": file_sha256(tmp / "bad.onnx")})
-    r = CliRunner().invoke(main, ["verify", str(tmp / "bad.onnx"), "--providers", "reference",
+    r = CliRunner().invoke(main, ["verify", str(tmp / "bad.onnx"), "--runtimes", "reference",
                                   "--inputs", "golden", "--bisect", "--json"])
     assert r.exit_code == 1, r.output
     d = json.loads(r.output[: r.output.rindex("}") + 1])
@@ -444,7 +447,7 @@ def test_expose_stn_outputs_are_compared_and_theta_summarised(tmp_path):
 
     s = export_model(load_model(str(CKPT)), tmp_path / "x.onnx", expose_stn=True, golden_count=2)
     rep = verify_model(
-        s["path"], runtimes="cpu,openvino" if HAVE_OV else "cpu", inputs="golden,stress", count=6
+        s.path, runtimes="cpu,openvino" if HAVE_OV else "cpu", inputs="golden,stress", count=6
     )
     assert rep.passed, format_table(rep)
     names = [o.output for o in rep.runtimes[0].sets[0].outputs]
@@ -474,11 +477,11 @@ class FixedBatch:
 def test_fixed_batch_models_run_in_chunks():
     s = FixedBatch()
     x = np.arange(6 * 16, dtype=np.float32).reshape(6, 1, 4, 4)
-    out = verify_runner.run_batched(s, {"image": x})
+    out = sessions.run_batched(s, {"image": x})
     assert s.seen == [2, 2, 2] and out["y"].shape == (6, 1)
     np.testing.assert_array_equal(out["y"][:, 0], x.reshape(6, -1).sum(1))
     with pytest.raises(Exception, match="fixed batch of 2"):
-        verify_runner.run_batched(FixedBatch(), {"image": x[:5]})
+        sessions.run_batched(FixedBatch(), {"image": x[:5]})
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
@@ -543,4 +546,4 @@ def test_reduced_precision_file_against_an_fp32_reference_model(tmp_path):
     text = format_table(rep)
     assert "headline cpu: argmax agreement" in text and "with random, stress" in text
     with pytest.raises(Exception, match="not both"):
-        verify_model(path, loaded=object(), reference_model=model("native"))
+        verify_model(path, torch=object(), reference_model=model("native"))

@@ -126,10 +126,11 @@ def test_tolerance_defaults_per_precision_and_overrides():
 
 
 def test_argmax_gate_tolerates_one_flip_and_accuracy_gate_needs_100_images():
+    from stn_deploy.verify.comparator import CompareFunc
     from stn_deploy.verify.inputs import InputSet
-    from stn_deploy.verify.runner import _compare_set
 
     tol = tolerance_for("int8", atol=1e9, rtol=1e9)  # only the classification gates matter
+    compare = CompareFunc.simple(tol, num_classes=10)
     n = 200
     labels = np.arange(n) % 10
     ref = np.full((n, 10), -5.0)
@@ -141,17 +142,15 @@ def test_argmax_gate_tolerates_one_flip_and_accuracy_gate_needs_100_images():
         out[:k, :] = ref[:k, ::-1]  # the argmax of the first k rows moves away from the label
         return {"log_probs": out}
 
-    one = _compare_set(
+    one = compare(
         {"log_probs": ref[:8]},
         {"log_probs": flipped(1)["log_probs"][:8]},
         InputSet("mnist", {"image": np.zeros((8, 1))}, "", labels=labels[:8]),
         "ref",
-        tol,
-        10,
     )
     assert one.passed and one.accuracy["gated"] is False and one.accuracy["delta"] == -12.5
-    ok = _compare_set({"log_probs": ref}, flipped(2), s, "ref", tol, 10)  # 1% drop, 99% agree
+    ok = compare({"log_probs": ref}, flipped(2), s, "ref")  # 1% drop, 99% agree
     assert ok.passed and ok.accuracy["gated"] and ok.accuracy["delta"] == -1.0
-    bad = _compare_set({"log_probs": ref}, flipped(7), s, "ref", tol, 10)  # 96.5% < 97%
+    bad = compare({"log_probs": ref}, flipped(7), s, "ref")  # 96.5% < 97%
     assert not bad.passed and "argmax agreement 96.5% < 97%" in bad.reason
     assert "accuracy" in bad.reason and "3.5 pt below" in bad.reason

@@ -1,5 +1,6 @@
-"""Latency benchmarks across runtimes and batch sizes, with baselines in the same run (no torch
-at import; the torch and stock-export baselines import torch when asked for).
+"""Latency benchmarks across runtimes and batch sizes, with baselines in the same run (no torch:
+the torch and stock-export baselines come from the caller as a :class:`TorchSide`, built by the
+torch side of the package).
 
 - :func:`bench_model` times a model and returns a :class:`BenchResult` (``to_dict()``: the JSON
   schema documented in :mod:`stn_deploy.bench.result`);
@@ -7,7 +8,8 @@ at import; the torch and stock-export baselines import torch when asked for).
 - :func:`stn_deploy.report.latency_plot.save_latency_plot` draws it (matplotlib).
 """
 
-from stn_deploy.bench.api import bench_model
+from stn_deploy.bench.api import BenchOptions, bench_model
+from stn_deploy.bench.baselines import TorchSide
 from stn_deploy.bench.machine import machine_description
 from stn_deploy.bench.result import SCHEMA, SCHEMA_VERSION, BenchResult, BenchRow, Route
 from stn_deploy.bench.stats import LatencyStats, latency_stats
@@ -16,10 +18,12 @@ from stn_deploy.bench.tables import format_markdown, format_table, write_markdow
 __all__ = [
     "SCHEMA",
     "SCHEMA_VERSION",
+    "BenchOptions",
     "BenchResult",
     "BenchRow",
     "LatencyStats",
     "Route",
+    "TorchSide",
     "bench_model",
     "format_markdown",
     "format_table",

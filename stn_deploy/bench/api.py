@@ -13,9 +13,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from stn_deploy.bench.baselines import TorchSide
 from stn_deploy.bench.machine import machine_description
 from stn_deploy.bench.ort_calls import cuda_graph_reason, io_binding_reason
 from stn_deploy.bench.plan import (
@@ -30,40 +34,22 @@ from stn_deploy.bench.plan import (
 )
 from stn_deploy.bench.result import BASELINES, BenchResult, BenchRow, Route
 from stn_deploy.bench.runner import RunSettings, run_routes
-from stn_deploy.bench.timer import check_budget
+from stn_deploy.bench.sweep import Variant, make_variants
 from stn_deploy.errors import StnDeployError
 from stn_deploy.export.metadata import stn_metadata
 from stn_deploy.runtimes import availability
 from stn_deploy.runtimes.base import TensorSpec, graph_inputs, load_onnx, onnx_specs
 from stn_deploy.runtimes.registry import NON_ORT
+from stn_deploy.timing import check_budget
 
 ORT_LIKE_EXCLUDED = (*NON_ORT, *BENCH_ALIASES)
 
 
-def bench_model(
-    model_path: str | Path,
-    *,
-    runtimes: str | Sequence[str] | None = None,
-    batch_sizes: str | int | Iterable[int] = (1, 8, 64, 256),
-    warmup: int = 5,
-    iters: int | None = None,
-    duration: float | None = None,
-    threads: int | None = None,
-    opt_level: str | None = None,
-    io_binding: bool = False,
-    cuda_graph: bool = False,
-    compare: str | Sequence[str] = (),
-    loaded: Any = None,
-    input_shape: str | Sequence[int] | None = None,
-    sampler_sweep: bool = False,
-    progress: bool | None = True,
-    strict: bool = False,
-    interleave: bool = False,
-) -> BenchResult:
-    """Time ``model_path`` on each runtime at each batch size, with baselines in the same run.
+@dataclass
+class BenchOptions:
+    """How :func:`bench_model` benches (the keyword arguments of ``bench_model``).
 
-    Args:
-        model_path: an ONNX file with one image input.
+    Attributes:
         runtimes: names as ``--providers`` takes them (``cpu``, ``cuda``, ``openvino``,
             ``openvino-bf16``, ...); None: every runtime available here but the reference.
         batch_sizes: positive sizes; a model with a fixed batch runs its own size only (the
@@ -74,8 +60,7 @@ def bench_model(
         opt_level: ORT graph optimisation level (disable, basic, extended, all).
         io_binding, cuda_graph: also time the ORT GPU EPs with device-resident inputs and
             outputs / with a captured CUDA graph; other EPs get a skip row saying why.
-        compare: baselines, ``torch`` (eager) and/or ``stock-export``; both need ``loaded``.
-        loaded: a :class:`~stn_deploy.pytorch.models.loading.LoadedModel` (checkpoint or factory).
+        compare: baselines, ``torch`` (eager) and/or ``stock-export``; both need ``torch_side``.
         input_shape: per-image shape ``C,H,W`` (default: checkpoint, golden bundle, model).
         sampler_sweep: also time every other grid-sample lowering of the model.
         progress: a progress bar on stderr (None: when stderr is a terminal).
@@ -85,6 +70,53 @@ def bench_model(
             threads spin-wait after a call (ORT, OpenMP in torch), so with short turns each
             route runs against the previous one's spinning threads (measured: torch eager 9x
             and ORT 1.3x slower at batch 64 on 2 cores).
+    """
+
+    runtimes: str | Sequence[str] | None = None
+    batch_sizes: str | int | Iterable[int] = (1, 8, 64, 256)
+    warmup: int = 5
+    iters: int | None = None
+    duration: float | None = None
+    threads: int | None = None
+    opt_level: str | None = None
+    io_binding: bool = False
+    cuda_graph: bool = False
+    compare: str | Sequence[str] = ()
+    input_shape: str | Sequence[int] | None = None
+    sampler_sweep: bool = False
+    progress: bool | None = True
+    strict: bool = False
+    interleave: bool = False
+
+
+@dataclass
+class _Input:
+    """The model's one input as bench feeds it."""
+
+    meta: dict[str, str]
+    spec: TensorSpec
+    shape: tuple[int, ...]
+    shape_source: str
+    dtype: np.dtype
+    precision: str
+    fixed: int | None
+
+
+def bench_model(
+    model_path: str | Path,
+    options: BenchOptions | None = None,
+    *,
+    torch_side: TorchSide | None = None,
+    **kwargs: Any,
+) -> BenchResult:
+    """Time ``model_path`` on each runtime at each batch size, with baselines in the same run.
+
+    Args:
+        model_path: an ONNX file with one image input.
+        options: a :class:`BenchOptions`; ``kwargs`` (its field names) override its fields.
+        torch_side: the torch model as bench needs it (:class:`~stn_deploy.bench.baselines.
+            TorchSide`, built by the caller), for the ``torch`` and ``stock-export`` baselines
+            and a sampler sweep exported from torch; None: the ONNX model only.
 
     Returns:
         A :class:`BenchResult`; ``to_dict()`` is its JSON (schema in :mod:`.result`).
@@ -92,100 +124,40 @@ def bench_model(
     Raises:
         StnDeployError: bad arguments, an unreadable model, a missing input shape; with
             ``strict``, anything that could not be benched.
+        TypeError: a keyword that is not a :class:`BenchOptions` field.
     """
+    o = replace(options or BenchOptions(), **kwargs)
     t_start = time.perf_counter()
     machine = machine_description()
-    sizes = check_batch_sizes(batch_sizes)
-    check_budget(warmup, iters, duration)
-    if threads is not None and threads < 1:
-        raise StnDeployError(f"--threads must be 1 or more, got {threads}")
-    baselines = check_compare(compare)
-    names = runtime_names(runtimes)
-    if "torch" in names:  # torch named as a runtime is the torch baseline
-        names.remove("torch")
-        baselines = ["torch", *[b for b in baselines if b != "torch"]]
-    for b in baselines:
-        if loaded is None:
-            raise StnDeployError(
-                f"--compare {b} needs the torch model: give --checkpoint or --factory"
-            )
-    if not names and not baselines:
-        raise StnDeployError("no runtime to bench")
-
+    sizes, names, baselines = _check_args(o, torch_side)
     model_path = Path(model_path)
-    meta, specs = _read_model(model_path)
-    if len(specs) != 1:
-        raise StnDeployError(
-            f"bench feeds models with one input; {model_path.name} has {len(specs)}: "
-            f"{[s.name for s in specs]}"
-        )
-    spec = specs[0]
-    shape, shape_source = resolve_input_shape(model_path, spec, input_shape, loaded)
-    if loaded is not None and tuple(loaded.input_shape) != tuple(shape):
-        raise StnDeployError(
-            f"the torch model takes input {list(loaded.input_shape)}, the ONNX model {list(shape)}"
-        )
-    dtype = input_dtype(spec)
-    precision = precision_of(meta, dtype)
-    fixed = spec.fixed_batch()
-    check_batch_memory([fixed] if fixed else sizes, shape, dtype)
+    inp = _describe_input(model_path, o, torch_side)
+    check_batch_memory([inp.fixed] if inp.fixed else sizes, inp.shape, inp.dtype)
 
     available = {n: availability(BENCH_ALIASES.get(n, (n, {}))[0]) for n in names}
-    if strict:
+    if o.strict:
         for n, a in available.items():
             if not a.available:
                 raise StnDeployError(f"{n} cannot run here: {a.reason}")
     notes: list[str] = []
     settings = RunSettings(
-        warmup=warmup,
-        iters=iters,
-        duration=duration,
-        threads=threads,
-        opt_level=opt_level,
-        loaded=loaded,
-        shape=tuple(shape),
-        dtype=dtype,
+        warmup=o.warmup,
+        iters=o.iters,
+        duration=o.duration,
+        threads=o.threads,
+        opt_level=o.opt_level,
+        torch_session=torch_side.open_session if torch_side is not None else None,
+        shape=tuple(inp.shape),
+        dtype=inp.dtype,
     )
-    rows: list[BenchRow] = []
     with tempfile.TemporaryDirectory(prefix="stn-deploy-bench-") as tmp:
-        stock_path, stock_reason = None, None
-        if "stock-export" in baselines:
-            from stn_deploy.pytorch.baselines import stock_export_loaded
-
-            try:
-                stock_path = stock_export_loaded(loaded, Path(tmp) / "stock-export.onnx")
-            except StnDeployError as exc:
-                if strict:
-                    raise
-                stock_reason = str(exc)
-        variants = []
-        if sampler_sweep:
-            from stn_deploy.bench.sweep import make_variants
-
-            variants = make_variants(
-                model_path, tmp, loaded=loaded, skip=meta.get("lowering") or None
-            )
-            if strict:
-                for v in variants:
-                    if v.path is None:
-                        raise StnDeployError(f"--sampler-sweep: {v.lowering}: {v.reason}")
-        routes = _plan_routes(
-            model_path,
-            names,
-            available,
-            meta,
-            precision,
-            variants,
-            stock_path,
-            stock_reason,
-            baselines,
-            io_binding,
-            cuda_graph,
-            notes,
-        )
-        rows = _run_all(routes, sizes, settings, notes, progress, interleave)
+        stock = _stock_export(baselines, torch_side, Path(tmp), o.strict)
+        variants = _variants(model_path, inp.meta, torch_side, tmp, o) if o.sampler_sweep else []
+        plan = _Plan(model_path, available, inp.meta, inp.precision, o, notes)
+        routes = _plan_routes(plan, names, variants, stock, baselines)
+        rows = _run_all(routes, sizes, settings, notes, o.progress, o.interleave)
     _speedups(rows)
-    if strict:
+    if o.strict:
         bad = next((r for r in rows if not r.ok), None)
         if bad is not None:
             raise StnDeployError(
@@ -193,32 +165,8 @@ def bench_model(
                 f"{bad.status}: {bad.reason}"
             )
     return BenchResult(
-        model={
-            "path": str(model_path),
-            "name": model_path.name,
-            "lowering": meta.get("lowering"),
-            "precision": precision,
-            "input_name": spec.name,
-            "input_shape": list(shape),
-            "input_dtype": dtype.name,
-            "fixed_batch": fixed,
-            "shape_source": shape_source,
-        },
-        settings={
-            "runtimes": names,
-            "batch_sizes": sizes,
-            "warmup": warmup,
-            "iters": iters,
-            "duration_s": duration,
-            "threads": threads,
-            "opt_level": opt_level,
-            "io_binding": io_binding,
-            "cuda_graph": cuda_graph,
-            "compare": baselines,
-            "sampler_sweep": sampler_sweep,
-            "strict": strict,
-            "interleave": interleave,
-        },
+        model=_model_dict(model_path, inp),
+        settings=_settings_dict(o, names, sizes, baselines),
         machine=machine,
         routes=routes,
         rows=rows,
@@ -226,6 +174,120 @@ def bench_model(
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         wall_s=time.perf_counter() - t_start,
     )
+
+
+def _check_args(
+    o: BenchOptions, torch_side: TorchSide | None
+) -> tuple[list[int], list[str], list[str]]:
+    """The batch sizes, runtime names and baselines, checked (before anything is loaded)."""
+    sizes = check_batch_sizes(o.batch_sizes)
+    check_budget(o.warmup, o.iters, o.duration)
+    if o.threads is not None and o.threads < 1:
+        raise StnDeployError(f"--threads must be 1 or more, got {o.threads}")
+    baselines = check_compare(o.compare)
+    names = runtime_names(o.runtimes)
+    if "torch" in names:  # torch named as a runtime is the torch baseline
+        names.remove("torch")
+        baselines = ["torch", *[b for b in baselines if b != "torch"]]
+    for b in baselines:
+        if torch_side is None:
+            raise StnDeployError(
+                f"--compare {b} needs the torch model: give --checkpoint or --factory"
+            )
+    if not names and not baselines:
+        raise StnDeployError("no runtime to bench")
+    return sizes, names, baselines
+
+
+def _describe_input(model_path: Path, o: BenchOptions, torch_side: TorchSide | None) -> _Input:
+    """The model's metadata and its one input: shape (and where it came from), dtype,
+    precision, fixed batch."""
+    meta, specs = _read_model(model_path)
+    if len(specs) != 1:
+        raise StnDeployError(
+            f"bench feeds models with one input; {model_path.name} has {len(specs)}: "
+            f"{[s.name for s in specs]}"
+        )
+    spec = specs[0]
+    shape, shape_source = resolve_input_shape(model_path, spec, o.input_shape, torch_side)
+    if torch_side is not None and tuple(torch_side.input_shape) != tuple(shape):
+        raise StnDeployError(
+            f"the torch model takes input {list(torch_side.input_shape)}, "
+            f"the ONNX model {list(shape)}"
+        )
+    dtype = input_dtype(spec)
+    precision = precision_of(meta, dtype)
+    return _Input(meta, spec, tuple(shape), shape_source, dtype, precision, spec.fixed_batch())
+
+
+def _stock_export(
+    baselines: list[str], torch_side: TorchSide | None, tmp: Path, strict: bool
+) -> tuple[Path | None, str | None]:
+    """The stock-export baseline's file, or why there is none (None, None: not asked for)."""
+    if "stock-export" not in baselines or torch_side is None:
+        return None, None
+    try:
+        return torch_side.stock_export(tmp / "stock-export.onnx"), None
+    except StnDeployError as exc:
+        if strict:
+            raise
+        return None, str(exc)
+
+
+def _variants(
+    model_path: Path,
+    meta: dict[str, str],
+    torch_side: TorchSide | None,
+    tmp: str,
+    o: BenchOptions,
+) -> list[Variant]:
+    """The sampler sweep's files: exported from torch when the caller gave it, else rewritten
+    from the given file."""
+    variants = make_variants(
+        model_path,
+        tmp,
+        export=torch_side.export if torch_side is not None else None,
+        skip=meta.get("lowering") or None,
+    )
+    if o.strict:
+        for v in variants:
+            if v.path is None:
+                raise StnDeployError(f"--sampler-sweep: {v.lowering}: {v.reason}")
+    return variants
+
+
+def _model_dict(model_path: Path, inp: _Input) -> dict[str, Any]:
+    return {
+        "path": str(model_path),
+        "name": model_path.name,
+        "lowering": inp.meta.get("lowering"),
+        "precision": inp.precision,
+        "input_name": inp.spec.name,
+        "input_shape": list(inp.shape),
+        "input_dtype": inp.dtype.name,
+        "fixed_batch": inp.fixed,
+        "shape_source": inp.shape_source,
+    }
+
+
+def _settings_dict(
+    o: BenchOptions, names: list[str], sizes: list[int], baselines: list[str]
+) -> dict[str, Any]:
+    return {
+        "runtimes": names,
+        "batch_sizes": sizes,
+        "warmup": o.warmup,
+        "iters": o.iters,
+        "duration_s": o.duration,
+        "threads": o.threads,
+        "opt_level": o.opt_level,
+        "io_binding": o.io_binding,
+        "cuda_graph": o.cuda_graph,
+        "compare": baselines,
+        "sampler_sweep": o.sampler_sweep,
+        "strict": o.strict,
+        "interleave": o.interleave,
+    }
 
 
 def _read_model(path: Path) -> tuple[dict[str, str], list[TensorSpec]]:
@@ -242,72 +304,57 @@ def _precision_of_file(path: Path, default: str | None) -> str | None:
     return precision_of(meta, input_dtype(specs[0])) if specs else default
 
 
-def _plan_routes(
-    model_path: Path,
-    names: list[str],
-    available: dict,
-    meta: dict[str, str],
-    precision: str,
-    variants: list,
-    stock_path: Path | None,
-    stock_reason: str | None,
-    baselines: list[str],
-    io_binding: bool,
-    cuda_graph: bool,
-    notes: list[str],
-) -> list[Route]:
-    from stn_deploy.runtimes.ort import ep_for
+@dataclass
+class _Plan:
+    """What every route of the run shares."""
 
-    routes: list[Route] = []
-    label = model_path.stem
+    model_path: Path
+    available: dict
+    meta: dict[str, str]
+    precision: str
+    options: BenchOptions
+    notes: list[str]
+
+    @property
+    def label(self) -> str:
+        return self.model_path.stem
+
+
+def _plan_routes(
+    plan: _Plan,
+    names: list[str],
+    variants: list[Variant],
+    stock: tuple[Path | None, str | None],
+    baselines: list[str],
+) -> list[Route]:
+    """Every route of the run, in table order: per runtime the model (and its io-binding /
+    cuda-graph calls), each sweep variant and the stock export; then torch eager."""
     # each variant file's precision, read once (not once per runtime)
     variant_precision = {
         v.lowering: _precision_of_file(v.path, None) if v.path else None for v in variants
     }
+    routes: list[Route] = []
     for rt in names:
-        unavailable = None if available[rt].available else available[rt].reason
+        unavailable = None if plan.available[rt].available else plan.available[rt].reason
         # OpenVINO asked to compute in bf16: say so in the precision column (the runner
         # relabels the route if the opened session computes in something else)
         computes = BENCH_ALIASES.get(rt, ("", {}))[1].get("precision")
-        rt_precision = f"{computes} compute" if computes else precision
+        rt_precision = f"{computes} compute" if computes else plan.precision
         routes.append(
             Route(
                 f"{rt}/model",
                 "model",
                 rt,
-                label,
-                str(model_path),
-                meta.get("lowering"),
+                plan.label,
+                str(plan.model_path),
+                plan.meta.get("lowering"),
                 rt_precision,
                 skip=unavailable,
                 compute=computes,
-                file_precision=precision,
+                file_precision=plan.precision,
             )
         )
-        is_ort = rt not in ORT_LIKE_EXCLUDED
-        for mode, wanted, why in (
-            ("io-binding", io_binding, io_binding_reason),
-            ("cuda-graph", cuda_graph, cuda_graph_reason),
-        ):
-            if not wanted:
-                continue
-            if not is_ort:
-                notes.append(f"--{mode} applies to ONNX Runtime GPU providers, not to {rt}")
-                continue
-            reason = unavailable or why(ep_for(rt) or rt)
-            routes.append(
-                Route(
-                    f"{rt}/model/{mode}",
-                    "model",
-                    rt,
-                    label,
-                    str(model_path),
-                    meta.get("lowering"),
-                    precision,
-                    mode=mode,
-                    skip=reason,
-                )
-            )
+        routes += _mode_routes(plan, rt, unavailable)
         for v in variants:
             routes.append(
                 Route(
@@ -325,24 +372,65 @@ def _plan_routes(
                 )
             )
         if "stock-export" in baselines:
-            routes.append(
-                Route(
-                    f"{rt}/stock-export",
-                    "stock-export",
-                    rt,
-                    "stock torch.onnx.export",
-                    str(stock_path) if stock_path else None,
-                    None,
-                    rt_precision if computes else "fp32",
-                    skip=unavailable or stock_reason,
-                    skip_status="skipped" if unavailable or not stock_reason else "failed",
-                    compute=computes,
-                    file_precision="fp32",
-                )
-            )
+            routes.append(_stock_route(rt, stock, unavailable, computes, rt_precision))
     if "torch" in baselines:
         routes.append(Route("torch", "torch", "torch", "torch eager", None, None, "fp32"))
     return routes
+
+
+def _mode_routes(plan: _Plan, rt: str, unavailable: str | None) -> list[Route]:
+    """The model on ``rt`` with IO binding / a CUDA graph, when asked (ORT GPU EPs only)."""
+    from stn_deploy.runtimes.ort import ep_for
+
+    routes = []
+    is_ort = rt not in ORT_LIKE_EXCLUDED
+    for mode, wanted, why in (
+        ("io-binding", plan.options.io_binding, io_binding_reason),
+        ("cuda-graph", plan.options.cuda_graph, cuda_graph_reason),
+    ):
+        if not wanted:
+            continue
+        if not is_ort:
+            plan.notes.append(f"--{mode} applies to ONNX Runtime GPU providers, not to {rt}")
+            continue
+        reason = unavailable or why(ep_for(rt) or rt)
+        routes.append(
+            Route(
+                f"{rt}/model/{mode}",
+                "model",
+                rt,
+                plan.label,
+                str(plan.model_path),
+                plan.meta.get("lowering"),
+                plan.precision,
+                mode=mode,
+                skip=reason,
+            )
+        )
+    return routes
+
+
+def _stock_route(
+    rt: str,
+    stock: tuple[Path | None, str | None],
+    unavailable: str | None,
+    computes: str | None,
+    rt_precision: str,
+) -> Route:
+    stock_path, stock_reason = stock
+    return Route(
+        f"{rt}/stock-export",
+        "stock-export",
+        rt,
+        "stock torch.onnx.export",
+        str(stock_path) if stock_path else None,
+        None,
+        rt_precision if computes else "fp32",
+        skip=unavailable or stock_reason,
+        skip_status="skipped" if unavailable or not stock_reason else "failed",
+        compute=computes,
+        file_precision="fp32",
+    )
 
 
 def _run_all(

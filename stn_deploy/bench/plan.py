@@ -94,13 +94,13 @@ def parse_input_shape(text: str | Sequence[int] | None) -> tuple[int, ...] | Non
 
 
 def resolve_input_shape(
-    model_path: str | Path, spec: TensorSpec, input_shape: Any = None, loaded: Any = None
+    model_path: str | Path, spec: TensorSpec, input_shape: Any = None, torch_side: Any = None
 ) -> tuple[tuple[int, ...], str]:
     """The per-image input shape and where it came from (see the module docstring)."""
     shape = parse_input_shape(input_shape)
     source = "--input-shape"
-    if shape is None and loaded is not None:
-        shape, source = tuple(int(d) for d in loaded.input_shape), "checkpoint"
+    if shape is None and torch_side is not None:
+        shape, source = tuple(int(d) for d in torch_side.input_shape), "checkpoint"
     if shape is None:
         from stn_deploy.export.golden import bundle_path, check_bundle_matches, read_bundle
 

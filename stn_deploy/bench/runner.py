@@ -17,9 +17,9 @@ from stn_deploy.bench.ort_calls import (
 from stn_deploy.bench.plan import BENCH_ALIASES
 from stn_deploy.bench.result import BenchRow, Route
 from stn_deploy.bench.stats import latency_stats
-from stn_deploy.bench.timer import TURN_SECONDS, CallTimer
 from stn_deploy.errors import StnDeployError, one_line
 from stn_deploy.runtimes import RuntimeSession, RuntimeUnavailable, open_session
+from stn_deploy.timing import TURN_SECONDS, CallTimer
 
 
 @dataclass
@@ -31,7 +31,9 @@ class RunSettings:
     duration: float | None = None
     threads: int | None = None
     opt_level: str | None = None
-    loaded: Any = None
+    #: ``torch_session(threads=..., **options)``: the torch baseline's eager session, from the
+    #: caller (:attr:`stn_deploy.bench.baselines.TorchSide.open_session`)
+    torch_session: Callable[..., RuntimeSession] | None = None
     shape: tuple[int, ...] = ()
     dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float32))
     seed: int = 0
@@ -49,11 +51,14 @@ class RunSettings:
 
 def open_route(route: Route, s: RunSettings, **options: Any) -> RuntimeSession:
     """A session for ``route`` (RuntimeUnavailable / StnDeployError when it cannot be had)."""
+    if route.kind == "torch":
+        if s.torch_session is None:
+            raise StnDeployError("the torch baseline needs the torch model (--checkpoint)")
+        return s.torch_session(threads=s.threads, **options)
     runtime, extra = BENCH_ALIASES.get(route.runtime, (route.runtime, {}))
     return open_session(
         runtime,
         route.model,
-        loaded=s.loaded if route.kind == "torch" else None,
         threads=s.threads,
         opt_level=s.opt_level,  # open_session gives it to ONNX Runtime only
         **extra,

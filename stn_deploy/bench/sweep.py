@@ -1,7 +1,7 @@
 """``--sampler-sweep``: the same model in each grid-sample lowering, benched side by side.
 
-With a checkpoint or factory every lowering is exported from torch (``export_model``, as
-``exported/build.py`` does); without torch the given ONNX file is rewritten by ``lower_model``
+With a checkpoint or factory the caller gives an ``export`` callable (its torch exporter, as
+``exported/build.py`` uses it) and every lowering is exported from the model; without one the given ONNX file is rewritten by ``lower_model``
 (torch-free), which can make every lowering from a file that still holds a sampler op (native,
 custom, ort-contrib), at the file's opset (at least each lowering's minimum), but none from a
 portable one.
@@ -9,6 +9,7 @@ portable one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,10 +36,17 @@ class Variant:
 
 
 def make_variants(
-    model_path: str | Path, out_dir: str | Path, *, loaded: Any = None, skip: str | None = None
+    model_path: str | Path,
+    out_dir: str | Path,
+    *,
+    export: Callable[..., Any] | None = None,
+    skip: str | None = None,
 ) -> list[Variant]:
     """Each lowering of the model in ``out_dir`` (lowering ``skip``, the given file's own, is
-    left out). A lowering that cannot be made is a Variant with ``path=None`` and the reason."""
+    left out). A lowering that cannot be made is a Variant with ``path=None`` and the reason.
+
+    ``export(path, *, target, lowering, opset, inline)`` (given by a torch-side caller) writes
+    each lowering from the torch model; without it the file at ``model_path`` is rewritten."""
     out_dir = Path(out_dir)
     variants: list[Variant] = []
     for lowering, target, sampler, opset, inline in LOWERINGS:
@@ -46,18 +54,8 @@ def make_variants(
             continue
         path = out_dir / f"sweep-{lowering}.onnx"
         try:
-            if loaded is not None:
-                from stn_deploy.pytorch.exporter import export_model
-
-                export_model(
-                    loaded,
-                    path,
-                    target=target,
-                    sampler=sampler,
-                    opset=opset,
-                    inline=inline,
-                    golden_count=1,
-                )
+            if export is not None:
+                export(path, target=target, lowering=sampler, opset=opset, inline=inline)
             else:
                 _lower_file(model_path, path, sampler, None, inline)  # the file's opset
         except StnDeployError as exc:
@@ -71,7 +69,7 @@ def _lower_file(src: str | Path, dst: Path, sampler: str, opset: int | None, inl
     from stn_deploy.export.lower import lower_file
 
     summary = lower_file(src, dst, sampler, opset=opset, inline=inline)
-    if summary["nodes_rewritten"] == 0:
+    if summary.nodes_rewritten == 0:
         dst.unlink(missing_ok=True)
         raise StnDeployError(
             "the file holds no GridSample/AffineGrid to rewrite (a checkpoint or factory "

@@ -1,7 +1,7 @@
 """The ``stn-deploy bench`` command (added to the main group in :mod:`stn_deploy.cli`).
 
 Runs where torch is not installed: the input shape comes from the golden bundle beside the model
-(or ``--input-shape``); only ``--compare``/``--checkpoint``/``--factory`` need torch.
+(or ``--input-shape``); only ``--compare``/``--reference`` need torch.
 """
 
 from __future__ import annotations
@@ -11,9 +11,22 @@ from pathlib import Path
 
 import click
 
-from stn_deploy.bench.timer import MAX_DURATION, MAX_TIMED_CALLS, check_budget
-from stn_deploy.cli.trust import trust_factory_option
+from stn_deploy.cli.options import (
+    Command,
+    alias,
+    batch_sizes_option,
+    compare_option,
+    duration_option,
+    json_option,
+    load_reference,
+    progress_option,
+    reference_options,
+    runtimes_option,
+    threads_option,
+    usage_error,
+)
 from stn_deploy.errors import StnDeployError
+from stn_deploy.timing import MAX_DURATION, MAX_TIMED_CALLS, check_budget
 
 
 def _check_outputs(paths: list[Path | None], plot: Path | None) -> None:
@@ -31,18 +44,15 @@ def _check_outputs(paths: list[Path | None], plot: Path | None) -> None:
         pyplot()
 
 
-@click.command("bench")
-@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--providers",
-    default=None,
-    help="Runtimes, comma-separated: cpu, cuda, tensorrt (ORT providers), openvino, "
+@click.command("bench", cls=Command)
+@click.argument("model", metavar="ONNX", type=click.Path(dir_okay=False, path_type=Path))
+@runtimes_option(
+    "Runtimes, comma-separated: cpu, cuda, tensorrt (ORT providers), openvino, "
     "openvino-bf16 (OpenVINO in its default bf16 on CPUs that have it), torch "
     "[default: every available one but the slow reference].",
+    bench=True,
 )
-@click.option(
-    "--batch-sizes", default="1,8,64,256", show_default=True, help="Comma-separated batch sizes."
-)
+@batch_sizes_option("1,8,64,256")
 @click.option(
     "--warmup",
     type=int,
@@ -53,16 +63,13 @@ def _check_outputs(paths: list[Path | None], plot: Path | None) -> None:
 @click.option(
     "--iters", type=int, default=None, help=f"Timed calls per row (at most {MAX_TIMED_CALLS:,})."
 )
-@click.option(
-    "--duration",
-    type=float,
-    default=None,
-    help=f"Seconds of timed calls per row, at most {MAX_DURATION:g} s [default without --iters: "
+@duration_option(
+    MAX_DURATION,
+    None,
+    f"Seconds of timed calls per row, at most {MAX_DURATION:g} s [default without --iters: "
     "about 1 s, 5-1000 calls].",
 )
-@click.option(
-    "--threads", type=int, default=None, help="Intra-op threads [default: each runtime's]."
-)
+@threads_option()
 @click.option(
     "--opt-level",
     type=click.Choice(["disable", "basic", "extended", "all"]),
@@ -77,33 +84,24 @@ def _check_outputs(paths: list[Path | None], plot: Path | None) -> None:
 @click.option(
     "--cuda-graph", is_flag=True, help="Also time ORT CUDA/TensorRT with a captured CUDA graph."
 )
-@click.option(
-    "--compare",
-    default=None,
-    help="Baselines in the same run: torch (eager), stock-export (stock torch.onnx.export "
-    "of the same model); need --checkpoint or --factory.",
+@compare_option(
+    None,
+    "Baselines in the same run: torch (eager), stock-export (stock torch.onnx.export "
+    "of the same model); need --reference",
+)
+@reference_options(
+    "The torch model ONNX was exported from, for --compare, the torch runtime and "
+    "--lowering-sweep: a checkpoint file, a zoo name with --weights, or a module:callable "
+    "factory with --input-shape (which also sets the timed input shape: C,H,W of one input, "
+    "default the reference's, else the golden bundle's)."
 )
 @click.option(
-    "--checkpoint",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Checkpoint of the model, for --compare and --sampler-sweep.",
-)
-@click.option(
-    "--factory", default=None, help="module:callable building the torch model (with --input-shape)."
-)
-@click.option(
-    "--input-shape",
-    default=None,
-    help="C,H,W of one input [default: the checkpoint's, else the golden bundle's].",
-)
-@trust_factory_option
-@click.option(
-    "--sampler-sweep",
+    "--lowering-sweep",
     is_flag=True,
     help="Also bench every other grid-sample lowering of the model (exported from "
-    "--checkpoint/--factory, else rewritten from MODEL).",
+    "--reference, else rewritten from ONNX).",
 )
+@alias("--sampler-sweep", target="lowering_sweep", use="--lowering-sweep", is_flag=True)
 @click.option(
     "--interleave/--no-interleave",
     default=False,
@@ -111,8 +109,13 @@ def _check_outputs(paths: list[Path | None], plot: Path | None) -> None:
     help="At each batch size the routes take ~20 ms turns instead of running one after the "
     "other (runtimes' spinning worker threads then slow each other: for experiments only).",
 )
-@click.option("--strict", is_flag=True, help="Fail instead of writing a skip or failure row.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, not a table.")
+@click.option(
+    "--fail-on-error",
+    is_flag=True,
+    help="A runtime that cannot run here or fails is an error, not a skip or failure row.",
+)
+@alias("--strict", target="fail_on_error", use="--fail-on-error", is_flag=True)
+@json_option("Print the result as JSON, not a table.")
 @click.option(
     "--json-out",
     type=click.Path(path_type=Path),
@@ -131,15 +134,11 @@ def _check_outputs(paths: list[Path | None], plot: Path | None) -> None:
     default=None,
     help="Also write a PNG of latency vs batch size (needs matplotlib).",
 )
-@click.option(
-    "--progress/--no-progress",
-    default=None,
-    help="Progress bar on stderr [default: when stderr is a terminal].",
-)
+@progress_option()
 def bench_cmd(
     model: Path,
-    providers: str | None,
-    batch_sizes: str,
+    runtimes: str | None,
+    batch_sizes: tuple[int, ...],
     warmup: int,
     iters: int | None,
     duration: float | None,
@@ -147,14 +146,14 @@ def bench_cmd(
     opt_level: str | None,
     io_binding: bool,
     cuda_graph: bool,
-    compare: str | None,
-    checkpoint: Path | None,
-    factory: str | None,
+    compare: tuple[str, ...] | None,
+    reference: str | None,
+    weights: Path | None,
     input_shape: str | None,
     trust_factory: bool,
-    sampler_sweep: bool,
+    lowering_sweep: bool,
     interleave: bool,
-    strict: bool,
+    fail_on_error: bool,
     as_json: bool,
     json_out: Path | None,
     markdown: Path | None,
@@ -168,38 +167,29 @@ def bench_cmd(
     why; a model with a fixed batch runs its own size only.
 
     Example: stn-deploy bench exported/mnist-affine-native.onnx --batch-sizes 1,64
-    --compare torch,stock-export --checkpoint exported/mnist-affine-rts.pt --plot latency.png
+    --compare torch,stock-export --reference exported/mnist-affine-rts.pt --plot latency.png
     """
     from stn_deploy.bench import bench_model, format_table, write_markdown
-    from stn_deploy.bench.plan import check_batch_sizes, check_compare, runtime_names
+    from stn_deploy.bench.plan import runtime_names
 
     # cheap checks first: nothing is loaded or timed when an argument is wrong
-    check_batch_sizes(batch_sizes)
-    check_budget(warmup, iters, duration)
-    names = runtime_names(providers)
-    baselines = check_compare(compare)
-    if checkpoint is not None and factory is not None:
-        raise StnDeployError("give --checkpoint or --factory, not both")
+    try:
+        check_budget(warmup, iters, duration)
+    except StnDeployError as exc:
+        raise usage_error(str(exc)) from None
+    names = runtime_names(runtimes)
+    baselines = list(compare or ())
     wants_torch = baselines or "torch" in names
-    if wants_torch and checkpoint is None and factory is None:
-        which = baselines[0] if baselines else "torch"
-        raise StnDeployError(
-            f"--compare {which} needs the torch model: give --checkpoint or --factory"
-        )
+    if wants_torch and reference is None:
+        which = f"--compare {baselines[0]}" if baselines else "--runtimes torch"
+        raise usage_error(f"{which} needs the torch model: give --reference")
     _check_outputs([json_out, markdown, plot], plot)
-    loaded = None
-    if checkpoint is not None or factory is not None:
-        try:
-            from stn_deploy.pytorch.models.loading import load_model
-        except ImportError:
-            raise StnDeployError(
-                "--checkpoint/--factory need torch; without it bench runs the ONNX model only"
-            ) from None
-        loaded = (
-            load_model(str(checkpoint), trust_factory=trust_factory)
-            if checkpoint is not None
-            else load_model(factory, input_shape=input_shape)
-        )
+    loaded = load_reference(reference, weights, input_shape, trust_factory, input_shape_alone=True)
+    torch_side = None
+    if loaded is not None:
+        from stn_deploy.pytorch.baselines import torch_side as make_torch_side
+
+        torch_side = make_torch_side(loaded)
     result = bench_model(
         model,
         runtimes=names,
@@ -212,11 +202,11 @@ def bench_cmd(
         io_binding=io_binding,
         cuda_graph=cuda_graph,
         compare=baselines,
-        loaded=loaded,
+        torch_side=torch_side,
         input_shape=input_shape,
-        sampler_sweep=sampler_sweep,
+        sampler_sweep=lowering_sweep,
         progress=progress,
-        strict=strict,
+        strict=fail_on_error,
         interleave=interleave,
     )
     d = result.to_dict()

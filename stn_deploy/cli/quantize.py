@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from stn_deploy.cli.options import Command, cache_dir_option, precision_option, seed_option
 from stn_deploy.data.distortions import CANVAS
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -72,12 +73,7 @@ _OPTIONS = [
         is_flag=True,
         help="int8: calibrate on generated digits instead of MNIST (smoke tests only).",
     ),
-    click.option(
-        "--cache-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=None,
-        help="Where MNIST is cached [default: $STN_DEPLOY_CACHE or ~/.cache/stn-deploy].",
-    ),
+    cache_dir_option,
 ]
 
 
@@ -128,8 +124,8 @@ def describe(metadata: dict[str, Any]) -> str:
     return "fp32"
 
 
-@click.command("quantize")
-@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.command("quantize", cls=Command)
+@click.argument("model", metavar="ONNX", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--out",
     "out",
@@ -137,18 +133,16 @@ def describe(metadata: dict[str, Any]) -> str:
     required=True,
     help="OUT.onnx to write; OUT.io.npz (golden bundle with the fp32 reference) goes beside it.",
 )
-@click.option(
-    "--precision",
-    default="int8",
-    show_default=True,
-    metavar="int8|fp16",
-    help="int8: ONNX Runtime static quantisation, QDQ, per-channel weights; fp16: "
+@precision_option(
+    "int8",
+    ("int8", "fp16"),
+    "int8: ONNX Runtime static quantisation, QDQ, per-channel weights; fp16: "
     "ONNX Runtime's float16 converter.",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Calibration seed.")
+@seed_option(0, "Calibration seed.")
 @precision_options
 def quantize_cmd(model: Path, out: Path, precision: str, seed: int, **kw) -> None:
-    """Convert an fp32 ONNX MODEL to int8 or fp16, keeping the STN's θ, grid and sampler in
+    """Convert an fp32 ONNX file to int8 or fp16, keeping the STN's θ, grid and sampler in
     fp32.
 
     Example: stn-deploy quantize exported/mnist-affine-native.onnx --out m-int8.onnx
@@ -157,8 +151,8 @@ def quantize_cmd(model: Path, out: Path, precision: str, seed: int, **kw) -> Non
 
     options = build_precision_options(seed, kw)
     s = quantize_file(model, out, precision, **options)
-    click.echo(describe(s["metadata"]))
+    click.echo(describe(s.metadata))
     click.echo(
-        f"wrote {s['path']} ({s['precision']}, {s['nodes']} nodes, {s['bytes']:,} bytes, "
-        f"fp32 {s['src_bytes']:,}) and {s['golden']}"
+        f"wrote {s.path} ({s.precision}, {s.nodes} nodes, {s.bytes:,} bytes, "
+        f"fp32 {s.src_bytes:,}) and {s.golden_path}"
     )

@@ -1,4 +1,5 @@
-"""``stn-deploy run``: the main job in one command (a thin layer over :mod:`stn_deploy.pytorch.pipeline`)."""
+"""``stn-deploy run [MODEL]``: the main job in one command (a thin layer over
+:mod:`stn_deploy.pytorch.pipeline`)."""
 
 from __future__ import annotations
 
@@ -6,50 +7,51 @@ from pathlib import Path
 
 import click
 
-from stn_deploy.bench.timer import MAX_DURATION
-from stn_deploy.cli.trust import trust_factory_option
-from stn_deploy.data.distortions import CANVAS
+from stn_deploy.cli.options import (
+    DEFAULT_MODEL,
+    Command,
+    batch_sizes_option,
+    cache_dir_option,
+    check_model_source,
+    compare_option,
+    distortion_option,
+    duration_option,
+    limit_test_option,
+    limit_train_option,
+    lowering_option,
+    model_source,
+    precision_option,
+    progress_option,
+    runtimes_option,
+    seed_option,
+    synthetic_option,
+    threads_option,
+    usage_error,
+)
 from stn_deploy.errors import StnDeployError
 from stn_deploy.export.targets import TARGETS
 from stn_deploy.pytorch.pipeline import DEFAULT_BATCH_SIZES, RunOptions
+from stn_deploy.timing import MAX_DURATION, check_budget
 
 _D = RunOptions()
 
 
-def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
-    from stn_deploy.bench.plan import check_batch_sizes  # the parser bench uses
-
-    return tuple(check_batch_sizes(value))
-
-
-@click.command("run")
+@click.command("run", cls=Command)
+@model_source(DEFAULT_MODEL, old_option=True)
+@distortion_option(_D.distortion, "MNIST variant to train on (and test with).")
 @click.option(
-    "--model",
-    default=_D.model,
+    "--epochs",
+    type=click.IntRange(1),
+    default=_D.epochs,
     show_default=True,
-    help="Zoo name (trained here), a checkpoint file, or module:callable (loaded, not trained).",
+    help="Epochs to train a zoo-name MODEL without --weights.",
 )
-@click.option(
-    "--checkpoint",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Weights for a zoo or module:callable --model: skip training.",
-)
-@click.option("--input-shape", default=None, help="C,H,W input of a module:callable --model.")
-@trust_factory_option
-@click.option(
-    "--distortion",
-    type=click.Choice(list(CANVAS), case_sensitive=False),
-    default=_D.distortion,
-    show_default=True,
-    help="MNIST variant to train on (and test with).",
-)
-@click.option("--epochs", type=click.IntRange(1, None), default=_D.epochs, show_default=True)
 @click.option("--max-minutes", type=float, default=None, help="Stop training after this long.")
-@click.option("--seed", type=int, default=_D.seed, show_default=True)
-@click.option("--synthetic", is_flag=True, help="Generated digits instead of MNIST (offline).")
-@click.option("--limit-train", type=click.IntRange(1, None), default=None)
-@click.option("--limit-test", type=click.IntRange(1, None), default=None)
+@seed_option(_D.seed, "Seeds training, the golden and verify inputs and int8 calibration.")
+@synthetic_option
+@limit_train_option
+@limit_test_option
+@cache_dir_option
 @click.option(
     "--target",
     type=click.Choice(list(TARGETS)),
@@ -57,39 +59,21 @@ def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
     show_default=True,
     help="Target runtime: picks the lowering (README table).",
 )
-@click.option(
-    "--precision",
-    type=click.Choice(["fp32", "fp16", "int8"]),
-    default=_D.precision,
-    show_default=True,
-    help="Export precision; int8 is calibrated on MNIST training images (needs the cache).",
+@lowering_option("Grid-sample lowering [default: the target's].")
+@precision_option(
+    _D.precision,
+    ("fp32", "fp16", "int8"),
+    "Export precision; int8 is calibrated on MNIST training images (needs the cache).",
 )
-@click.option(
-    "--providers",
-    default=None,
-    help="Runtimes to verify and bench on, e.g. cpu,openvino [default: all available].",
+@runtimes_option("Runtimes to verify and bench on, e.g. cpu,openvino [default: all available].")
+@batch_sizes_option(",".join(map(str, DEFAULT_BATCH_SIZES)), "Batch sizes to bench.")
+@duration_option(
+    MAX_DURATION,
+    _D.bench_duration,
+    f"Seconds of timed calls per runtime and batch size (at most {MAX_DURATION:g}).",
 )
-@click.option(
-    "--batch-sizes",
-    default=",".join(map(str, DEFAULT_BATCH_SIZES)),
-    show_default=True,
-    callback=_batch_sizes,
-    help="Batch sizes to bench.",
-)
-@click.option(
-    "--bench-duration",
-    type=click.FloatRange(0.01, MAX_DURATION),
-    default=_D.bench_duration,
-    show_default=True,
-    help=f"Seconds of timed calls per runtime and batch size (at most {MAX_DURATION:g}).",
-)
-@click.option(
-    "--compare",
-    default=",".join(_D.compare),
-    show_default=True,
-    help="Baselines timed in the same run: torch, stock-export (or 'none').",
-)
-@click.option("--threads", type=click.IntRange(1, None), default=None, help="Intra-op threads.")
+@compare_option(",".join(_D.compare), "Baselines timed in the same run: torch, stock-export")
+@threads_option("Intra-op threads.")
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
@@ -98,21 +82,44 @@ def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
     help="Report folder (built aside and renamed into place at the end).",
 )
 @click.option("--force", is_flag=True, help="Replace an existing report folder.")
-@click.option("--no-progress", is_flag=True, help="No progress bars.")
-def run_cmd(out: Path, force: bool, no_progress: bool, compare: str, **kw) -> None:
-    """Train (or load) -> export -> verify -> bench, into one report folder.
+@progress_option()
+def run_cmd(
+    out: Path,
+    force: bool,
+    progress: bool | None,
+    cache_dir: Path | None,
+    model: str,
+    weights: Path | None,
+    lowering: str | None,
+    runtimes: str | None,
+    duration: float,
+    **kw,
+) -> None:
+    """Train (or load) MODEL -> export -> verify -> bench, into one report folder.
 
+    MODEL (default mnist-affine) is trained here when it is a zoo name without --weights, and
+    loaded otherwise (a checkpoint file, a zoo name with --weights, a module:callable factory).
     Writes OUT/report.md and report.json, the rectification, latency and error pictures, the
     checkpoint, the ONNX file with its golden bundle, and the full verify and bench results.
     Exit status 1 when any runtime fails verification.
 
-    Example: stn-deploy run --epochs 5 --out runs/main --force
+    Example: stn-deploy run mnist-affine --epochs 5 --out runs/main --force
     """
-    from stn_deploy.bench.plan import check_compare
     from stn_deploy.pytorch.pipeline import run_pipeline
 
-    names = () if compare.strip().lower() == "none" else tuple(check_compare(compare))
-    opts = RunOptions(compare=names, **kw)
-    report = run_pipeline(opts, out, force=force, progress=not no_progress)
-    if not report["passed"]:
+    check_model_source(model, weights, kw["input_shape"], kw["trust_factory"])
+    try:
+        check_budget(0, None, duration)
+    except StnDeployError as exc:
+        raise usage_error(str(exc)) from None
+    opts = RunOptions(
+        model=model,
+        checkpoint=None if weights is None else str(weights),
+        sampler=lowering,
+        providers=runtimes,
+        bench_duration=duration,
+        **kw,
+    )
+    report = run_pipeline(opts, out, force=force, cache_dir=cache_dir, progress=progress)
+    if not report.passed:
         raise StnDeployError(f"verification failed: see {out / 'report.md'}")

@@ -7,44 +7,49 @@ from pathlib import Path
 
 import click
 
-from stn_deploy.cli.trust import trust_factory_option
+from stn_deploy.cli.options import (
+    Command,
+    alias,
+    json_option,
+    load_reference,
+    reference_options,
+    runtimes_option,
+    seed_option,
+    threads_option,
+    usage_error,
+)
 from stn_deploy.errors import StnDeployError
 from stn_deploy.verify.compare import ERROR_STATS
 from stn_deploy.verify.tolerances import HELP as TOLERANCE_HELP
 
 
-@click.command("verify")
-@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--checkpoint",
-    default=None,
-    help="torch reference: a checkpoint file (or a zoo name + --weights). Without it (and "
-    "without --factory) the reference is the golden bundle beside MODEL; no torch needed.",
+@click.command("verify", cls=Command)
+@click.argument("model", metavar="ONNX", type=click.Path(dir_okay=False, path_type=Path))
+@reference_options(
+    "torch reference: a zoo name (with --weights), a checkpoint file or a module:callable "
+    "factory (with --input-shape). Without it the reference is the golden bundle beside ONNX "
+    "(no torch needed)."
 )
 @click.option(
-    "--weights",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Trained weights when --checkpoint names a zoo model.",
-)
-@click.option("--factory", default=None, help="torch reference from a module:callable factory.")
-@click.option(
-    "--reference-model",
+    "--reference-onnx",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="Without torch: an ONNX file run on ORT CPU as the reference of the random/mnist/stress "
-    "inputs, e.g. the fp32 file an int8/fp16 MODEL was made from (accuracy delta vs fp32; "
+    "inputs, e.g. the fp32 file an int8/fp16 ONNX was made from (accuracy delta vs fp32; "
     "no golden bundle needed) "
-    "[default: MODEL itself on ORT CPU, i.e. runtime parity].",
+    "[default: ONNX itself on ORT CPU, i.e. runtime parity].",
 )
-@click.option("--input-shape", default=None, help="C,H,W input of --factory (e.g. 1,42,42).")
-@trust_factory_option
-@click.option(
-    "--providers",
+@alias(
+    "--reference-model",
+    target="reference_onnx",
+    use="--reference-onnx",
+    type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Runtimes to verify, comma-separated: cpu, cuda, tensorrt (any ONNX Runtime EP), "
+)
+@runtimes_option(
+    "Runtimes to verify, comma-separated: cpu, cuda, tensorrt (any ONNX Runtime EP), "
     "openvino, reference (the onnx reference evaluator) [default: all; those not available "
-    "here are skipped with the reason].",
+    "here are skipped with the reason]."
 )
 @click.option(
     "--strict",
@@ -96,14 +101,9 @@ from stn_deploy.verify.tolerances import HELP as TOLERANCE_HELP
     show_default=True,
     help="Images per random/mnist/stress set.",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of generated inputs.")
-@click.option("--threads", type=click.IntRange(1), default=None, help="Threads per runtime.")
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print the report as JSON (schema stn-deploy/verify-v1).",
-)
+@seed_option(0, "Seed of generated inputs.")
+@threads_option("Threads per runtime.")
+@json_option("Print the report as JSON (schema stn-deploy/verify-v1).")
 @click.option(
     "--plot",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -112,50 +112,42 @@ from stn_deploy.verify.tolerances import HELP as TOLERANCE_HELP
 )
 def verify_cmd(
     model: Path,
-    checkpoint: str | None,
+    reference: str | None,
     weights: Path | None,
-    factory: str | None,
     input_shape: str | None,
     trust_factory: bool,
-    providers: str | None,
+    reference_onnx: Path | None,
+    runtimes: str | None,
     as_json: bool,
     plot: Path | None,
     **kw,
 ) -> None:
-    """Run MODEL.onnx on several runtimes and compare every output with the reference: error
+    """Run the ONNX file on several runtimes and compare every output with the reference: error
     statistics, argmax agreement, node placement; exit 0 only when every runtime passed.
 
-    Example: stn-deploy verify exported/mnist-affine-native.onnx --providers cpu,openvino
+    Example: stn-deploy verify exported/mnist-affine-native.onnx --runtimes cpu,openvino
     """
-    from stn_deploy.runtimes import parse_names
     from stn_deploy.verify import format_table, verify_model
     from stn_deploy.verify.inputs import parse_kinds
     from stn_deploy.verify.tolerances import check_overrides
 
-    loaded = None
-    if checkpoint and factory:
-        raise StnDeployError("give --checkpoint or --factory, not both")
     # cheap checks first: nothing is loaded or run when an argument is wrong
-    if weights is not None and not checkpoint:
-        raise StnDeployError("--weights applies only with --checkpoint naming a zoo model")
-    if input_shape is not None and not factory:
-        raise StnDeployError("--input-shape applies only with --factory")
-    parse_names(providers)
-    parse_kinds(kw["inputs"])
-    check_overrides(**{k: kw[k] for k in ("atol", "rtol", "check_error_stat", "quantile")})
-    if checkpoint or factory:
-        try:
-            from stn_deploy.pytorch.models.loading import load_model
-        except ImportError:
-            raise StnDeployError(
-                "--checkpoint/--factory need torch, which is not installed: verify against the "
-                "golden bundle instead (leave them out)"
-            ) from None
-        if factory:
-            loaded = load_model(factory, input_shape=input_shape)
-        else:
-            loaded = load_model(checkpoint, checkpoint=weights, trust_factory=trust_factory)
-    report = verify_model(model, loaded=loaded, runtimes=providers, **kw)
+    if reference is not None and reference_onnx is not None:
+        raise usage_error("give --reference (torch) or --reference-onnx, not both")
+    try:
+        parse_kinds(kw["inputs"])
+        check_overrides(**{k: kw[k] for k in ("atol", "rtol", "check_error_stat", "quantile")})
+    except StnDeployError as exc:
+        raise usage_error(str(exc)) from None
+    loaded = load_reference(reference, weights, input_shape, trust_factory)
+    torch_ref = None
+    if loaded is not None:  # the torch side, loaded above: verify itself never imports it
+        from stn_deploy.pytorch.runner import torch_reference
+
+        torch_ref = torch_reference(loaded, model, threads=kw["threads"])
+    report = verify_model(
+        model, torch=torch_ref, runtimes=runtimes, reference_model=reference_onnx, **kw
+    )
     d = report.to_dict()
     if plot is not None:
         from stn_deploy.report.error_plot import save_error_histogram

@@ -43,9 +43,10 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,17 +56,22 @@ from onnx import TensorProto, helper, numpy_helper
 from stn_deploy.errors import StnDeployError
 from stn_deploy.export import portable
 from stn_deploy.export.graph import GraphBuilder, subgraphs
+from stn_deploy.export.lowerings import (
+    CUSTOM_DOMAIN,
+    MODE_20,
+    MS_DOMAIN,
+    Lowering,
+    SamplerSite,
+    check_float_types,
+    get_lowering,
+)
 from stn_deploy.export.metadata import write_metadata
+from stn_deploy.export.onnx_file import load_onnx
 
-SAMPLERS = ("portable", "custom", "native", "ort-contrib")
-CUSTOM_DOMAIN = "stn_deploy"
-MS_DOMAIN = "com.microsoft"
 _TMP_DOMAIN = "stn_deploy.lowering_placeholder"
 _KEEP_DOMAIN = "stn_deploy.lowering_kept"
 #: opset-20 mode names -> the opset-16 names used internally
 _MODE_16 = {"linear": "bilinear", "cubic": "bicubic", "nearest": "nearest"}
-_MODE_20 = {"bilinear": "linear", "bicubic": "cubic", "nearest": "nearest"}
-_MIN_OPSET = {"portable": 11, "custom": 11, "native": 16, "ort-contrib": 1}
 
 
 def _default_opset(model: onnx.ModelProto) -> int:
@@ -191,7 +197,7 @@ def _grid_sample_settings(node: onnx.NodeProto, src_opset: int, label: str) -> d
     if node.domain == MS_DOMAIN:
         names, default = portable.MODES, "bilinear"
     elif src_opset >= 20:
-        names, default = tuple(_MODE_20.values()), "linear"
+        names, default = tuple(MODE_20.values()), "linear"
     else:
         names, default = portable.MODES, "bilinear"
     mode = _attr(node, "mode", default.encode())
@@ -346,98 +352,93 @@ def _emit_affine_grid(
     return grid
 
 
-def _type_name(elem: int) -> str:
-    return TensorProto.DataType.Name(elem).lower() if elem else "unknown"
-
-
-def _check_types(label: str, sampler: str, kind: str, elems: tuple[int, ...]) -> None:
-    """Refuse, before anything is written, a sampler whose types the chosen form cannot take."""
-    names = "/".join(_type_name(e) for e in elems)
-    if kind == "AffineGrid" or sampler in ("portable", "custom"):
-        if any(e not in portable.FLOAT_TYPES for e in elems):
-            raise StnDeployError(
-                f"{label}: {names} inputs cannot be lowered (float16, bfloat16, float32 or float64)"
-            )
-    if kind == "GridSample" and sampler == "ort-contrib":
-        if TensorProto.DOUBLE in elems:
-            raise StnDeployError(
-                f"{label}: ONNX Runtime's com.microsoft GridSample has no float64 kernel; lower "
-                "it with --sampler native (opset 20) or portable"
-            )
-        if len(set(elems)) > 1:
-            raise StnDeployError(
-                f"{label}: com.microsoft GridSample takes X and grid of one type, got {names}"
-            )
-
-
-def _custom_function(
-    name: str,
-    settings: dict[str, Any],
-    hw: tuple[int, int],
-    opset: int,
-    types: tuple[int, int] = (TensorProto.FLOAT, TensorProto.FLOAT),
-) -> onnx.FunctionProto:
-    g = GraphBuilder(opset, constants="node", taken=("X", "grid", "Y"))
-    y = portable.grid_sample(
-        g, "X", "grid", in_hw=hw, dtype=types[0], grid_dtype=types[1], **settings
-    )
-    g.rename(y, "Y")
-    return helper.make_function(
-        CUSTOM_DOMAIN,
-        name,
-        ["X", "grid"],
-        ["Y"],
-        list(g.nodes),
-        [helper.make_opsetid("", opset)],
-        attributes=["align_corners", "mode", "padding_mode"],
-        doc_string=(
-            f"torch grid_sample mode={settings['mode']} padding_mode={settings['padding_mode']} "
-            f"align_corners={settings['align_corners']} on a {hw[0]}x{hw[1]} image "
-            "(stn-deploy portable body)"
-        ),
-    )
+def _check_affine_types(label: str, elem: int) -> None:
+    check_float_types(label, (elem,))
 
 
 # -------------------------------------------------------------------- API
+@dataclass
+class LowerResult:
+    """What a lowering did: ``lower_model`` returns the model, ``lower_file`` this."""
+
+    lowering: str  #: the form written: native, portable, custom, custom-inline, ort-contrib
+    rewritten: dict[str, int]  #: count per rewritten op type (AffineGrid, GridSample)
+    nodes_rewritten: int
+    functions: list[str]  #: model-local functions written (custom, not inlined)
+    opset_before: int
+    opset_after: int
+    src: str | None = None
+    dst: str | None = None
+    bytes: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        """The one-line summary the CLI prints."""
+        kinds = ", ".join(f"{k} {v}" for k, v in self.rewritten.items())
+        n = self.nodes_rewritten
+        return (
+            f"{self.src} -> {self.dst}: {n} node{'s' if n != 1 else ''} rewritten"
+            f"{f' ({kinds})' if kinds else ''} as {self.lowering}, "
+            f"opset {self.opset_before} -> {self.opset_after}"
+        )
+
+
+def _lowering_arg(lowering: str | None, sampler: str | None) -> str:
+    """``lowering``, or the deprecated ``sampler=`` keyword's value."""
+    if sampler is not None:
+        warnings.warn("sampler= is deprecated: use lowering=", DeprecationWarning, stacklevel=3)
+        if lowering is not None and lowering != sampler:
+            raise StnDeployError(f"lowering={lowering!r} and sampler={sampler!r} disagree")
+        lowering = sampler
+    if lowering is None:
+        raise StnDeployError("no lowering given")
+    return lowering
+
+
 def lower_model(
-    model: onnx.ModelProto, sampler: str, *, opset: int | None = None, inline: bool = False
+    model: onnx.ModelProto,
+    lowering: str | None = None,
+    *,
+    opset: int | None = None,
+    inline: bool = False,
+    sampler: str | None = None,
 ) -> onnx.ModelProto:
-    """A copy of ``model`` with its GridSample and AffineGrid nodes rewritten as ``sampler``.
+    """A copy of ``model`` with its GridSample and AffineGrid nodes rewritten as ``lowering``
+    (one of :func:`stn_deploy.export.lowerings.lowering_names` ``(rewrites=True)``;
+    ``sampler=`` is its deprecated name).
 
     Raises:
-        StnDeployError: an unknown sampler, a bad opset, a node that cannot be lowered (named).
+        StnDeployError: an unknown lowering, a bad opset, a node that cannot be lowered (named).
     """
-    return _lower(model, sampler, opset=opset, inline=inline)[0]
+    return _lower(model, _lowering_arg(lowering, sampler), opset=opset, inline=inline)[0]
 
 
-def _lower(
-    model: onnx.ModelProto, sampler: str, *, opset: int | None, inline: bool
-) -> tuple[onnx.ModelProto, dict[str, Any]]:
-    if sampler not in SAMPLERS:
-        raise StnDeployError(f"unknown sampler {sampler!r}: expected one of {', '.join(SAMPLERS)}")
-    if inline and sampler != "custom":
-        raise StnDeployError("--inline applies to --sampler custom only")
+def _check_request(model: onnx.ModelProto, lw: Lowering, opset: int | None, inline: bool) -> int:
+    """Refuse what cannot be lowered before reading any node; returns the output's opset."""
+    if inline and lw.name != "custom":
+        raise StnDeployError("--inline applies to --lowering custom only")
     newest = onnx.defs.onnx_opset_version()
     if opset is not None and (
         isinstance(opset, bool) or not isinstance(opset, int) or not 1 <= opset <= newest
     ):
         raise StnDeployError(f"opset must be between 1 and {newest}, got {opset!r}")
-    src_opset = _default_opset(model)
-    if sampler == "native" and opset is not None and opset < 16:
+    if lw.name == "native" and opset is not None and opset < 16:
         raise StnDeployError(
-            f"native GridSample needs opset 16 or newer, asked for {opset}: use --sampler "
+            f"native GridSample needs opset 16 or newer, asked for {opset}: use --lowering "
             "portable (standard ops, opset 11+) or ort-contrib (ONNX Runtime, any opset)"
         )
-    if sampler in ("portable", "custom") and opset is not None and opset < 11:
-        raise StnDeployError(f"the {sampler} lowering needs opset 11 or newer, asked for {opset}")
-    target = opset if opset is not None else max(src_opset, _MIN_OPSET[sampler])
+    if opset is not None and opset < lw.min_opset:
+        raise StnDeployError(
+            f"the {lw.name} lowering needs opset {lw.min_opset} or newer, asked for {opset}"
+        )
     found = _sampler_in_subgraphs(model.graph)
     if found:
         raise StnDeployError(
             f"sampler node {found!r} sits inside a control-flow subgraph: only main-graph "
             "nodes can be lowered"
         )
-
     for f in model.functions:
         body = helper.make_graph(list(f.node), f.name, [], [])
         if any(_is_sampler(n) for n in f.node) or _sampler_in_subgraphs(body):
@@ -445,173 +446,153 @@ def _lower(
                 f"model-local function {f.domain}.{f.name} contains a sampler node: inline the "
                 "functions first (onnx.inliner.inline_local_functions)"
             )
+    return opset if opset is not None else max(_default_opset(model), lw.min_opset)
 
-    model = copy.deepcopy(model)
-    nodes = list(model.graph.node)
-    samplers = [(i, n) for i, n in enumerate(nodes) if _is_sampler(n)]
-    samplers_before = [copy.deepcopy(n) for _, n in samplers]
-    types: dict[str, int] = {}  # element types; float32 where inference cannot tell
-    shapes = _shapes(model, types) if samplers else {}
 
-    # 1. read every sampler node and replace it by a placeholder in a private domain
-    plans: dict[int, dict[str, Any]] = {}
-    sampled: dict[str, tuple[tuple[int, int] | None, int | None]] = {}  # output -> (H, W), C
-    counts: Counter[str] = Counter()
+@dataclass
+class _AffinePlan:
+    hw: tuple[int, int]
+    align: bool
+    elem: int
+
+
+@dataclass
+class _Plans:
+    """Step 1's reading of every sampler node, by node index."""
+
+    model: onnx.ModelProto
+    lw: Lowering
+    src_opset: int
+    target: int
+    shapes: dict = field(default_factory=dict)
+    types: dict[str, int] = field(default_factory=dict)  # float32 where inference cannot tell
+    by_index: dict[int, _AffinePlan | SamplerSite] = field(default_factory=dict)
+    # a GridSample's output -> ((H, W) of its grid, C): no shape inference through contrib ops
+    sampled: dict = field(default_factory=dict)
+    counts: Counter = field(default_factory=Counter)
+
+
+def _plan_affine_grid(p: _Plans, n: onnx.NodeProto, label: str) -> _AffinePlan:
+    if len(n.input) < 2 or not n.input[1]:
+        raise StnDeployError(f"{label}: missing size input")
+    size = _constant_value(p.model, n.input[1])
+    if size is None:  # e.g. Concat(Shape(x)[0:2], [H, W]): H, W from shape inference
+        out_shape = p.shapes.get(n.output[0])
+        if out_shape is None or len(out_shape) != 4 or None in out_shape[1:3]:
+            raise StnDeployError(
+                f"{label}: its size input {n.input[1]!r} is not a constant and shape "
+                "inference cannot tell the grid's H and W, so the base grid cannot be "
+                "precomputed"
+            )
+        size = np.asarray([0, 0, out_shape[1], out_shape[2]], np.int64)
+    size = np.asarray(size).reshape(-1)
+    if size.size != 4:
+        raise StnDeployError(
+            f"{label}: only 2-D AffineGrid (size of 4 entries N, C, H, W) can be "
+            f"lowered, got size {size.tolist()}"
+        )
+    h, w = int(size[2]), int(size[3])
+    if h < 1 or w < 1:
+        raise StnDeployError(f"{label}: bad size {size.tolist()}")
+    elem = p.types.get(n.input[0], TensorProto.FLOAT)
+    _check_affine_types(label, elem)
+    return _AffinePlan((h, w), bool(int(_attr(n, "align_corners", 0))), elem)
+
+
+def _plan_grid_sample(p: _Plans, n: onnx.NodeProto, label: str) -> SamplerSite:
+    settings = _grid_sample_settings(n, p.src_opset, label)
+    xshape = p.shapes.get(n.input[0])
+    if xshape is not None and len(xshape) != 4:
+        raise StnDeployError(
+            f"{label}: only 4-D (N, C, H, W) GridSample can be lowered, its input "
+            f"{n.input[0]!r} has rank {len(xshape)}"
+        )
+    hw = None
+    if xshape is not None and xshape[2] and xshape[3]:
+        hw = (int(xshape[2]), int(xshape[3]))
+    elif n.input[0] in p.sampled:  # no shape inference through a contrib GridSample:
+        hw, c_in = p.sampled[n.input[0]]  # an earlier sampler's output is its grid's H, W
+        xshape = [None, c_in, *(hw or (None, None))]
+    if p.lw.static_hw and hw is None:
+        raise StnDeployError(
+            f"{label}: the height and width of its input {n.input[0]!r} are not static "
+            f"(shape {xshape}); the {p.lw.name} lowering needs them"
+        )
+    channels = int(xshape[1]) if xshape is not None and xshape[1] else None
+    elems = (p.types.get(n.input[0], TensorProto.FLOAT),)
+    elems += (p.types.get(n.input[1], elems[0]),)
+    p.lw.check_types(label, elems)
+    p.types.setdefault(n.output[0], elems[0])  # no inference through a contrib op
+    gshape = p.shapes.get(n.input[1])
+    out_hw = (int(gshape[1]), int(gshape[2])) if gshape and all(gshape[1:3]) else None
+    p.sampled[n.output[0]] = (out_hw, channels)
+    return SamplerSite(
+        x=n.input[0],
+        grid=n.input[1],
+        name=n.name,
+        hw=hw,
+        channels=channels,
+        types=elems,
+        opset=p.target,
+        **settings,
+    )
+
+
+def _plan(p: _Plans, samplers: list[tuple[int, onnx.NodeProto]]) -> None:
+    """Step 1: read every sampler node and replace it by a placeholder in a private domain."""
     for i, n in samplers:
         label = _label(n, i)
         if n.op_type == "AffineGrid":
-            if len(n.input) < 2 or not n.input[1]:
-                raise StnDeployError(f"{label}: missing size input")
-            size = _constant_value(model, n.input[1])
-            if size is None:  # e.g. Concat(Shape(x)[0:2], [H, W]): H, W from shape inference
-                out_shape = shapes.get(n.output[0])
-                if out_shape is None or len(out_shape) != 4 or None in out_shape[1:3]:
-                    raise StnDeployError(
-                        f"{label}: its size input {n.input[1]!r} is not a constant and shape "
-                        "inference cannot tell the grid's H and W, so the base grid cannot be "
-                        "precomputed"
-                    )
-                size = np.asarray([0, 0, out_shape[1], out_shape[2]], np.int64)
-            size = np.asarray(size).reshape(-1)
-            if size.size != 4:
-                raise StnDeployError(
-                    f"{label}: only 2-D AffineGrid (size of 4 entries N, C, H, W) can be "
-                    f"lowered, got size {size.tolist()}"
-                )
-            h, w = int(size[2]), int(size[3])
-            if h < 1 or w < 1:
-                raise StnDeployError(f"{label}: bad size {size.tolist()}")
-            elem = types.get(n.input[0], TensorProto.FLOAT)
-            _check_types(label, sampler, "AffineGrid", (elem,))
-            plans[i] = {
-                "kind": "AffineGrid",
-                "hw": (h, w),
-                "align": bool(int(_attr(n, "align_corners", 0))),
-                "elem": elem,
-            }
+            p.by_index[i] = _plan_affine_grid(p, n, label)
         else:
-            settings = _grid_sample_settings(n, src_opset, label)
-            xshape = shapes.get(n.input[0])
-            if xshape is not None and len(xshape) != 4:
-                raise StnDeployError(
-                    f"{label}: only 4-D (N, C, H, W) GridSample can be lowered, its input "
-                    f"{n.input[0]!r} has rank {len(xshape)}"
-                )
-            hw = None
-            if xshape is not None and xshape[2] and xshape[3]:
-                hw = (int(xshape[2]), int(xshape[3]))
-            elif n.input[0] in sampled:  # no shape inference through a contrib GridSample:
-                hw, c_in = sampled[n.input[0]]  # an earlier sampler's output is its grid's H, W
-                xshape = [None, c_in, *(hw or (None, None))]
-            if sampler in ("portable", "custom") and hw is None:
-                raise StnDeployError(
-                    f"{label}: the height and width of its input {n.input[0]!r} are not static "
-                    f"(shape {xshape}); the {sampler} lowering needs them"
-                )
-            channels = int(xshape[1]) if xshape is not None and xshape[1] else None
-            elems = (types.get(n.input[0], TensorProto.FLOAT),)
-            elems += (types.get(n.input[1], elems[0]),)
-            _check_types(label, sampler, "GridSample", elems)
-            types.setdefault(n.output[0], elems[0])  # no inference through a contrib op
-            plans[i] = {
-                "kind": "GridSample",
-                "settings": settings,
-                "hw": hw,
-                "channels": channels,
-                "types": elems,
-            }
-            gshape = shapes.get(n.input[1])
-            out_hw = (int(gshape[1]), int(gshape[2])) if gshape and all(gshape[1:3]) else None
-            sampled[n.output[0]] = (out_hw, channels)
-        counts[n.op_type] += 1
+            p.by_index[i] = _plan_grid_sample(p, n, label)
+        p.counts[n.op_type] += 1
         placeholder = helper.make_node(
             f"P{i}", list(n.input), list(n.output), name=n.name, domain=_TMP_DOMAIN
         )
-        model.graph.node[i].CopyFrom(placeholder)
+        p.model.graph.node[i].CopyFrom(placeholder)
     if samplers:
-        model.opset_import.append(helper.make_opsetid(_TMP_DOMAIN, 1))
+        p.model.opset_import.append(helper.make_opsetid(_TMP_DOMAIN, 1))
 
-    # 2. move the rest of the graph to the target opset
-    if target != src_opset:
-        model = _retarget_opset(model, src_opset, target)
 
-    # 3. expand the placeholders
+def _expand(
+    model: onnx.ModelProto, p: _Plans, functions: dict[tuple, onnx.FunctionProto]
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], dict[str, int]]:
+    """Step 3: every placeholder becomes the lowering's nodes; returns the new node list, the
+    new initializers and the domains the sampler nodes use."""
     taken = _all_names(model)
-    functions: dict[tuple, str] = {}
-    function_protos: list[onnx.FunctionProto] = []
-    configs = sorted(
-        {
-            (p["settings"]["mode"], p["settings"]["padding_mode"], p["settings"]["align_corners"])
-            + p["hw"]
-            + p["types"]
-            for p in plans.values()
-            if p["kind"] == "GridSample" and sampler == "custom"
-        }
-    )
-    for cfg in configs:
-        name = "GridSample"
-        if len(configs) > 1:
-            name = f"GridSample_{cfg[0]}_{cfg[1]}_ac{int(cfg[2])}_{cfg[3]}x{cfg[4]}"
-            if cfg[5:] != (TensorProto.FLOAT, TensorProto.FLOAT):  # one body per type
-                name += "_" + "_".join(_type_name(e) for e in sorted(set(cfg[5:])))
-        functions[cfg] = name
-        settings = {"mode": cfg[0], "padding_mode": cfg[1], "align_corners": cfg[2]}
-        function_protos.append(_custom_function(name, settings, (cfg[3], cfg[4]), target, cfg[5:]))
-
     new_nodes: list[onnx.NodeProto] = []
     initializers: list[onnx.TensorProto] = []
     domains: dict[str, int] = {}
-    by_placeholder = {f"P{i}": i for i in plans}
+    by_placeholder = {f"P{i}": i for i in p.by_index}
     for n in model.graph.node:
         i = by_placeholder.get(n.op_type) if n.domain == _TMP_DOMAIN else None
         if i is None:
             new_nodes.append(n)
             continue
-        plan = plans[i]
-        g = GraphBuilder(target, prefix=_prefix(n, i), taken=taken)
-        out_name = n.output[0]
-        if plan["kind"] == "AffineGrid":
-            y = _emit_affine_grid(g, n, plan["hw"], plan["align"], plan["elem"])
+        plan = p.by_index[i]
+        g = GraphBuilder(p.target, prefix=_prefix(n, i), taken=taken)
+        if isinstance(plan, _AffinePlan):
+            y = _emit_affine_grid(g, n, plan.hw, plan.align, plan.elem)
         else:
-            s = plan["settings"]
-            attrs = {
-                "align_corners": int(s["align_corners"]),
-                "padding_mode": s["padding_mode"],
-            }
-            if sampler == "portable":
-                y = portable.grid_sample(
-                    g,
-                    n.input[0],
-                    n.input[1],
-                    in_hw=plan["hw"],
-                    channels=plan["channels"],
-                    dtype=plan["types"][0],
-                    grid_dtype=plan["types"][1],
-                    **s,
-                )
-            else:  # one sampler node: native GridSample, the contrib op, or our custom op
-                if sampler == "native":
-                    op, domain = "GridSample", ""
-                    mode = _MODE_20[s["mode"]] if target >= 20 else s["mode"]
-                elif sampler == "ort-contrib":
-                    op, domain, mode = "GridSample", MS_DOMAIN, s["mode"]
-                else:  # custom
-                    cfg = (s["mode"], s["padding_mode"], s["align_corners"]) + plan["hw"]
-                    cfg += plan["types"]
-                    op, domain, mode = functions[cfg], CUSTOM_DOMAIN, s["mode"]
-                y = g.node(
-                    op, [n.input[0], n.input[1]], name="y", domain=domain, mode=mode, **attrs
-                )
-                g.nodes[-1].name = n.name or g.nodes[-1].name
-                if domain:
-                    domains[domain] = 1
-        g.rename(y, out_name)
+            if functions:
+                plan = replace(plan, function=functions[plan.function_key].name)
+            y = p.lw.emit(g, plan)
+            if p.lw.domain:
+                domains[p.lw.domain] = 1
+        g.rename(y, n.output[0])
         new_nodes.extend(g.nodes)
         initializers.extend(g.initializers)
         taken |= g._taken
+    return new_nodes, initializers, domains
 
-    # what only fed the rewritten nodes (e.g. AffineGrid's size, Concat(Shape(x), [H, W])) is
-    # dead now: drop it, walking back from their former inputs; nothing else is touched
+
+def _drop_dead(
+    model: onnx.ModelProto, new_nodes: list[onnx.NodeProto], samplers_before
+) -> set[str]:
+    """What only fed the rewritten nodes (e.g. AffineGrid's size, Concat(Shape(x), [H, W])) is
+    dead now: drop it from ``new_nodes``, walking back from their former inputs; nothing else
+    is touched. Returns the dead value names."""
     graph_outputs = {o.name for o in model.graph.output}
     seeds = {v for n in samplers_before for v in n.input if v}
     while True:
@@ -628,14 +609,17 @@ def _lower(
             new_nodes.remove(nd)
             seeds |= {v for v in nd.input if v}
     graph_inputs = {i.name for i in model.graph.input}
-    dead = {v for v in seeds if v not in used and v not in graph_inputs}
-    keep_init = [t for t in model.graph.initializer if t.name not in dead]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(keep_init)
-    del model.graph.node[:]
-    model.graph.node.extend(new_nodes)
-    model.graph.initializer.extend(initializers)
-    # drop the placeholder domain, and com.microsoft when no node uses it any more
+    return {v for v in seeds if v not in used and v not in graph_inputs}
+
+
+def _set_imports(
+    model: onnx.ModelProto,
+    new_nodes: list[onnx.NodeProto],
+    function_protos: list[onnx.FunctionProto],
+    domains: dict[str, int],
+) -> None:
+    """Drop the placeholder domain, and com.microsoft when no node uses it any more; add the
+    domains the new sampler nodes use."""
     in_use = _domains_used(new_nodes) | _domains_used(
         [nd for f in (*model.functions, *function_protos) for nd in f.node]
     )
@@ -651,6 +635,23 @@ def _lower(
     for dom, ver in sorted(domains.items()):
         if dom not in existing:
             model.opset_import.append(helper.make_opsetid(dom, ver))
+
+
+def _rebuild(model: onnx.ModelProto, p: _Plans, samplers_before) -> list[onnx.FunctionProto]:
+    """Steps 3 and 4: expand the placeholders, drop what is dead, fix the imports; returns
+    the model-local functions added."""
+    sites = [s for s in p.by_index.values() if isinstance(s, SamplerSite)]
+    functions = p.lw.functions(sites) if p.lw.functions is not None and sites else {}
+    function_protos = list(functions.values())
+    new_nodes, initializers, domains = _expand(model, p, functions)
+    dead = _drop_dead(model, new_nodes, samplers_before)
+    keep_init = [t for t in model.graph.initializer if t.name not in dead]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep_init)
+    del model.graph.node[:]
+    model.graph.node.extend(new_nodes)
+    model.graph.initializer.extend(initializers)
+    _set_imports(model, new_nodes, function_protos, domains)
     model.functions.extend(function_protos)
     # the stale value_info of the rewritten outputs may carry old types; drop only entries of
     # names that no longer exist
@@ -658,8 +659,12 @@ def _lower(
     keep = [v for v in model.graph.value_info if v.name in live]
     del model.graph.value_info[:]
     model.graph.value_info.extend(keep)
+    return function_protos
 
-    if inline and function_protos:
+
+def _finish(model: onnx.ModelProto, lowering: str, target: int, inline: bool, functions):
+    """Inline the custom bodies when asked, set the IR version and metadata, and check."""
+    if inline and functions:
         from onnx import inliner
 
         model = inliner.inline_local_functions(model)
@@ -667,12 +672,10 @@ def _lower(
         imports = [o for o in model.opset_import if o.domain != CUSTOM_DOMAIN]
         del model.opset_import[:]
         model.opset_import.extend(imports)
-
     need_ir = helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
     if model.functions:
         need_ir = max(need_ir, 8)
     model.ir_version = max(int(model.ir_version), need_ir)
-    lowering = "custom-inline" if (sampler == "custom" and inline) else sampler
     from stn_deploy import __version__
 
     write_metadata(model, {"lowering": lowering, "opset": str(target), "version": __version__})
@@ -681,65 +684,69 @@ def _lower(
     except Exception as exc:  # noqa: BLE001
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StnDeployError(f"the lowered model fails onnx.checker: {msg}") from None
-    summary = {
-        "sampler": sampler,
-        "lowering": lowering,
-        "rewritten": dict(sorted(counts.items())),
-        "nodes_rewritten": sum(counts.values()),
-        "functions": [f.name for f in function_protos] if not inline else [],
-        "opset_before": src_opset,
-        "opset_after": target,
-    }
-    return model, summary
+    return model
+
+
+def _lower(
+    model: onnx.ModelProto, lowering: str, *, opset: int | None, inline: bool
+) -> tuple[onnx.ModelProto, LowerResult]:
+    lw = get_lowering(lowering, rewrites=True)
+    target = _check_request(model, lw, opset, inline)
+    src_opset = _default_opset(model)
+    model = copy.deepcopy(model)
+    samplers = [(i, n) for i, n in enumerate(model.graph.node) if _is_sampler(n)]
+    samplers_before = [copy.deepcopy(n) for _, n in samplers]
+    p = _Plans(model, lw, src_opset, target)
+    if samplers:
+        p.shapes = _shapes(model, p.types)
+    _plan(p, samplers)  # 1. read the samplers, leave placeholders
+    if target != src_opset:  # 2. move the rest of the graph to the target opset
+        model = _retarget_opset(model, src_opset, target)
+    functions = _rebuild(model, p, samplers_before)  # 3. expand the placeholders
+    name = "custom-inline" if (lw.name == "custom" and inline) else lw.name
+    model = _finish(model, name, target, inline, functions)
+    result = LowerResult(
+        lowering=name,
+        rewritten=dict(sorted(p.counts.items())),
+        nodes_rewritten=sum(p.counts.values()),
+        functions=[f.name for f in functions] if not inline else [],
+        opset_before=src_opset,
+        opset_after=target,
+    )
+    return model, result
 
 
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
-    """Read and check an ONNX file, or raise a one-line :class:`StnDeployError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise StnDeployError(f"no such ONNX file: {path}")
-    try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model)
-    except Exception as exc:  # noqa: BLE001 - DecodeError, ValidationError, ...
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StnDeployError(f"{path} is not a valid ONNX model: {msg[:200]}") from None
-    if not model.graph.node and not model.graph.output:
-        raise StnDeployError(f"{path} is not a valid ONNX model: empty graph")
-    return model
+    """Read and check an ONNX file, or raise a one-line :class:`StnDeployError`
+    (:func:`stn_deploy.export.onnx_file.load_onnx` with ``check=True``)."""
+    return load_onnx(path, check=True)
 
 
 def lower_file(
     src: str | os.PathLike,
     dst: str | os.PathLike,
-    sampler: str,
+    lowering: str | None = None,
     *,
     opset: int | None = None,
     inline: bool = False,
-) -> dict[str, Any]:
-    """Lower the ONNX file ``src`` into ``dst`` (written atomically); returns a summary dict:
-    ``rewritten`` (count per op type), ``nodes_rewritten``, ``opset_before``, ``opset_after``,
-    ``lowering``, ``src``, ``dst``."""
+    sampler: str | None = None,
+) -> LowerResult:
+    """Lower the ONNX file ``src`` into ``dst`` (written atomically); ``sampler=`` is the
+    deprecated name of ``lowering``."""
     from stn_deploy.io.atomic import write_bytes_locked
     from stn_deploy.io.paths import check_not_source
 
-    if sampler not in SAMPLERS:
-        raise StnDeployError(f"unknown sampler {sampler!r}: expected one of {', '.join(SAMPLERS)}")
+    lowering = _lowering_arg(lowering, sampler)
+    get_lowering(lowering, rewrites=True)
     check_not_source(src, dst)
     model = load_model(src)
-    lowered, summary = _lower(model, sampler, opset=opset, inline=inline)
+    lowered, result = _lower(model, lowering, opset=opset, inline=inline)
     data = lowered.SerializeToString(deterministic=True)
     write_bytes_locked(dst, data)  # one writer of dst at a time, as export and quantize
-    summary.update({"src": str(src), "dst": str(dst), "bytes": len(data)})
-    return summary
+    result.src, result.dst, result.bytes = str(src), str(dst), len(data)
+    return result
 
 
-def format_summary(summary: dict[str, Any]) -> str:
-    """The one-line summary the CLI prints."""
-    kinds = ", ".join(f"{k} {v}" for k, v in summary["rewritten"].items())
-    n = summary["nodes_rewritten"]
-    return (
-        f"{summary['src']} -> {summary['dst']}: {n} node{'s' if n != 1 else ''} rewritten"
-        f"{f' ({kinds})' if kinds else ''} as {summary['lowering']}, "
-        f"opset {summary['opset_before']} -> {summary['opset_after']}"
-    )
+def format_summary(result: LowerResult) -> str:
+    """The one-line summary the CLI prints (:meth:`LowerResult.describe`)."""
+    return result.describe()

@@ -1,7 +1,9 @@
 """Target profiles: the opset and grid-sample lowering known to work on each runtime (no torch).
 
 Each profile's reason is what ../shared/BASELINES.md measured or upstream issues report.
-``stn-deploy export --target T`` uses the profile; ``--sampler`` and ``--opset`` override it.
+``stn-deploy export --target T`` uses the profile; ``--lowering`` and ``--opset`` override it.
+A profile's lowering must be one of the registry's (:mod:`stn_deploy.export.lowerings`) that
+can be written into a file, and its opset at least that lowering's minimum.
 """
 
 from __future__ import annotations
@@ -9,15 +11,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from stn_deploy.errors import StnDeployError
+from stn_deploy.export.lowerings import get_lowering
 
 
 @dataclass(frozen=True)
 class Target:
     name: str
     opset: int
-    sampler: str
+    lowering: str
     inline: bool
     why: str
+
+    def __post_init__(self) -> None:
+        lw = get_lowering(self.lowering, rewrites=True)  # a typo fails at import
+        if self.opset < lw.min_opset:
+            raise ValueError(f"target {self.name}: {lw.name} needs opset {lw.min_opset}")
+
+    @property
+    def sampler(self) -> str:
+        """Deprecated name of :attr:`lowering`."""
+        return self.lowering
 
 
 TARGETS: dict[str, Target] = {

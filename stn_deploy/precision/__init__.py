@@ -18,7 +18,13 @@ Example:
 """
 
 from stn_deploy.precision.calibration import METHODS, CalibrationSpec
-from stn_deploy.precision.convert import PRECISIONS, apply_precision, check_precision, quantize_file
+from stn_deploy.precision.convert import (
+    PRECISIONS,
+    QuantizeResult,
+    apply_precision,
+    check_precision,
+    quantize_file,
+)
 
 __all__ = [
     "METHODS",
@@ -26,5 +32,6 @@ __all__ = [
     "CalibrationSpec",
     "apply_precision",
     "check_precision",
+    "QuantizeResult",
     "quantize_file",
 ]

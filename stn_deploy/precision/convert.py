@@ -11,6 +11,7 @@ the input's own bundle when it has one), so ``verify`` measures the precision's 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -187,14 +188,32 @@ def _reference_bundle(src: Path, model: onnx.ModelProto, x_fallback: np.ndarray 
     )
 
 
+@dataclass
+class QuantizeResult:
+    """What ``quantize_file`` wrote."""
+
+    src: str  #: the fp32 input file
+    path: str  #: the written model
+    golden_path: str  #: its golden bundle (fp32 reference outputs)
+    precision: str  #: int8 or fp16
+    bytes: int  #: size of the written model
+    src_bytes: int  #: size of the input
+    nodes: int
+    metadata: dict[str, Any] = field(default_factory=dict)  #: what apply_precision wrote
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 def quantize_file(
     src: str | Path,
     dst: str | Path,
     precision: str,
     **options: Any,
-) -> dict[str, Any]:
+) -> QuantizeResult:
     """``stn-deploy quantize``: convert the fp32 ONNX file ``src`` to ``precision`` (int8 or
-    fp16), write ``dst`` and ``dst``'s golden bundle atomically; returns a summary.
+    fp16), write ``dst`` and ``dst``'s golden bundle atomically; returns a
+    :class:`QuantizeResult`.
 
     ``options`` go to :func:`apply_precision`.
     """
@@ -223,13 +242,13 @@ def quantize_file(
             "precision": precision,
         },
     )
-    return {
-        "src": str(src),
-        "path": str(dst),
-        "golden": str(bundle_path(dst)),
-        "precision": precision,
-        "bytes": len(data),
-        "src_bytes": src.stat().st_size,
-        "nodes": len(out.graph.node),
-        "metadata": extra,
-    }
+    return QuantizeResult(
+        src=str(src),
+        path=str(dst),
+        golden_path=str(bundle_path(dst)),
+        precision=precision,
+        bytes=len(data),
+        src_bytes=src.stat().st_size,
+        nodes=len(out.graph.node),
+        metadata=extra,
+    )

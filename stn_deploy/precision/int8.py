@@ -116,6 +116,47 @@ def quantize_int8(
     opset_from = default_opset(model)
     if opset_from < PER_CHANNEL_OPSET:
         model = _raise_opset(model)
+    region, targets = _plan_region(model, quantize_sampler, keep_fp32, localization_fp32)
+    nodes = model.graph.node
+    for i, n in enumerate(nodes):
+        if not n.name:  # ORT's exclusion list is by node name
+            n.name = f"stn_deploy_node_{i}"
+    excluded = [nodes[i].name for i in sorted(region)]
+    excluded_ops = Counter(nodes[i].op_type for i in region)
+    reader = _reader(qz, model, calibration, batch)
+    quantised = _quantize_static(qz, model, reader, excluded, method, activations)
+    float_logits = float_scores(quantised)
+    rewired = rewire_region_inputs(quantised, set(excluded))
+    kept_outputs = float_outputs(quantised, set(excluded))
+    counts = Counter(n.op_type for n in quantised.graph.node)
+    return quantised, {
+        "opset": max(opset_from, PER_CHANNEL_OPSET),
+        "opset_from": opset_from,
+        "method": method,
+        "format": "QDQ",
+        "activations": activations,
+        "weights": "int8 per channel",
+        "quantize_sampler": quantize_sampler,
+        "localization_fp32": localization_fp32,
+        "excluded_nodes": excluded,
+        "excluded_ops": dict(sorted(excluded_ops.items())),
+        "quantised_layers": targets,
+        "quantize_linear": counts["QuantizeLinear"],
+        "dequantize_linear": counts["DequantizeLinear"],
+        "region_inputs_rewired": rewired,
+        "float_scores": float_logits,
+        "float_outputs": kept_outputs,
+    }
+
+
+def _plan_region(
+    model: onnx.ModelProto,
+    quantize_sampler: bool,
+    keep_fp32: Sequence[str],
+    localization_fp32: bool,
+) -> tuple[set[int], list[str]]:
+    """The node indices kept fp32 and the names of the layers to quantise, or a one-line
+    error (not one image input, an unknown ``keep_fp32`` name, nothing to quantise)."""
     inputs = graph_inputs(model)
     if len(inputs) != 1:
         raise StnDeployError(
@@ -136,11 +177,13 @@ def quantize_int8(
             "nothing to quantise: the model has no Conv, Gemm or MatMul with weights"
             + ("" if quantize_sampler else " outside the STN's grid generator and sampler")
         )
-    for i, n in enumerate(nodes):
-        if not n.name:  # ORT's exclusion list is by node name
-            n.name = f"stn_deploy_node_{i}"
-    excluded = [nodes[i].name for i in sorted(region)]
-    excluded_ops = Counter(nodes[i].op_type for i in region)
+    return region, targets
+
+
+def _reader(qz, model: onnx.ModelProto, calibration: np.ndarray, batch: int):
+    """ORT's calibration reader over ``calibration``, in batches of ``batch`` (of the model's
+    own batch when it is static)."""
+    inputs = graph_inputs(model)
     name = inputs[0].name
     x = np.ascontiguousarray(calibration, dtype=np.float32)
     dims = inputs[0].type.tensor_type.shape.dim
@@ -164,6 +207,14 @@ def quantize_int8(
             self.i += batch
             return feed
 
+    return _Reader()
+
+
+def _quantize_static(
+    qz, model: onnx.ModelProto, reader, excluded: list[str], method: str, activations: str
+) -> onnx.ModelProto:
+    """ORT's ``quantize_static`` (QDQ, per-channel int8 weights) through temporary files,
+    quietly; its failures are one line."""
     with tempfile.TemporaryDirectory(prefix="stn-deploy-int8-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(model, str(src))
@@ -174,7 +225,7 @@ def quantize_int8(
                 qz.quantize_static(
                     str(src),
                     str(dst),
-                    _Reader(),
+                    reader,
                     quant_format=qz.QuantFormat.QDQ,
                     per_channel=True,
                     activation_type=_ACTIVATIONS[activations](qz),
@@ -192,29 +243,7 @@ def quantize_int8(
             raise StnDeployError(f"onnxruntime quantisation failed: {one_line(exc)}") from None
         finally:
             logging.disable(previous)
-        quantised = onnx.load(str(dst))
-    float_logits = float_scores(quantised)
-    rewired = rewire_region_inputs(quantised, set(excluded))
-    kept_outputs = float_outputs(quantised, set(excluded))
-    counts = Counter(n.op_type for n in quantised.graph.node)
-    return quantised, {
-        "opset": max(opset_from, PER_CHANNEL_OPSET),
-        "opset_from": opset_from,
-        "method": method,
-        "format": "QDQ",
-        "activations": activations,
-        "weights": "int8 per channel",
-        "quantize_sampler": quantize_sampler,
-        "localization_fp32": localization_fp32,
-        "excluded_nodes": excluded,
-        "excluded_ops": dict(sorted(excluded_ops.items())),
-        "quantised_layers": targets,
-        "quantize_linear": counts["QuantizeLinear"],
-        "dequantize_linear": counts["DequantizeLinear"],
-        "region_inputs_rewired": rewired,
-        "float_scores": float_logits,
-        "float_outputs": kept_outputs,
-    }
+        return onnx.load(str(dst))
 
 
 def is_quantised(model: onnx.ModelProto) -> str | None:

@@ -5,3 +5,6 @@ reference runner (``runner``), the torch baselines of a benchmark (``baselines``
 one-command pipeline. Nothing outside this package imports torch; importing this package itself
 does not import torch either (its submodules do).
 """
+
+# the ``torch`` runtime of stn_deploy.runtimes.open_session (registering it imports no torch)
+from stn_deploy.pytorch import runner as _runner  # noqa: E402,F401

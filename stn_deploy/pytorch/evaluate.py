@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,24 @@ from stn_deploy.pytorch.models.loading import LoadedModel, load_checkpoint
 from stn_deploy.pytorch.train import Normalizer, evaluate
 
 
+@dataclass
+class EvalResult:
+    """What :func:`evaluate_model` measured; ``to_dict()`` is ``evaluate --json``."""
+
+    model: str  # the architecture
+    source: str  # checkpoint path or factory
+    distortion: str
+    seed: int
+    images: int
+    data: str  # where the test images came from
+    test_loss: float
+    test_error: float  # %
+    test_accuracy: float  # %
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 def evaluate_model(
     loaded: LoadedModel,
     *,
@@ -22,7 +41,7 @@ def evaluate_model(
     cache_dir: Path | None = None,
     synthetic: bool = False,
     limit_test: int | None = None,
-) -> dict[str, Any]:
+) -> EvalResult:
     """Test loss and error % of a loaded model on the (seed-fixed) distorted test set.
 
     The distortion and seed default to those the model was trained with (none and 0 when
@@ -49,19 +68,17 @@ def evaluate_model(
     x, y = make_split(images, labels, kind, seed, split="test")
     xt = Normalizer.from_config(loaded.config.normalization)(x)
     metrics = evaluate(loaded.model, xt, torch.from_numpy(y).long())
-    return {
-        "model": loaded.config.arch,
-        "source": loaded.source,
-        "distortion": kind,
-        "seed": seed,
-        "images": len(y),
-        "data": data.source,
+    return EvalResult(
+        model=loaded.config.arch,
+        source=loaded.source,
+        distortion=kind,
+        seed=seed,
+        images=len(y),
+        data=data.source,
         **metrics,
-    }
+    )
 
 
-def evaluate_checkpoint(
-    checkpoint: str | Path, *, trust_factory: bool = False, **kw
-) -> dict[str, Any]:
+def evaluate_checkpoint(checkpoint: str | Path, *, trust_factory: bool = False, **kw) -> EvalResult:
     """:func:`evaluate_model` on the model in ``checkpoint`` (``trust_factory``: see load_checkpoint)."""
     return evaluate_model(load_checkpoint(checkpoint, trust_factory=trust_factory), **kw)

@@ -21,6 +21,7 @@ import contextlib
 import io
 import re
 import warnings
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,8 @@ from torch import nn
 import stn_deploy
 from stn_deploy.errors import StnDeployError, one_line
 from stn_deploy.export.golden import bundle_path, write_model_with_bundle
-from stn_deploy.export.lower import lower_model
+from stn_deploy.export.lower import _lowering_arg, lower_model
+from stn_deploy.export.lowerings import get_lowering, lowering_names
 from stn_deploy.export.metadata import write_metadata
 from stn_deploy.export.targets import get_target
 from stn_deploy.pytorch.models.loading import LoadedModel
@@ -210,10 +212,32 @@ def _trace(
 
 
 AUTO_PROVIDERS = {"ort-cpu": "CPUExecutionProvider", "ort-cuda": "CUDAExecutionProvider"}
-AUTO_CANDIDATES = ("native", "portable", "custom", "ort-contrib")
+#: ``--lowering auto``'s candidates, in the registry's order
+AUTO_CANDIDATES = lowering_names(auto=True)
 
 
-def choose_sampler(
+def _auto_provider(target: str) -> tuple[Any, str]:
+    """onnxruntime and the provider ``auto`` times on for ``target``, or a one-line error."""
+    if target not in AUTO_PROVIDERS:
+        raise StnDeployError(
+            f"--lowering auto times the candidates on the target runtime, which stn-deploy can do "
+            f"for {', '.join(AUTO_PROVIDERS)}; for {target} pick --lowering"
+        )
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise StnDeployError(
+            "--lowering auto needs onnxruntime: pip install 'stn-deploy[cpu]'"
+        ) from None
+    provider = AUTO_PROVIDERS[target]
+    if provider not in ort.get_available_providers():
+        raise StnDeployError(
+            f"--lowering auto for {target} needs {provider}, which this onnxruntime lacks"
+        )
+    return ort, provider
+
+
+def choose_lowering(
     traced: onnx.ModelProto,
     target: str,
     opset: int,
@@ -224,28 +248,14 @@ def choose_sampler(
     """Lower ``traced`` to each candidate, keep those at parity with torch on ``x`` (max abs
     difference <= 1e-4 on the first output) and return the fastest (median µs at batch 1 +
     batch 64 on the target's ONNX Runtime provider) with every candidate's figures."""
-    if target not in AUTO_PROVIDERS:
-        raise StnDeployError(
-            f"--sampler auto times the candidates on the target runtime, which stn-deploy can do "
-            f"for {', '.join(AUTO_PROVIDERS)}; for {target} pick --sampler"
-        )
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise StnDeployError(
-            "--sampler auto needs onnxruntime: pip install 'stn-deploy[cpu]'"
-        ) from None
-    provider = AUTO_PROVIDERS[target]
-    if provider not in ort.get_available_providers():
-        raise StnDeployError(
-            f"--sampler auto for {target} needs {provider}, which this onnxruntime lacks"
-        )
+    ort, provider = _auto_provider(target)
     rng = np.random.default_rng(seed)
     feeds = {b: rng.standard_normal((b, *x.shape[1:])).astype(np.float32) for b in (1, 64)}
     figures: dict[str, Any] = {}
     for cand in AUTO_CANDIDATES:
-        if cand == "native" and opset < 16:
-            figures[cand] = {"skipped": f"native needs opset 16, the export uses {opset}"}
+        need = get_lowering(cand).min_opset
+        if opset < need:
+            figures[cand] = {"skipped": f"{cand} needs opset {need}, the export uses {opset}"}
             continue
         sess = ort.InferenceSession(
             lower_model(traced, cand).SerializeToString(), providers=[provider]
@@ -260,7 +270,7 @@ def choose_sampler(
         figures[cand] = row
     timed = {c: r["batch1_us"] + r["batch64_us"] for c, r in figures.items() if "batch1_us" in r}
     if not timed:
-        raise StnDeployError(f"--sampler auto: no candidate is at parity with torch: {figures}")
+        raise StnDeployError(f"--lowering auto: no candidate is at parity with torch: {figures}")
     chosen = min(timed, key=timed.get)
     return chosen, {
         "provider": provider,
@@ -270,14 +280,15 @@ def choose_sampler(
     }
 
 
+choose_sampler = choose_lowering  # the former name
+
+
 def _apply_precision(
     loaded: LoadedModel, model: onnx.ModelProto, precision: str, options: dict[str, Any]
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """The fp16/int8 form of the checked fp32 export and the metadata written into it; int8
     calibrates by default on the distortion the model was trained with (and the export's
     seed)."""
-    from dataclasses import replace
-
     from stn_deploy.precision.calibration import CalibrationSpec
     from stn_deploy.precision.convert import apply_precision
 
@@ -291,9 +302,156 @@ def _apply_precision(
     return apply_precision(model, precision, **options)
 
 
-def default_name(loaded: LoadedModel, sampler: str) -> str:
+def default_name(loaded: LoadedModel, lowering: str) -> str:
     base = re.sub(r"[^A-Za-z0-9_.-]+", "-", loaded.config.arch.split(":")[-1]).strip("-") or "model"
-    return f"{base}-{sampler}"
+    return f"{base}-{lowering}"
+
+
+@dataclass
+class ExportResult:
+    """What ``export_model`` wrote (``to_dict()`` for JSON)."""
+
+    path: str  #: the .onnx file
+    golden_path: str  #: its golden bundle NAME.io.npz
+    target: str  #: the target profile
+    #: the form in the file: native, portable, custom, custom-inline, ort-contrib, separable
+    lowering: str
+    opset: int  #: default-domain opset of the file
+    nodes: int  #: main-graph node count
+    samplers: int  #: grid samplers traced (separable ones included)
+    separable: int  #: samplers written in the separable form
+    bytes: int  #: file size
+    golden_source: str  #: what the golden inputs are
+    precision: str  #: fp32, fp16 or int8
+    #: what apply_precision wrote (calibration or fp16 details), not re-read from metadata
+    precision_metadata: dict[str, Any]
+    outputs: list[str]  #: output names
+    metadata: dict[str, str]  #: the file's metadata_props
+    auto: dict[str, Any] | None = None  #: ``--lowering auto``'s figures, else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """The resolved export settings: the target profile with the caller's overrides."""
+
+    target: str
+    lowering: str | None  # None: auto, decided after the trace
+    opset: int
+    inline: bool
+
+    @property
+    def auto(self) -> bool:
+        return self.lowering is None
+
+
+def _resolve(target: str, lowering: str | None, opset: int | None, inline: bool) -> _Settings:
+    """The target's profile with the caller's lowering, opset and inline, or a one-line error."""
+    profile = get_target(target)
+    auto = lowering == "auto"
+    lowering = None if auto else (lowering or profile.lowering)
+    lw = get_lowering(lowering, rewrites=True) if lowering else None
+    opset = opset or (max(profile.opset, lw.min_opset) if lw else profile.opset)
+    inline = inline or (profile.inline and lowering == "custom")
+    if opset < 11:
+        raise StnDeployError(f"--opset must be at least 11, got {opset}")
+    if lowering == "native" and opset < 16:
+        raise StnDeployError(
+            f"native GridSample needs opset 16 or newer, got {opset}: use --lowering portable"
+        )
+    return _Settings(target, lowering, opset, inline)
+
+
+def _out_dir(out: Path) -> Path:
+    """``out`` once its directory is known to exist."""
+    out_dir = out.parent if out.suffix == ".onnx" else out
+    if not out_dir.is_dir():
+        raise StnDeployError(f"output directory {out_dir} does not exist")
+    return out
+
+
+def _export_module(loaded: LoadedModel, expose_stn: bool) -> tuple[nn.Module, list[str]]:
+    """The module to trace and its output names."""
+    model = loaded.model.eval()
+    if not expose_stn:
+        return model, ["log_probs"]
+    if not isinstance(getattr(model, "stn", None), SpatialTransformer):
+        raise StnDeployError("--expose-stn needs a model with one SpatialTransformer (model.stn)")
+    return _ExposeSTN(model).eval(), ["log_probs", "theta", "rectified"]
+
+
+def _file_metadata(
+    loaded: LoadedModel, s: _Settings, lowering: str, export_args: dict[str, Any], extra
+) -> dict[str, Any]:
+    """The ``stn_deploy.*`` metadata of an export (``extra``: auto figures, separable count)."""
+    transform = getattr(getattr(loaded.model, "stn", None), "transform", None)
+    norm = loaded.config.normalization
+    shape = list(loaded.config.input_shape)
+    return {
+        "version": stn_deploy.__version__,
+        "torch_version": torch.__version__,
+        "model": loaded.config.arch,
+        "transform": transform.name
+        if transform is not None
+        else ("none" if hasattr(loaded.model, "stn") else "unknown"),
+        "lowering": lowering,
+        "target": s.target,
+        "opset": str(s.opset),
+        "input_layout": f"image: NCHW float32 {shape}, pixels in 0..1 then (x - mean) / std",
+        "normalization_mean": norm["mean"],
+        "normalization_std": norm["std"],
+        "class_labels": loaded.config.class_labels,
+        **extra,
+        "precision": "fp32",
+        # what it takes to export this file again (verify --bisect re-exports from torch)
+        "export_args": export_args,
+    }
+
+
+def _check_exported(onnx_model: onnx.ModelProto) -> None:
+    onnx_model.producer_name, onnx_model.producer_version = "stn-deploy", stn_deploy.__version__
+    onnx_model.doc_string = ""
+    try:
+        onnx.checker.check_model(onnx_model, full_check=True)
+        onnx.shape_inference.infer_shapes(onnx_model, strict_mode=True)
+    except Exception as exc:
+        raise StnDeployError(f"the exported model fails onnx.checker: {one_line(exc)}") from None
+
+
+def _golden(
+    loaded: LoadedModel, model: nn.Module, count: int, seed: int
+) -> tuple[np.ndarray, str, tuple]:
+    """The golden inputs, what they are, and torch's outputs on them."""
+    x, source = golden_inputs(loaded, count, seed)
+    with torch.inference_mode():
+        outs = model(torch.from_numpy(x))
+    return x, source, outs if isinstance(outs, tuple) else (outs,)
+
+
+def _lower_traced(
+    loaded: LoadedModel,
+    traced: onnx.ModelProto,
+    s: _Settings,
+    n_separable: int,
+    auto_figures: dict[str, Any] | None,
+    export_args: dict[str, Any],
+) -> tuple[onnx.ModelProto, str, int]:
+    """The trace lowered, with its metadata and checked; also the lowering name written and
+    how many sampler placeholders the trace held."""
+    samplers = sum(n.op_type == "GridSample" for n in traced.graph.node)
+    onnx_model = lower_model(traced, s.lowering, inline=s.inline)
+    written = "custom-inline" if s.lowering == "custom" and s.inline else s.lowering
+    if n_separable and not samplers:
+        written = "separable"  # every sampler became two MatMuls: no sampler op in the file
+    extra = {
+        **({"auto": auto_figures} if auto_figures else {}),
+        **({"separable": str(n_separable)} if n_separable else {}),
+    }
+    write_metadata(onnx_model, _file_metadata(loaded, s, written, export_args, extra))
+    _check_exported(onnx_model)
+    return onnx_model, written, samplers
 
 
 def export_model(
@@ -301,7 +459,7 @@ def export_model(
     out: str | Path,
     *,
     target: str = "ort-cpu",
-    sampler: str | None = None,
+    lowering: str | None = None,
     opset: int | None = None,
     inline: bool = False,
     expose_stn: bool = False,
@@ -311,132 +469,68 @@ def export_model(
     separable: bool = True,
     precision: str = "fp32",
     precision_options: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+    sampler: str | None = None,
+) -> ExportResult:
     """Export ``loaded`` to ``out`` (a ``.onnx`` file, or a directory for ``NAME.onnx``).
 
-    ``precision`` fp16 or int8 converts the checked fp32 export with
+    ``lowering``: a registered one (:mod:`stn_deploy.export.lowerings`) or ``auto``; default
+    the target's (``sampler``: its deprecated name). ``precision`` fp16 or int8 converts the checked fp32 export with
     :func:`stn_deploy.precision.apply_precision` (``precision_options`` go there; int8
     calibrates on the distortion and seed the model was trained with unless
     ``precision_options["calibration"]`` says otherwise); the golden bundle keeps torch's
     fp32 outputs as the reference.
-
-    Returns a summary: paths, target, sampler, opset, node count, golden input source.
     """
     from stn_deploy.precision.convert import check_precision
 
+    if sampler is not None:
+        lowering = _lowering_arg(lowering, sampler)
     precision = check_precision(precision)
-    profile = get_target(target)
-    auto = sampler == "auto"
-    sampler = None if auto else (sampler or profile.sampler)
-    opset = opset or (max(profile.opset, 16) if sampler == "native" else profile.opset)
-    inline = inline or (profile.inline and sampler == "custom")
-    if opset < 11:
-        raise StnDeployError(f"--opset must be at least 11, got {opset}")
-    if sampler == "native" and opset < 16:
-        raise StnDeployError(
-            f"native GridSample needs opset 16 or newer, got {opset}: use --sampler portable"
-        )
+    s = _resolve(target, lowering, opset, inline)
     if golden_count < 1:
         raise StnDeployError(f"--golden-count must be at least 1, got {golden_count}")
-    out = Path(out)
-    out_dir = out.parent if out.suffix == ".onnx" else out
-    if not out_dir.is_dir():
-        raise StnDeployError(f"output directory {out_dir} does not exist")
-    model = loaded.model.eval()
-    if expose_stn:
-        if not isinstance(getattr(model, "stn", None), SpatialTransformer):
-            raise StnDeployError(
-                "--expose-stn needs a model with one SpatialTransformer (model.stn)"
-            )
-        model = _ExposeSTN(model).eval()
-    names = ["log_probs", "theta", "rectified"] if expose_stn else ["log_probs"]
-    shape = tuple(loaded.config.input_shape)
-
-    traced, n_separable = _trace(model, shape, names, opset, dynamic_batch, separable)
-    x, source = golden_inputs(loaded, golden_count, seed)
-    with torch.inference_mode():
-        outs = model(torch.from_numpy(x))
-    outs = outs if isinstance(outs, tuple) else (outs,)
-    auto_figures = None
-    if auto:
-        sampler, auto_figures = choose_sampler(traced, target, opset, x, outs[0].numpy(), seed)
-    suffix = "" if precision == "fp32" else f"-{precision}"
-    path = out if out.suffix == ".onnx" else out / f"{default_name(loaded, sampler)}{suffix}.onnx"
-    samplers = sum(n.op_type == "GridSample" for n in traced.graph.node)
-    onnx_model = lower_model(traced, sampler, inline=inline)
-    lowering = "custom-inline" if sampler == "custom" and inline else sampler
-    if n_separable and not samplers:
-        lowering = "separable"  # every sampler became two MatMuls: no sampler op in the file
-    transform = getattr(getattr(loaded.model, "stn", None), "transform", None)
-    norm = loaded.config.normalization
-    write_metadata(
-        onnx_model,
-        {
-            "version": stn_deploy.__version__,
-            "torch_version": torch.__version__,
-            "model": loaded.config.arch,
-            "transform": transform.name
-            if transform is not None
-            else ("none" if hasattr(loaded.model, "stn") else "unknown"),
-            "lowering": lowering,
-            "target": target,
-            "opset": str(opset),
-            "input_layout": f"image: NCHW float32 {list(shape)}, pixels in 0..1 then (x - mean) / std",
-            "normalization_mean": norm["mean"],
-            "normalization_std": norm["std"],
-            "class_labels": loaded.config.class_labels,
-            **({"auto": auto_figures} if auto_figures else {}),
-            **({"separable": str(n_separable)} if n_separable else {}),
-            "precision": "fp32",
-            # what it takes to export this file again (verify --bisect re-exports from torch)
-            "export_args": {
-                "target": target,
-                "sampler": sampler,
-                "opset": opset,
-                "inline": inline,
-                "expose_stn": expose_stn,
-                "dynamic_batch": dynamic_batch,
-                "separable": separable,
-            },
-        },
+    out = _out_dir(Path(out))
+    model, names = _export_module(loaded, expose_stn)
+    traced, n_separable = _trace(
+        model, tuple(loaded.config.input_shape), names, s.opset, dynamic_batch, separable
     )
-    onnx_model.producer_name, onnx_model.producer_version = "stn-deploy", stn_deploy.__version__
-    onnx_model.doc_string = ""
-    try:
-        onnx.checker.check_model(onnx_model, full_check=True)
-        onnx.shape_inference.infer_shapes(onnx_model, strict_mode=True)
-    except Exception as exc:
-        raise StnDeployError(f"the exported model fails onnx.checker: {one_line(exc)}") from None
-
+    x, source, outs = _golden(loaded, model, golden_count, seed)
+    auto_figures = None
+    if s.auto:
+        chosen, auto_figures = choose_lowering(traced, target, s.opset, x, outs[0].numpy(), seed)
+        s = replace(s, lowering=chosen)
+    suffix = "" if precision == "fp32" else f"-{precision}"
+    name = f"{default_name(loaded, s.lowering)}{suffix}.onnx"
+    path = out if out.suffix == ".onnx" else out / name
+    export_args = {  # "sampler": the metadata's key for the lowering (verify --bisect reads it)
+        **{"target": target, "sampler": s.lowering, "opset": s.opset, "inline": s.inline},
+        **{"expose_stn": expose_stn, "dynamic_batch": dynamic_batch, "separable": separable},
+    }
+    onnx_model, written, samplers = _lower_traced(
+        loaded, traced, s, n_separable, auto_figures, export_args
+    )
     precision_metadata: dict[str, Any] = {"precision": "fp32"}
     if precision != "fp32":
         onnx_model, precision_metadata = _apply_precision(
             loaded, onnx_model, precision, precision_options or {}
         )
     data = onnx_model.SerializeToString()
-    write_model_with_bundle(
-        path,
-        data,
-        {"image": x},
-        {n: o.detach().numpy() for n, o in zip(names, outs, strict=True)},
-        {"model": path.name, "source": source, "seed": seed},
+    reference = {n: o.detach().numpy() for n, o in zip(names, outs, strict=True)}
+    meta = {"model": path.name, "source": source, "seed": seed}
+    write_model_with_bundle(path, data, {"image": x}, reference, meta)
+    return ExportResult(
+        path=str(path),
+        golden_path=str(bundle_path(path)),
+        target=target,
+        lowering=written,
+        opset=default_opset(onnx_model),
+        nodes=len(onnx_model.graph.node),
+        samplers=samplers + n_separable,
+        separable=n_separable,
+        auto=auto_figures,
+        bytes=len(data),
+        golden_source=source,
+        precision=precision,
+        precision_metadata=precision_metadata,
+        outputs=names,
+        metadata={p.key: p.value for p in onnx_model.metadata_props},
     )
-    nodes = len(onnx_model.graph.node)
-    return {
-        "path": str(path),
-        "golden": str(bundle_path(path)),
-        "target": target,
-        "sampler": lowering,
-        "opset": default_opset(onnx_model),
-        "nodes": nodes,
-        "samplers": samplers + n_separable,
-        "separable": n_separable,
-        "auto": auto_figures,
-        "bytes": len(data),
-        "golden_source": source,
-        "precision": precision,
-        # what apply_precision wrote (calibration or fp16 details), not re-read from metadata
-        "precision_metadata": precision_metadata,
-        "outputs": names,
-        "metadata": {p.key: p.value for p in onnx_model.metadata_props},
-    }

@@ -79,10 +79,11 @@ def run_pipeline(
     cache_dir: Path | None = None,
     progress: bool | None = None,
     log=print,
-) -> dict[str, Any]:
-    """Run every step into ``out`` and return the report dict (also ``out/report.json``).
+) -> RunReport:
+    """Run every step into ``out`` and return the :class:`RunReport` (``to_dict()``:
+    ``out/report.json``).
 
-    ``report["passed"]`` is False when any runtime failed verification; the folder is written
+    ``report.passed`` is False when any runtime failed verification; the folder is written
     either way (the report says what failed), but nothing is written when a step errors.
     """
     out = Path(out)
@@ -100,7 +101,7 @@ def run_pipeline(
 
     check_precision(opts.precision)
     from stn_deploy.bench.plan import check_batch_sizes
-    from stn_deploy.bench.timer import check_budget
+    from stn_deploy.timing import check_budget
 
     check_batch_sizes(opts.batch_sizes)  # as bench will, but before training
     check_budget(0, None, opts.bench_duration)
@@ -116,13 +117,13 @@ def run_pipeline(
         raise
     from stn_deploy.report.run_report import bench_headline
 
-    for line in bench_headline(report["bench"]):
+    for line in bench_headline(report.bench):
         log(line.replace("**", ""))
-    log(f"verify: {'passed' if report['passed'] else 'FAILED'}; report: {out / 'report.md'}")
+    log(f"verify: {'passed' if report.passed else 'FAILED'}; report: {out / 'report.md'}")
     return report
 
 
-def _build(opts: RunOptions, out: Path, force: bool, cache_dir, progress, log) -> dict[str, Any]:
+def _build(opts: RunOptions, out: Path, force: bool, cache_dir, progress, log) -> RunReport:
     """Under ``out``'s lock: undo what killed runs left, run every step in a work folder beside
     ``out`` and put it in place (:mod:`stn_deploy.io.folders`); the work folder is removed on
     any error, and an error names the final paths, not the work folder's."""
@@ -133,7 +134,7 @@ def _build(opts: RunOptions, out: Path, force: bool, cache_dir, progress, log) -
     work = new_work_folder(out)
     try:
         report = _run(opts, work, cache_dir, progress, log)
-        _write_reports(report, work, out)
+        _write_reports(report.to_dict(), work, out)
         place_folder(work, out, replace=force)
     except StnDeployError as exc:
         raise StnDeployError(str(exc).replace(str(work), str(out))) from None
@@ -148,20 +149,63 @@ def _build(opts: RunOptions, out: Path, force: bool, cache_dir, progress, log) -
     return report
 
 
-def _run(opts, work: Path, cache_dir, progress, log) -> dict[str, Any]:
-    from stn_deploy.bench import bench_model
+@dataclass
+class RunReport:
+    """What ``stn-deploy run`` did; ``to_dict()`` is ``report.json`` (``rectification_png`` is
+    left out when no picture was drawn)."""
+
+    options: dict[str, Any]
+    steps: dict[str, Any] = field(default_factory=dict)  # per step: seconds and what it made
+    notes: list[str] = field(default_factory=list)
+    rectification_png: str | None = None
+    model: dict[str, Any] = field(default_factory=dict)  # arch, source
+    verify: dict[str, Any] = field(default_factory=dict)  # the verify JSON
+    errors_png: str | None = None
+    bench: dict[str, Any] = field(default_factory=dict)  # the bench JSON
+    latency_png: str | None = None
+    passed: bool = False  # every runtime passed verification
+    machine: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if self.rectification_png is None:
+            del d["rectification_png"]
+        return d
+
+
+@dataclass
+class _Step:
+    """What every step of a run shares."""
+
+    opts: RunOptions
+    work: Path
+    cache_dir: Any
+    progress: bool | None
+    log: Any
+    report: RunReport
+
+
+def _run(opts, work: Path, cache_dir, progress, log) -> RunReport:
     from stn_deploy.bench.machine import machine_description
-    from stn_deploy.pytorch.exporter import export_model
-    from stn_deploy.pytorch.models.loading import load_model
-    from stn_deploy.report.error_plot import save_error_histogram
-    from stn_deploy.report.latency_plot import save_latency_plot
-    from stn_deploy.verify import verify_model
 
     t0 = time.perf_counter()
-    steps: dict[str, Any] = {}
-    report: dict[str, Any] = {"options": asdict(opts), "steps": steps, "notes": []}
+    ctx = _Step(opts, work, cache_dir, progress, log, RunReport(options=asdict(opts)))
+    loaded = _train_or_load(ctx)  # 1. train or load
+    onnx_path = _export_step(ctx, loaded)  # 2. export with the target's lowering
+    passed = _verify_step(ctx, loaded, onnx_path)  # 3. verify against torch on every runtime
+    _bench_step(ctx, loaded, onnx_path)  # 4. bench with the torch baselines in the same run
+    ctx.report.passed = passed
+    ctx.report.machine = machine_description()
+    ctx.report.seconds = time.perf_counter() - t0
+    return ctx.report
 
-    # 1. train or load
+
+def _train_or_load(ctx: _Step):
+    """The model: trained here (a zoo name without --checkpoint) or loaded."""
+    from stn_deploy.pytorch.models.loading import load_model
+
+    opts, work, report = ctx.opts, ctx.work, ctx.report
     trains = opts.checkpoint is None and ":" not in opts.model and not Path(opts.model).is_file()
     t = time.perf_counter()
     if trains:
@@ -179,19 +223,21 @@ def _run(opts, work: Path, cache_dir, progress, log) -> dict[str, Any]:
             max_minutes=opts.max_minutes,
             threads=opts.threads,
         )
-        metrics = train(topts, work / "train", cache_dir=cache_dir, progress=progress, log=log)
+        metrics = train(
+            topts, work / "train", cache_dir=ctx.cache_dir, progress=ctx.progress, log=ctx.log
+        )
         loaded = load_model(str(work / "train" / "checkpoint.pt"))
-        steps["train"] = {
+        report.steps["train"] = {
             "seconds": time.perf_counter() - t,
-            "epochs": metrics["epochs_run"],
-            "test_error": metrics["final"]["test_error"],
+            "epochs": metrics.epochs_run,
+            "test_error": metrics.final["test_error"],
             "distortion": opts.distortion,
-            "data": metrics["data"],
+            "data": metrics.data,
             "checkpoint": "train/checkpoint.pt",
         }
-        if "picture" in metrics:
-            shutil.copyfile(work / "train" / metrics["picture"], work / "rectification.png")
-            report["rectification_png"] = "rectification.png"
+        if metrics.picture:
+            shutil.copyfile(work / "train" / metrics.picture, work / "rectification.png")
+            report.rectification_png = "rectification.png"
     else:
         loaded = load_model(
             opts.model,
@@ -199,14 +245,19 @@ def _run(opts, work: Path, cache_dir, progress, log) -> dict[str, Any]:
             input_shape=opts.input_shape,
             trust_factory=opts.trust_factory,
         )
-        steps["load"] = {"source": loaded.source, "seconds": time.perf_counter() - t}
-        if _save_rectification(loaded, work / "rectification.png", opts, cache_dir):
-            report["rectification_png"] = "rectification.png"
-    report["model"] = {"arch": loaded.config.arch, "source": loaded.source}
+        report.steps["load"] = {"source": loaded.source, "seconds": time.perf_counter() - t}
+        if _save_rectification(loaded, work / "rectification.png", opts, ctx.cache_dir):
+            report.rectification_png = "rectification.png"
+    report.model = {"arch": loaded.config.arch, "source": loaded.source}
+    return loaded
 
-    # 2. export with the target's lowering
-    t = time.perf_counter()
-    (work / "model").mkdir()
+
+def _export_step(ctx: _Step, loaded) -> Path:
+    """The ONNX file (with its golden bundle) in ``work/model``."""
+    from stn_deploy.pytorch.exporter import export_model
+
+    opts, t = ctx.opts, time.perf_counter()
+    (ctx.work / "model").mkdir()
     precision_options = {}
     if opts.precision == "int8":
         from stn_deploy.precision.calibration import CalibrationSpec
@@ -215,53 +266,67 @@ def _run(opts, work: Path, cache_dir, progress, log) -> dict[str, Any]:
         precision_options["calibration"] = CalibrationSpec(seed=opts.seed, synthetic=opts.synthetic)
     summary = export_model(
         loaded,
-        work / "model",
+        ctx.work / "model",
         target=opts.target,
-        sampler=opts.sampler,
+        lowering=opts.sampler,
         precision=opts.precision,
         precision_options=precision_options,
         seed=opts.seed,
     )
-    onnx_path = Path(summary["path"])
-    steps["export"] = {
+    onnx_path = Path(summary.path)
+    ctx.report.steps["export"] = {
         "seconds": time.perf_counter() - t,
         "file": f"model/{onnx_path.name}",
-        "target": summary["target"],
-        "lowering": summary["sampler"],
+        "target": summary.target,
+        "lowering": summary.lowering,
         "precision": opts.precision,
-        "opset": summary["opset"],
-        "nodes": summary["nodes"],
-        "bytes": summary["bytes"],
+        "opset": summary.opset,
+        "nodes": summary.nodes,
+        "bytes": summary.bytes,
     }
-    log(f"exported {onnx_path.name} ({summary['sampler']}, opset {summary['opset']})")
+    ctx.log(f"exported {onnx_path.name} ({summary.lowering}, opset {summary.opset})")
+    return onnx_path
 
-    # 3. verify against torch on every runtime
-    t = time.perf_counter()
+
+def _verify_step(ctx: _Step, loaded, onnx_path: Path) -> bool:
+    """Verify against torch on every runtime; whether all passed."""
+    from stn_deploy.pytorch.runner import torch_reference
+    from stn_deploy.report.error_plot import save_error_histogram
+    from stn_deploy.verify import verify_model
+
+    opts, report, t = ctx.opts, ctx.report, time.perf_counter()
     vrep = verify_model(
         onnx_path,
-        loaded=loaded,
+        torch=torch_reference(loaded, onnx_path, threads=opts.threads),
         runtimes=opts.providers,
         count=opts.verify_count,
         seed=opts.seed,
         threads=opts.threads,
     )
     vdict = vrep.to_dict()
-    steps["verify"] = {"seconds": time.perf_counter() - t, "passed": vrep.passed}
-    report["verify"] = vdict
-    note = _plot(save_error_histogram, vdict, work / "errors.png")
-    report["errors_png"] = None if note else "errors.png"
+    report.steps["verify"] = {"seconds": time.perf_counter() - t, "passed": vrep.passed}
+    report.verify = vdict
+    note = _plot(save_error_histogram, vdict, ctx.work / "errors.png")
+    report.errors_png = None if note else "errors.png"
     if note:
-        report["notes"].append(f"error histogram not drawn: {note}")
-    log(
+        report.notes.append(f"error histogram not drawn: {note}")
+    ctx.log(
         f"verify: {'passed' if vrep.passed else 'FAILED'} ({', '.join(r.name + ' ' + r.status for r in vrep.runtimes)})"
     )
+    return vrep.passed
 
-    # 4. bench with torch (and the stock export) as baselines in the same run
-    t = time.perf_counter()
+
+def _bench_step(ctx: _Step, loaded, onnx_path: Path) -> None:
+    """Bench with torch (and the stock export) as baselines in the same run."""
+    from stn_deploy.bench import bench_model
+    from stn_deploy.pytorch.baselines import torch_side
+    from stn_deploy.report.latency_plot import save_latency_plot
+
+    opts, report, t = ctx.opts, ctx.report, time.perf_counter()
     compare = tuple(opts.compare)
     if "stock-export" in compare and not _has("onnxscript"):
         compare = tuple(c for c in compare if c != "stock-export")
-        report["notes"].append(
+        report.notes.append(
             "stock-export baseline skipped: torch.onnx.export(dynamo=True) needs onnxscript "
             "(pip install onnxscript)"
         )
@@ -272,21 +337,16 @@ def _run(opts, work: Path, cache_dir, progress, log) -> dict[str, Any]:
         duration=opts.bench_duration,
         threads=opts.threads,
         compare=compare,
-        loaded=loaded,
-        progress=progress if progress is not None else True,
+        torch_side=torch_side(loaded),
+        progress=ctx.progress if ctx.progress is not None else True,
     )
     bdict = bres.to_dict()
-    steps["bench"] = {"seconds": time.perf_counter() - t}
-    report["bench"] = bdict
-    note = _plot(save_latency_plot, bdict, work / "latency.png")
-    report["latency_png"] = None if note else "latency.png"
+    report.steps["bench"] = {"seconds": time.perf_counter() - t}
+    report.bench = bdict
+    note = _plot(save_latency_plot, bdict, ctx.work / "latency.png")
+    report.latency_png = None if note else "latency.png"
     if note:
-        report["notes"].append(f"latency plot not drawn: {note}")
-
-    report["passed"] = vrep.passed
-    report["machine"] = machine_description()
-    report["seconds"] = time.perf_counter() - t0
-    return report
+        report.notes.append(f"latency plot not drawn: {note}")
 
 
 def _has(module: str) -> bool:

@@ -3,6 +3,9 @@
 It answers to the same output names as our exports: ``log_probs`` and, for models exported with
 ``--expose-stn``, ``theta`` and ``rectified``. Any other single-output model answers with its
 one output under whatever name the ONNX file gives it.
+
+Importing this module (the torch side's package does) registers :class:`TorchSession` as the
+``torch`` runtime of :func:`stn_deploy.runtimes.open_session`; it does not import torch.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import numpy as np
 
 from stn_deploy.errors import StnDeployError
 from stn_deploy.runtimes.base import RuntimeInfo, RuntimeSession, RuntimeUnavailable, TensorSpec
+from stn_deploy.runtimes.registry import register_session_factory
 
 STN_OUTPUTS = ("theta", "rectified")
 
@@ -80,3 +84,49 @@ class TorchSession(RuntimeSession):
             outs = self.forward(self.torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
         res = {o.name: t.detach().cpu().numpy() for o, t in zip(self.outputs, outs, strict=True)}
         return {n: res[n] for n in (output_names or res)}
+
+
+register_session_factory("torch", TorchSession)
+
+
+def torch_reference(loaded, model, *, threads: int | None = None):
+    """``loaded`` (a :class:`~stn_deploy.pytorch.models.loading.LoadedModel`) as the reference
+    of ``verify`` for ONNX ``model`` (a path or ModelProto): a
+    :class:`~stn_deploy.verify.options.TorchReference` holding a :class:`TorchSession` that
+    answers with the file's output names, the re-export callable of ``--bisect`` and the
+    distortion the model was trained on. Pass it as ``verify_model(..., torch=...)``."""
+    import functools
+
+    import onnx
+
+    from stn_deploy.runtimes.base import load_onnx
+    from stn_deploy.verify.options import TorchReference
+
+    proto = model if isinstance(model, onnx.ModelProto) else load_onnx(model)
+    outputs = [o.name for o in proto.graph.output]
+    session = TorchSession(loaded, output_names=outputs, threads=threads)
+    extra = getattr(loaded.config, "extra", {}) or {}
+    return TorchReference(
+        session,
+        reexport=functools.partial(reexport, loaded),
+        distortion=extra.get("trained_on", {}).get("distortion"),
+    )
+
+
+def reexport(loaded, export_args: dict):
+    """Export ``loaded`` again with ``export_args`` (an ONNX file's ``export_args`` metadata)
+    into a temporary directory; returns the model (``verify --bisect``)."""
+    import tempfile
+    from pathlib import Path
+
+    import onnx
+
+    from stn_deploy.pytorch.exporter import export_model
+
+    with tempfile.TemporaryDirectory(prefix="stn-deploy-bisect-") as tmp:
+        path = Path(tmp) / "reexport.onnx"
+        args = dict(export_args)
+        if "sampler" in args:  # files record the lowering under its old key (byte-identical)
+            args["lowering"] = args.pop("sampler")
+        export_model(loaded, path, golden_count=1, **args)
+        return onnx.load(str(path))

@@ -24,7 +24,15 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import stn_deploy
-from stn_deploy.data import CANVAS, MNIST_MEAN, MNIST_STD, load_mnist, make_split, synthetic_mnist
+from stn_deploy.data import (
+    CANVAS,
+    MNIST_MEAN,
+    MNIST_STD,
+    load_mnist,
+    make_split,
+    normalise,
+    synthetic_mnist,
+)
 from stn_deploy.errors import StnDeployError
 from stn_deploy.io.atomic import ensure_writable_dir, write_text_atomic
 from stn_deploy.io.folders import removes_new_folder
@@ -47,7 +55,8 @@ PICTURE = "rectification.png"
 
 @dataclass
 class Normalizer:
-    """The input normalisation a model's config prescribes: ``(pixels - mean) / std`` per channel."""
+    """The input normalisation a model's config prescribes: ``(pixels - mean) / std`` per channel
+    (:func:`stn_deploy.data.normalise`, as torch tensors)."""
 
     mean: np.ndarray  # (C, 1, 1)
     std: np.ndarray
@@ -62,7 +71,7 @@ class Normalizer:
 
     def __call__(self, x: np.ndarray) -> torch.Tensor:
         """``(N, C, H, W)`` 0..1 pixels -> the normalised model input."""
-        return torch.from_numpy((x - self.mean) / self.std).float()
+        return torch.from_numpy(normalise(x, self.mean.ravel(), self.std.ravel()))
 
     def display(self, x: torch.Tensor) -> np.ndarray:
         """Back to 0..1 pixels for pictures (``(N, C, H, W)``)."""
@@ -227,6 +236,50 @@ def _resume(ckpt_path: Path, given: TrainOptions, trust_factory: bool):
     return resumed, _resume_options(stored, given)
 
 
+@dataclass
+class TrainResult:
+    """What :func:`train` did; ``to_dict()`` is ``metrics.json``."""
+
+    stn_deploy: str
+    model: str
+    params: int
+    config: dict[str, Any]
+    options: dict[str, Any]
+    history: list[dict[str, Any]]
+    final: dict[str, float]  # test_error, test_accuracy, test_loss
+    epochs_run: int
+    train_seconds: float
+    stopped_early: str | None
+    data: str
+    machine: dict[str, Any]
+    checkpoint: str
+    picture: str | None = None  # the rectification picture's file name (models with an STN)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if self.picture is None:
+            del d["picture"]
+        return d
+
+
+@dataclass
+class _Run:
+    """A training run being set up or under way."""
+
+    opts: TrainOptions
+    loaded: LoadedModel
+    norm: Normalizer
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    kind: str
+    data_source: str
+    optimizer: Any
+    scheduler: Any
+    steps_per_epoch: int
+
+
 @removes_new_folder("out")  # a run that fails before writing anything leaves no empty folder
 def train(
     opts: TrainOptions,
@@ -238,13 +291,13 @@ def train(
     progress: bool | None = None,
     log=print,
     trust_factory: bool = False,
-) -> dict[str, Any]:
+) -> TrainResult:
     """Train ``opts.model`` on distorted MNIST, writing checkpoint, metrics and picture to ``out``.
 
     ``trust_factory``: with ``resume``, continue a run whose checkpoint names a factory (code)
     even though ``opts.model`` does not name it.
 
-    Returns the metrics dict written to ``out/metrics.json``.
+    Returns a :class:`TrainResult`; ``to_dict()`` is what ``out/metrics.json`` holds.
     """
     out = Path(out)
     ckpt_path = out / CHECKPOINT
@@ -265,7 +318,39 @@ def train(
     if opts.threads:
         torch.set_num_threads(opts.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
+    run = _set_up(opts, resumed, train_state, cache_dir, log)
 
+    t_start = time.perf_counter()
+    trained_seconds = sum(h["seconds"] for h in history)
+    stopped = None
+    for epoch in range(start_epoch, opts.epochs):
+        record = _train_epoch(run, epoch, progress)
+        history.append(record)
+        log(
+            f"epoch {epoch + 1}/{opts.epochs}: train loss {record['train_loss']:.4f}, "
+            f"test error {record['test_error']:.2f}% ({record['seconds']:.1f} s, {record['images_per_s']:.0f} img/s)"
+        )
+        _save(run, ckpt_path, epoch, history)
+        if opts.max_minutes is not None:
+            elapsed = trained_seconds + time.perf_counter() - t_start
+            if elapsed + record["seconds"] > opts.max_minutes * 60 and epoch + 1 < opts.epochs:
+                stopped = f"time budget of {opts.max_minutes} min reached after epoch {epoch + 1}"
+                log(stopped)
+                break
+    result = _result(run, history, stopped, out)
+    write_text_atomic(out / METRICS, json.dumps(result.to_dict(), indent=2))
+    return result
+
+
+def _set_up(
+    opts: TrainOptions,
+    resumed: LoadedModel | None,
+    train_state: dict[str, Any] | None,
+    cache_dir: Path | None,
+    log,
+) -> _Run:
+    """Data, model (built, or the resumed one with its optimiser, schedule and RNG state),
+    normalised test set."""
     kind = opts.distortion.lower()
     canvas = CANVAS[kind]
     data = _load_data(opts, cache_dir)
@@ -290,109 +375,121 @@ def train(
         f"training {opts.model} ({count_parameters(model):,} params) on {kind.upper()} MNIST "
         f"{len(train_images)} train / {len(test_images)} test, {canvas}x{canvas}, data: {data.source}"
     )
+    return _Run(
+        opts,
+        loaded,
+        norm,
+        x_test,
+        y_test,
+        train_images,
+        train_labels,
+        kind,
+        data.source,
+        optimizer,
+        scheduler,
+        steps_per_epoch,
+    )
 
-    t_start = time.perf_counter()
-    trained_seconds = sum(h["seconds"] for h in history)
-    stopped = None
-    for epoch in range(start_epoch, opts.epochs):
-        t_epoch = time.perf_counter()
-        x_np, y_np = make_split(
-            train_images, train_labels, kind, opts.seed, split="train", epoch=epoch
-        )
-        order = np.random.default_rng([opts.seed, epoch]).permutation(len(x_np))
-        x_all, y_all = norm(x_np), torch.from_numpy(y_np).long()
-        model.train()
-        seen, loss_sum, correct = 0, 0.0, 0
-        bar = tqdm(
-            range(steps_per_epoch),
-            desc=f"epoch {epoch + 1}/{opts.epochs}",
-            disable=(None if progress is None else not progress),
-            leave=False,
-            unit="batch",
-        )
-        for step in bar:
-            idx = torch.from_numpy(order[step * opts.batch_size : (step + 1) * opts.batch_size])
-            xb, yb = x_all[idx], y_all[idx]
-            optimizer.zero_grad(set_to_none=True)
-            out_b = model(xb)
-            loss = F.cross_entropy(out_b, yb)
-            if not torch.isfinite(loss):
-                raise StnDeployError(
-                    f"training diverged at epoch {epoch + 1}: loss is {loss.item()}; lower --lr"
-                )
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            seen += len(yb)
-            loss_sum += loss.item() * len(yb)
-            correct += (out_b.argmax(1) == yb).sum().item()
-            if step % 20 == 0 or step == steps_per_epoch - 1:
-                rate = seen / max(1e-9, time.perf_counter() - t_epoch)
-                bar.set_postfix(
-                    loss=f"{loss_sum / seen:.4f}",
-                    acc=f"{100 * correct / seen:.2f}%",
-                    img_s=f"{rate:.0f}",
-                )
-        bar.close()
-        train_seconds = time.perf_counter() - t_epoch
-        metrics = evaluate(model, x_test, y_test)
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / seen,
-            "train_accuracy": 100.0 * correct / seen,
-            **metrics,
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": time.perf_counter() - t_epoch,
-            "images_per_s": seen / train_seconds,
-        }
-        history.append(record)
-        log(
-            f"epoch {epoch + 1}/{opts.epochs}: train loss {record['train_loss']:.4f}, "
-            f"test error {record['test_error']:.2f}% ({record['seconds']:.1f} s, {record['images_per_s']:.0f} img/s)"
-        )
-        train_state = {
-            "epoch": epoch + 1,
-            "options": json.dumps(asdict(opts)),
-            "history": json.dumps(history),
-            "optimizer": optimizer.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-        }
+
+def _train_epoch(run: _Run, epoch: int, progress: bool | None) -> dict[str, Any]:
+    """One epoch on its freshly distorted training set, then the test set: the history record."""
+    opts, model, optimizer, scheduler = run.opts, run.loaded.model, run.optimizer, run.scheduler
+    t_epoch = time.perf_counter()
+    x_np, y_np = make_split(
+        run.train_images, run.train_labels, run.kind, opts.seed, split="train", epoch=epoch
+    )
+    order = np.random.default_rng([opts.seed, epoch]).permutation(len(x_np))
+    x_all, y_all = run.norm(x_np), torch.from_numpy(y_np).long()
+    model.train()
+    seen, loss_sum, correct = 0, 0.0, 0
+    bar = tqdm(
+        range(run.steps_per_epoch),
+        desc=f"epoch {epoch + 1}/{opts.epochs}",
+        disable=(None if progress is None else not progress),
+        leave=False,
+        unit="batch",
+    )
+    for step in bar:
+        idx = torch.from_numpy(order[step * opts.batch_size : (step + 1) * opts.batch_size])
+        xb, yb = x_all[idx], y_all[idx]
+        optimizer.zero_grad(set_to_none=True)
+        out_b = model(xb)
+        loss = F.cross_entropy(out_b, yb)
+        if not torch.isfinite(loss):
+            raise StnDeployError(
+                f"training diverged at epoch {epoch + 1}: loss is {loss.item()}; lower --lr"
+            )
+        loss.backward()
+        optimizer.step()
         if scheduler is not None:
-            train_state["scheduler"] = _scheduler_state(scheduler)
-        save_checkpoint(ckpt_path, model, config, train_state)
-        if opts.max_minutes is not None:
-            elapsed = trained_seconds + time.perf_counter() - t_start
-            if elapsed + record["seconds"] > opts.max_minutes * 60 and epoch + 1 < opts.epochs:
-                stopped = f"time budget of {opts.max_minutes} min reached after epoch {epoch + 1}"
-                log(stopped)
-                break
-
-    final = dict(history[-1]) if history else evaluate(model, x_test, y_test)
-    result = {
-        "stn_deploy": stn_deploy.__version__,
-        "model": config.arch,
-        "params": count_parameters(model),
-        "config": json.loads(config.to_json()),
-        "options": asdict(opts),
-        "history": history,
-        "final": {k: final[k] for k in ("test_error", "test_accuracy", "test_loss")},
-        "epochs_run": len(history),
-        "train_seconds": sum(h["seconds"] for h in history),
-        "stopped_early": stopped,
-        "data": data.source,
-        "machine": machine_info(),
-        "checkpoint": CHECKPOINT,
+            scheduler.step()
+        seen += len(yb)
+        loss_sum += loss.item() * len(yb)
+        correct += (out_b.argmax(1) == yb).sum().item()
+        if step % 20 == 0 or step == run.steps_per_epoch - 1:
+            rate = seen / max(1e-9, time.perf_counter() - t_epoch)
+            bar.set_postfix(
+                loss=f"{loss_sum / seen:.4f}",
+                acc=f"{100 * correct / seen:.2f}%",
+                img_s=f"{rate:.0f}",
+            )
+    bar.close()
+    train_seconds = time.perf_counter() - t_epoch
+    metrics = evaluate(model, run.x_test, run.y_test)
+    return {
+        "epoch": epoch + 1,
+        "train_loss": loss_sum / seen,
+        "train_accuracy": 100.0 * correct / seen,
+        **metrics,
+        "lr": optimizer.param_groups[0]["lr"],
+        "seconds": time.perf_counter() - t_epoch,
+        "images_per_s": seen / train_seconds,
     }
+
+
+def _save(run: _Run, ckpt_path: Path, epoch: int, history: list[dict[str, Any]]) -> None:
+    """The checkpoint after ``epoch``, with what resuming needs."""
+    train_state = {
+        "epoch": epoch + 1,
+        "options": json.dumps(asdict(run.opts)),
+        "history": json.dumps(history),
+        "optimizer": run.optimizer.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+    }
+    if run.scheduler is not None:
+        train_state["scheduler"] = _scheduler_state(run.scheduler)
+    save_checkpoint(ckpt_path, run.loaded.model, run.loaded.config, train_state)
+
+
+def _result(
+    run: _Run, history: list[dict[str, Any]], stopped: str | None, out: Path
+) -> TrainResult:
+    """The run's metrics (and its rectification picture, written to ``out``)."""
+    model, config = run.loaded.model, run.loaded.config
+    final = dict(history[-1]) if history else evaluate(model, run.x_test, run.y_test)
+    result = TrainResult(
+        stn_deploy=stn_deploy.__version__,
+        model=config.arch,
+        params=count_parameters(model),
+        config=json.loads(config.to_json()),
+        options=asdict(run.opts),
+        history=history,
+        final={k: final[k] for k in ("test_error", "test_accuracy", "test_loss")},
+        epochs_run=len(history),
+        train_seconds=sum(h["seconds"] for h in history),
+        stopped_early=stopped,
+        data=run.data_source,
+        machine=machine_info(),
+        checkpoint=CHECKPOINT,
+    )
     stn = getattr(model, "stn", None)
     if stn is not None and hasattr(model, "rectify"):
-        n = min(opts.picture_count, len(x_test))
+        n = min(run.opts.picture_count, len(run.x_test))
         model.eval()
         with torch.inference_mode():
-            rect = model.rectify(x_test[:n])
+            rect = model.rectify(run.x_test[:n])
         save_rectification_png(
-            norm.display(x_test[:n])[:, 0], norm.display(rect)[:, 0], out / PICTURE
+            run.norm.display(run.x_test[:n])[:, 0], run.norm.display(rect)[:, 0], out / PICTURE
         )
-        result["picture"] = PICTURE
-    write_text_atomic(out / METRICS, json.dumps(result, indent=2))
+        result.picture = PICTURE
     return result

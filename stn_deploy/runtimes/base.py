@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from stn_deploy.errors import StnDeployError, one_line
+from stn_deploy.errors import StnDeployError
 
 
 class RuntimeUnavailable(StnDeployError):
@@ -152,21 +152,11 @@ def onnx_specs(values) -> list[TensorSpec]:
 
 
 def load_onnx(path: str | Path):
-    """``onnx.load`` with one-line errors for a missing, empty or corrupt file."""
-    import onnx
+    """``onnx.load`` with one-line errors for a missing, empty or corrupt file: the one
+    loader, :func:`stn_deploy.export.onnx_file.load_onnx`."""
+    from stn_deploy.export.onnx_file import load_onnx as _load
 
-    path = Path(path)
-    if not path.is_file():
-        raise StnDeployError(f"model file not found: {path}")
-    if path.stat().st_size == 0:
-        raise StnDeployError(f"{path} is empty, not an ONNX model")
-    try:
-        model = onnx.load(str(path))
-    except Exception as exc:
-        raise StnDeployError(f"{path} is not a readable ONNX model: {one_line(exc, 200)}") from None
-    if not model.graph.node and not model.graph.output:
-        raise StnDeployError(f"{path} is not a readable ONNX model: it holds no graph")
-    return model
+    return _load(path)
 
 
 def load_inlined(model):

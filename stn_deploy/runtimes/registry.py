@@ -2,11 +2,16 @@
 
 Names: ``cpu``, ``cuda``, ``tensorrt``, ... (ONNX Runtime execution providers, short or full
 EP name), ``openvino`` (the OpenVINO runtime, CPU), ``reference`` (onnx's reference evaluator),
-``torch`` (PyTorch eager; needs a checkpoint or factory).
+``torch`` (PyTorch eager; needs a checkpoint or factory). The torch session is not made here
+(nothing here imports the torch side): the torch side registers its factory with
+:func:`register_session_factory` when its package is imported, and a caller may also give one
+(``open_session("torch", ..., session_factory=...)``).
 """
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +22,16 @@ from stn_deploy.runtimes import ort as ort_rt
 from stn_deploy.runtimes.base import RuntimeSession, RuntimeUnavailable
 
 NON_ORT = ("openvino", "reference", "torch")
+
+#: runtime name -> ``factory(loaded, **options)`` opening a session of a runtime that lives
+#: outside this package (``torch``: registered by the torch side)
+_SESSION_FACTORIES: dict[str, Callable[..., RuntimeSession]] = {}
+
+
+def register_session_factory(name: str, factory: Callable[..., RuntimeSession]) -> None:
+    """Let :func:`open_session` open runtime ``name`` (``torch``) with ``factory(loaded,
+    output_names=..., threads=..., **options)``."""
+    _SESSION_FACTORIES[name] = factory
 
 
 @dataclass(frozen=True)
@@ -58,10 +73,8 @@ def availability(name: str) -> Availability:
         elif name == "reference":
             import onnx.reference  # noqa: F401  (ships with onnx)
         elif name == "torch":
-            try:
-                import torch  # noqa: F401
-            except ImportError:
-                raise RuntimeUnavailable("torch is not installed") from None
+            if importlib.util.find_spec("torch") is None:
+                raise RuntimeUnavailable("torch is not installed")
         else:
             ort_rt.check_available(ort_rt.ep_for(name))
     except RuntimeUnavailable as exc:
@@ -86,21 +99,24 @@ def open_session(
     threads: int | None = None,
     opt_level: str | None = None,
     output_names: list[str] | None = None,
+    session_factory: Callable[..., RuntimeSession] | None = None,
     **options: Any,
 ) -> RuntimeSession:
     """Open ``model`` (an ONNX path or ModelProto) on runtime ``name``.
 
-    ``loaded`` (a :class:`~stn_deploy.pytorch.models.loading.LoadedModel`) is needed for ``torch``, which
-    answers with ``output_names``. Raises :class:`RuntimeUnavailable` with the reason when the
+    ``loaded`` (the torch side's loaded model) is needed for ``torch``, which answers with
+    ``output_names``; the session comes from ``session_factory(loaded, ...)`` or the factory the
+    torch side registered (:func:`register_session_factory`). Raises :class:`RuntimeUnavailable` with the reason when the
     runtime cannot run here, StnDeployError when the model cannot be loaded.
     """
     name = canonical(name)
     if name == "torch":
         if loaded is None:
             raise StnDeployError("the torch runtime needs a checkpoint or factory (--checkpoint)")
-        from stn_deploy.pytorch.runner import TorchSession
-
-        return TorchSession(loaded, output_names=output_names, threads=threads, **options)
+        factory = session_factory or _SESSION_FACTORIES.get("torch")
+        if factory is None:
+            raise RuntimeUnavailable("the torch runtime needs the torch side of stn-deploy loaded")
+        return factory(loaded, output_names=output_names, threads=threads, **options)
     if name == "openvino":
         from stn_deploy.runtimes.openvino_rt import OpenVinoSession
 

@@ -9,32 +9,35 @@ Two cases, told apart by which side agrees with the reference:
   tolerance is named.
 - **model divergence** (the file itself is wrong, e.g. a tampered weight or attribute: runtimes
   agree with each other but not with torch): the torch reference is exported again with the
-  file's ``export_args`` metadata into a temporary directory; our exports are deterministic, so
-  tensor names match, and the intermediate tensors of the re-export and of the file are compared
-  by name on one runtime. Initializers and node attributes that differ are listed too.
+  file's ``export_args`` metadata (:func:`export_args_from`) by the caller's re-export callable
+  (:data:`~stn_deploy.verify.options.Reexport`; verify never imports torch); our exports are
+  deterministic, so tensor names match, and the intermediate tensors of the re-export and of the
+  file are compared by name on one runtime. Initializers and node attributes that differ are
+  listed too.
 
 Without torch a model divergence cannot be bisected (there is nothing to re-export); the
-result says so.
+result says so. :func:`bisect_failure` picks the case for one failing runtime.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 
 from stn_deploy.errors import StnDeployError
+from stn_deploy.verify import sessions
 from stn_deploy.verify.compare import OutputComparison
 from stn_deploy.verify.expose import node_outputs, with_outputs
 from stn_deploy.verify.tolerances import Tolerance
 
 OpenFn = Callable[..., Any]
+#: rows of the failing input set that --bisect runs (the reference evaluator is slow)
+BISECT_ROWS = 2
 
 
 @dataclass
@@ -170,17 +173,6 @@ def export_args_from(meta: dict[str, str], model: onnx.ModelProto) -> dict[str, 
     }
 
 
-def reexport(loaded: Any, meta: dict[str, str], model: onnx.ModelProto) -> onnx.ModelProto:
-    """Export ``loaded`` (torch) again with the file's export arguments; returns the model."""
-    from stn_deploy.pytorch.exporter import export_model  # torch, lazily
-
-    args = export_args_from(meta, model)
-    with tempfile.TemporaryDirectory(prefix="stn-deploy-bisect-") as tmp:
-        path = Path(tmp) / "reexport.onnx"
-        export_model(loaded, path, golden_count=1, **args)
-        return onnx.load(str(path))
-
-
 def differing_initializers(a: onnx.ModelProto, b: onnx.ModelProto) -> list[str]:
     """Names of initializers whose values (or presence) differ between ``a`` and ``b``."""
     from onnx import numpy_helper
@@ -255,3 +247,70 @@ def bisect_model(
     if res.first is None:
         res.note = "the file and its re-export agree on every intermediate tensor"
     return res
+
+
+# ---------------------------------------------------------------------------- one failing runtime
+def worst_rows(ref: dict[str, np.ndarray], out: dict[str, np.ndarray], k: int) -> list[int]:
+    """The ``k`` rows (sorted) whose first output is furthest from the reference's."""
+    name = next(iter(ref))
+    r, o = np.asarray(ref[name], np.float64), np.asarray(out[name], np.float64)
+    err = np.abs(o - r).reshape(len(r), -1)
+    err = np.where(np.isfinite(err), err, np.inf).max(1)
+    return sorted(int(i) for i in np.argsort(-err, kind="stable")[:k])
+
+
+def bisect_failure(
+    result: Any,
+    subject: Any,
+    sets: list[Any],
+    references: dict[str, dict[str, np.ndarray]],
+    outputs: dict[str, dict[str, np.ndarray]],
+    compare: Any,
+    *,
+    reexport: Callable[[dict[str, Any]], onnx.ModelProto] | None = None,
+    threads: int | None = None,
+) -> dict[str, Any] | None:
+    """The report's ``bisect`` of failing runtime ``result`` (a ``RuntimeResult``): on the
+    worst rows of its first failing gated input set, against a re-export (``reexport``, when
+    the runtime computes it right: the file is wrong) or else an oracle runtime. ``outputs``:
+    the runtime's raw outputs per set; ``compare``: the compare function (its tolerances).
+    None when no failing input set has outputs to bisect."""
+    s = next((x for x in result.sets if not x and x.gated and x.input_set in outputs), None)
+    if s is None:
+        return None
+    rows = worst_rows(
+        references[s.input_set], outputs[s.input_set], subject.fixed_batch or BISECT_ROWS
+    )
+    feeds = {k: v[rows] for k, v in next(x for x in sets if x.name == s.input_set).feeds.items()}
+    ref_rows = {k: np.asarray(v)[rows] for k, v in references[s.input_set].items()}
+
+    def open_fn(name, model):
+        return sessions.open_runtime(name, model, threads=threads)
+
+    def agrees(out: dict[str, np.ndarray]) -> bool:
+        return all(compare.tolerance_for(k).compare(v, out[k]) for k, v in ref_rows.items())
+
+    where = {"open_fn": open_fn, "input_set": s.input_set, "rows": rows}
+    tol, proto = compare.tolerance, subject.proto
+    try:
+        if reexport is not None:
+            re = reexport(export_args_from(subject.meta, proto))
+            if agrees(open_fn(result.name, re).run(feeds)):
+                res = bisect_model(proto, re, result.name, feeds, tol, **where)
+                return {**res.to_dict(), "summary": res.summary()}
+        oracle = sessions.first_available(besides=result.name)
+        if oracle is None:
+            return {
+                "summary": "no oracle runtime (ORT CPU or the reference evaluator) to bisect against"
+            }
+        if not agrees(open_fn(oracle, proto).run(feeds)) and reexport is None:
+            res = BisectResult("undecided", result.name, oracle, s.input_set, rows)
+            res.note = (
+                f"{oracle} disagrees with the reference too: the file itself differs from its "
+                "reference; give --checkpoint to bisect it against a re-export from torch"
+            )
+            return {**res.to_dict(), "summary": res.note}
+        res = bisect_runtime(proto, result.name, oracle, feeds, tol, **where)
+        return {**res.to_dict(), "summary": res.summary()}
+    except StnDeployError as exc:
+        return {"summary": f"bisect failed: {exc}"}

@@ -70,6 +70,10 @@ class OutputComparison:
     #: NaN / Inf counts, candidate and reference
     nonfinite: dict[str, int] = field(default_factory=dict)
 
+    def __bool__(self) -> bool:
+        """True when the output passed (Polygraphy's ``OutputCompareResult``)."""
+        return self.passed
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["histogram"] = [list(b) for b in self.histogram]

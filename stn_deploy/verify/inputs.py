@@ -16,6 +16,9 @@ when the file does not say), under the model's single image input name.
   half outside an edge; noise of amplitude 8 after normalisation (drives the localisation net
   far outside its training range); a saturated checkerboard. How extreme the transforms really
   were is reported from the sampler's grid (see :mod:`stn_deploy.verify.stn_stats`).
+
+:func:`load_input_sets` is verify's data loader: the sets asked for that can be made for a
+model, and why the others cannot.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import numpy as np
 from stn_deploy.data import normalise
 from stn_deploy.errors import StnDeployError
 from stn_deploy.names import unique_names
+from stn_deploy.runtimes import TensorSpec
 
 INPUT_KINDS = ("golden", "random", "mnist", "stress")
 CANVAS_TO_DISTORTION = {42: "rts", 60: "tc", 28: "r"}
@@ -209,3 +213,66 @@ def stress_set(
         + ", ".join(f"{n} {k}" for k, n in counts.items()),
         kinds=kinds,
     )
+
+
+def image_input(inputs: list[TensorSpec]) -> tuple[str, tuple[int, int, int]] | str:
+    """``(name, (C, H, W))`` of the model's single image input, or why generated inputs
+    cannot feed it."""
+    if len(inputs) != 1:
+        return f"the model has {len(inputs)} inputs (only golden inputs can feed it)"
+    spec = inputs[0]
+    dims = spec.shape or ()
+    if len(dims) != 4 or not all(isinstance(d, int) and d > 0 for d in dims[1:]):
+        return f"input {spec.name!r} is not (N, C, H, W) with fixed C, H, W: {list(dims)}"
+    return spec.name, (int(dims[1]), int(dims[2]), int(dims[3]))
+
+
+def golden_set(bundle, bundle_name: str) -> InputSet:
+    """The inputs of a golden bundle (:class:`~stn_deploy.export.golden.GoldenBundle`)."""
+    n = next(iter(bundle.inputs.values())).shape[0]
+    source = f" ({bundle.meta['source']})" if bundle.meta.get("source") else ""
+    return InputSet("golden", dict(bundle.inputs), f"{n} inputs of {bundle_name}{source}")
+
+
+def load_input_sets(
+    kinds: list[str],
+    *,
+    bundle,
+    bundle_name: str,
+    in_specs: list[TensorSpec],
+    meta: dict[str, str],
+    count: int,
+    seed: int,
+    distortion: str | None = None,
+) -> tuple[list[InputSet], dict[str, str]]:
+    """The input sets named in ``kinds`` (in that order) that can be made for a model with
+    inputs ``in_specs`` and stn-deploy metadata ``meta``, and ``{kind: why not}`` for the others.
+    ``bundle``: the golden bundle (None: no golden set)."""
+    sets: list[InputSet] = []
+    skipped: dict[str, str] = {}
+    image = image_input(in_specs)
+    norm = None if isinstance(image, str) else normalization(meta, image[1][0])
+    for kind in kinds:
+        if kind == "golden":
+            if bundle is None:
+                skipped[kind] = f"no golden bundle ({bundle_name})"
+            else:
+                sets.append(golden_set(bundle, bundle_name))
+        elif isinstance(image, str):
+            skipped[kind] = image
+        else:
+            got = _generated_set(kind, *image, norm, count, seed, distortion)
+            if isinstance(got, str):
+                skipped[kind] = got
+            else:
+                sets.append(got)
+    return sets, skipped
+
+
+def _generated_set(kind, name, chw, norm, count, seed, distortion) -> InputSet | str:
+    mean, std = norm
+    if kind == "random":
+        return random_set(name, chw, count, seed, mean, std)
+    if kind == "mnist":
+        return mnist_set(name, chw, count, seed, mean, std, distortion)
+    return stress_set(name, chw, count, seed, mean, std)

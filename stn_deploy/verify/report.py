@@ -6,10 +6,10 @@ JSON schema ``stn-deploy/verify-v1`` (:meth:`VerifyReport.to_dict`)::
     passed        true only when every requested runtime passed (and at least one ran)
     model         {path, sha256, precision, lowering, opset, inputs: [{name, dtype, shape}],
                    outputs: [...]}
-    reference     {kind: "torch" | "golden", description, secondary: runtime name | null,
+    reference     {kind: "torch" | "golden" | "reference-model", description, secondary: runtime name | null,
                    note}
     tolerance     {atol, rtol, check_error_stat, quantile, min_argmax_agreement,
-                   max_accuracy_drop}
+                   max_accuracy_drop, per_output: {output: {atol, ...}} (only when given)}
     input_sets    [{name, description, count, reference}]   reference: what it is compared with
     skipped_input_sets  {name: why}
     runtimes      [{name, status: passed | failed | error | unavailable, reason,
@@ -57,6 +57,10 @@ class SetResult:
     accuracy: dict[str, float] | None = None
     #: False: reported only (out-of-distribution inputs of an fp16/int8 file vs fp32)
     gated: bool = True
+
+    def __bool__(self) -> bool:
+        """True when every output passed on this input set."""
+        return self.passed
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -180,6 +184,28 @@ def _g(v: Any) -> str:
 def format_table(report: VerifyReport | dict[str, Any], *, histograms: bool = True) -> str:
     """A readable text report of :meth:`VerifyReport.to_dict` (or the report itself)."""
     d = report.to_dict() if isinstance(report, VerifyReport) else report
+    lines = _header_lines(d)
+    notes: list[str] = []
+    for r in d["runtimes"]:
+        lines += _runtime_rows(r, notes)
+        notes += _runtime_notes(r)
+    if (d["model"].get("precision") or "fp32") != "fp32":
+        lines.append("")
+        lines += [line for r in d["runtimes"] if (line := _headline(r))]
+    if d.get("stn"):
+        lines.append("")
+        lines += [f"stn {name:<7} {st['summary']}" for name, st in d["stn"].items()]
+    if histograms:
+        for r in d["runtimes"]:
+            lines += _histogram_lines(r)
+    if notes:
+        lines += [""] + notes
+    lines += ["", "PASSED" if d["passed"] else "FAILED"]
+    return "\n".join(lines)
+
+
+def _header_lines(d: dict[str, Any]) -> list[str]:
+    """Model, reference, tolerance, input sets, then the table's head."""
     m, ref, tol = d["model"], d["reference"], d["tolerance"]
     lines = [
         f"model:     {m['path']} ({m.get('lowering') or '?'} lowering, opset "
@@ -196,6 +222,10 @@ def format_table(report: VerifyReport | dict[str, Any], *, histograms: bool = Tr
     if tol.get("max_accuracy_drop") is not None:
         gates.append(f"accuracy drop <= {tol['max_accuracy_drop']:g} pt")
     lines.append(f"tolerance: {', '.join(gates)}")
+    for name, t in (tol.get("per_output") or {}).items():
+        lines.append(
+            f"           {name}: atol {t['atol']:g}, rtol {t['rtol']:g}, {t['check_error_stat']}"
+        )
     for s in d["input_sets"]:
         lines.append(f"inputs:    {s['name']:<7} {s['description']} (vs {s['reference']})")
     for name, why in d["skipped_input_sets"].items():
@@ -205,106 +235,110 @@ def format_table(report: VerifyReport | dict[str, Any], *, histograms: bool = Tr
         f"{'runtime':<10}{'inputs':<8}{'output':<10}{'max abs':>9}{'mean abs':>10}"
         f"{'median':>10}{'p99 abs':>10}{'max rel':>10}{'argmax':>8}{'acc %':>13}  result"
     )
-    lines += [head, "-" * len(head)]
-    notes: list[str] = []
-    for r in d["runtimes"]:
-        if r["status"] in ("unavailable", "error") and not r["sets"]:
-            word = "not available" if r["status"] == "unavailable" else "ERROR"
-            lines.append(f"{r['name']:<10}{'':<8}{'':<10}  {word}: {r['reason']}")
-            continue
-        for s in r["sets"]:
-            if not s["outputs"]:
-                lines.append(f"{r['name']:<10}{s['input_set']:<8}{'':<10}  FAIL: {s['reason']}")
-            for o in s["outputs"]:
-                st = o.get("stats") or {}
-                agree = o.get("argmax_agreement")
-                acc = s.get("accuracy") if o is s["outputs"][0] else None
-                acc_s = f"{acc['candidate']:.1f} ({acc['delta']:+.1f})" if acc else "-"
-                ok = "ok" if o["passed"] else ("FAIL" if s.get("gated", True) else "beyond (info)")
-                lines.append(
-                    f"{r['name']:<10}{s['input_set']:<8}{o['output'][:9]:<10}"
-                    f"{_g(st.get('max_abs')):>9}{_g(st.get('mean_abs')):>10}"
-                    f"{_g(st.get('median_abs')):>10}{_g(st.get('p99_abs')):>10}"
-                    f"{_g(st.get('max_rel')):>10}"
-                    f"{(f'{agree:.1%}' if agree is not None else '-'):>8}{acc_s:>13}  {ok}"
-                )
-            if s["outputs"] and not s["passed"] and s["reason"]:
-                info = "" if s.get("gated", True) else " (reported, not gated)"
-                notes.append(f"{r['name']} on {s['input_set']}{info}: {s['reason']}")
-        pl = r.get("placement")
-        if pl and pl.get("reported"):
-            if pl["fallbacks"]:
-                shown = ", ".join(
-                    f"{f['node']} ({f['op_type']}) on {f['provider']}" for f in pl["fallbacks"][:8]
-                )
-                more = f" and {len(pl['fallbacks']) - 8} more" if len(pl["fallbacks"]) > 8 else ""
-                notes.append(
-                    f"{r['name']}: {len(pl['fallbacks'])} of {pl['nodes']} nodes not on "
-                    f"{pl['primary']}: {shown}{more}"
-                    + (" (--strict-placement: failure)" if pl.get("strict") else "")
-                )
-            else:
-                notes.append(f"{r['name']}: all {pl['nodes']} nodes ran on {pl['primary']}")
-        elif pl and pl.get("error"):
-            notes.append(f"{r['name']}: placement not known: {pl['error']}")
-        if r.get("bisect"):
-            notes.append(f"{r['name']} bisect: {r['bisect']['summary']}")
-            for extra in ("initializers", "nodes"):
-                if r["bisect"].get(extra):
-                    notes.append(
-                        f"  differs from the re-export ({extra}): {'; '.join(r['bisect'][extra][:6])}"
-                    )
-        verdict = {"passed": "PASSED", "failed": "FAILED", "error": "FAILED"}.get(r["status"])
-        if verdict and r["sets"]:
-            notes.append(f"{r['name']}: {verdict}")
-    if (m.get("precision") or "fp32") != "fp32":
-        lines.append("")
-        for r in d["runtimes"]:
+    return lines + [head, "-" * len(head)]
 
-            def rate(sets):
-                agree = [
-                    (o["argmax_agreement"], o["shape"][0])
-                    for s in sets
-                    for o in s["outputs"]
-                    if o.get("argmax_agreement") is not None
-                ]
-                n = sum(k for _, k in agree)
-                return sum(a * k for a, k in agree) / n if n else None
 
-            gated = [s for s in r["sets"] if s.get("gated", True)]
-            ungated = [s for s in r["sets"] if not s.get("gated", True)]
-            if rate(r["sets"]) is None:
-                continue
-            text = (
-                f"argmax agreement {rate(gated):.1%} on {', '.join(s['input_set'] for s in gated)}"
+def _runtime_rows(r: dict[str, Any], notes: list[str]) -> list[str]:
+    """The table's rows of one runtime (why a set failed goes to ``notes``)."""
+    if r["status"] in ("unavailable", "error") and not r["sets"]:
+        word = "not available" if r["status"] == "unavailable" else "ERROR"
+        return [f"{r['name']:<10}{'':<8}{'':<10}  {word}: {r['reason']}"]
+    lines = []
+    for s in r["sets"]:
+        if not s["outputs"]:
+            lines.append(f"{r['name']:<10}{s['input_set']:<8}{'':<10}  FAIL: {s['reason']}")
+        for o in s["outputs"]:
+            st = o.get("stats") or {}
+            agree = o.get("argmax_agreement")
+            acc = s.get("accuracy") if o is s["outputs"][0] else None
+            acc_s = f"{acc['candidate']:.1f} ({acc['delta']:+.1f})" if acc else "-"
+            ok = "ok" if o["passed"] else ("FAIL" if s.get("gated", True) else "beyond (info)")
+            lines.append(
+                f"{r['name']:<10}{s['input_set']:<8}{o['output'][:9]:<10}"
+                f"{_g(st.get('max_abs')):>9}{_g(st.get('mean_abs')):>10}"
+                f"{_g(st.get('median_abs')):>10}{_g(st.get('p99_abs')):>10}"
+                f"{_g(st.get('max_rel')):>10}"
+                f"{(f'{agree:.1%}' if agree is not None else '-'):>8}{acc_s:>13}  {ok}"
             )
-            if ungated:
-                text += (
-                    f" ({rate(r['sets']):.1%} with {', '.join(s['input_set'] for s in ungated)})"
+        if s["outputs"] and not s["passed"] and s["reason"]:
+            info = "" if s.get("gated", True) else " (reported, not gated)"
+            notes.append(f"{r['name']} on {s['input_set']}{info}: {s['reason']}")
+    return lines
+
+
+def _runtime_notes(r: dict[str, Any]) -> list[str]:
+    """Placement, bisect and the verdict of one runtime (that ran)."""
+    if r["status"] in ("unavailable", "error") and not r["sets"]:
+        return []
+    notes = []
+    pl = r.get("placement")
+    if pl and pl.get("reported"):
+        if pl["fallbacks"]:
+            shown = ", ".join(
+                f"{f['node']} ({f['op_type']}) on {f['provider']}" for f in pl["fallbacks"][:8]
+            )
+            more = f" and {len(pl['fallbacks']) - 8} more" if len(pl["fallbacks"]) > 8 else ""
+            notes.append(
+                f"{r['name']}: {len(pl['fallbacks'])} of {pl['nodes']} nodes not on "
+                f"{pl['primary']}: {shown}{more}"
+                + (" (--strict-placement: failure)" if pl.get("strict") else "")
+            )
+        else:
+            notes.append(f"{r['name']}: all {pl['nodes']} nodes ran on {pl['primary']}")
+    elif pl and pl.get("error"):
+        notes.append(f"{r['name']}: placement not known: {pl['error']}")
+    if r.get("bisect"):
+        notes.append(f"{r['name']} bisect: {r['bisect']['summary']}")
+        for extra in ("initializers", "nodes"):
+            if r["bisect"].get(extra):
+                notes.append(
+                    f"  differs from the re-export ({extra}): {'; '.join(r['bisect'][extra][:6])}"
                 )
-            accs = [s["accuracy"] for s in r["sets"] if s.get("accuracy")]
-            if accs:
-                text += (
-                    f"; accuracy {accs[0]['candidate']:.1f}% ({accs[0]['delta']:+.1f} pt vs "
-                    "the reference)"
-                )
-            lines.append(f"headline {r['name']}: {text}")
-    if d.get("stn"):
-        lines.append("")
-        for name, st in d["stn"].items():
-            lines.append(f"stn {name:<7} {st['summary']}")
-    if histograms:
-        for r in d["runtimes"]:
-            by_output: dict[str, list[list]] = {}
-            for s in r["sets"]:
-                for o in s["outputs"]:
-                    h = by_output.setdefault(o["output"], [[lab, 0] for lab, _ in o["histogram"]])
-                    for b, (_, n) in zip(h, o["histogram"], strict=False):
-                        b[1] += n
-            for out, h in by_output.items():
-                lines += ["", f"|error| histogram, {r['name']} {out} (all input sets):"]
-                lines.append(format_histogram([tuple(b) for b in h], width=30))
-    if notes:
-        lines += [""] + notes
-    lines += ["", "PASSED" if d["passed"] else "FAILED"]
-    return "\n".join(lines)
+    verdict = {"passed": "PASSED", "failed": "FAILED", "error": "FAILED"}.get(r["status"])
+    if verdict and r["sets"]:
+        notes.append(f"{r['name']}: {verdict}")
+    return notes
+
+
+def _agreement(sets: list[dict[str, Any]]) -> float | None:
+    """Argmax agreement over the classifier outputs of ``sets``, weighted by rows."""
+    agree = [
+        (o["argmax_agreement"], o["shape"][0])
+        for s in sets
+        for o in s["outputs"]
+        if o.get("argmax_agreement") is not None
+    ]
+    n = sum(k for _, k in agree)
+    return sum(a * k for a, k in agree) / n if n else None
+
+
+def _headline(r: dict[str, Any]) -> str | None:
+    """A reduced-precision file's headline figures on one runtime (None: no classifier)."""
+    if _agreement(r["sets"]) is None:
+        return None
+    gated = [s for s in r["sets"] if s.get("gated", True)]
+    ungated = [s for s in r["sets"] if not s.get("gated", True)]
+    text = f"argmax agreement {_agreement(gated):.1%} on {', '.join(s['input_set'] for s in gated)}"
+    if ungated:
+        text += f" ({_agreement(r['sets']):.1%} with {', '.join(s['input_set'] for s in ungated)})"
+    accs = [s["accuracy"] for s in r["sets"] if s.get("accuracy")]
+    if accs:
+        text += (
+            f"; accuracy {accs[0]['candidate']:.1f}% ({accs[0]['delta']:+.1f} pt vs the reference)"
+        )
+    return f"headline {r['name']}: {text}"
+
+
+def _histogram_lines(r: dict[str, Any]) -> list[str]:
+    """One |error| histogram per output of one runtime, over all its input sets."""
+    by_output: dict[str, list[list]] = {}
+    for s in r["sets"]:
+        for o in s["outputs"]:
+            h = by_output.setdefault(o["output"], [[lab, 0] for lab, _ in o["histogram"]])
+            for b, (_, n) in zip(h, o["histogram"], strict=False):
+                b[1] += n
+    lines = []
+    for out, h in by_output.items():
+        lines += ["", f"|error| histogram, {r['name']} {out} (all input sets):"]
+        lines.append(format_histogram([tuple(b) for b in h], width=30))
+    return lines

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import onnx
 
+from stn_deploy.errors import StnDeployError
+from stn_deploy.verify import sessions
 from stn_deploy.verify.expose import with_outputs
 from stn_deploy.verify.inputs import InputSet
 
@@ -91,3 +93,33 @@ def stn_statistics(
         if d:
             out[s.name] = d
     return out
+
+
+def stn_report(
+    model: onnx.ModelProto,
+    sets: list[InputSet],
+    references: dict[str, dict[str, np.ndarray]],
+    threads: int | None = None,
+) -> dict[str, dict[str, Any]]:
+    """The report's ``stn`` section: :func:`stn_statistics` with the grid from ORT CPU (when
+    available) and ``theta`` from the reference outputs (when the file exposes it); ``{}``
+    when neither is there or the statistics cannot be had."""
+    out_names = [o.name for o in model.graph.output]
+    theta = (
+        {k: v["theta"] for k, v in references.items() if "theta" in v}
+        if "theta" in out_names
+        else None
+    )
+    runtime = "cpu" if sessions.availability("cpu").available else None
+    if not (runtime or theta):
+        return {}
+    try:
+        return stn_statistics(
+            model,
+            sets,
+            lambda n, m: sessions.open_runtime(n, m, threads=threads),
+            runtime,
+            theta,
+        )
+    except StnDeployError:
+        return {}

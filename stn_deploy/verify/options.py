@@ -1,0 +1,120 @@
+"""What :func:`~stn_deploy.verify.verify_model` is asked to do: :class:`VerifyOptions`, and the
+torch reference as the caller hands it over (:class:`TorchReference`).
+
+verify never imports the torch side: a caller that has a torch model (the CLI with
+``--reference``, the ``run`` pipeline) builds a :class:`TorchReference` with
+the torch side's ``torch_reference`` (beside its ``TorchSession``) and passes it in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from stn_deploy.errors import StnDeployError
+from stn_deploy.verify.tolerances import Tolerance, tolerance_for
+
+#: ``reexport(export_args) -> onnx.ModelProto``: the torch model exported again with the
+#: file's ``export_args`` metadata (``verify --bisect`` tells a wrong file from a wrong runtime)
+Reexport = Callable[[dict[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class TorchReference:
+    """The torch model as verify needs it, built by the caller.
+
+    ``session`` is a runner (a :class:`~stn_deploy.runtimes.RuntimeSession`, e.g. the torch
+    side's ``TorchSession``) that answers with the ONNX file's output names; the report calls it
+    ``"{session.info.name} eager ({session.info.extra['source']})"``.
+    """
+
+    session: Any
+    #: for ``--bisect``: see :data:`Reexport` (None: model divergence is not bisected)
+    reexport: Reexport | None = None
+    #: the MNIST variant the model was trained on (picks the ``mnist`` input set's distortion)
+    distortion: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.session.info.name
+
+    @property
+    def description(self) -> str:
+        source = (self.session.info.extra or {}).get("source")
+        return f"{self.name} eager ({source})" if source else f"{self.name} eager"
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    """Every knob of :func:`~stn_deploy.verify.verify_model` (the keyword names it accepts)."""
+
+    #: runtimes to verify: names (``cpu``, ``cuda``, ``openvino``, ``reference``, any ORT EP) or
+    #: a comma-separated string; None: all that may be available here
+    runtimes: list[str] | str | None = None
+    #: a runtime or input set named explicitly that cannot run here is an error
+    strict: bool = False
+    #: override the precision's defaults (:data:`stn_deploy.verify.tolerances.DEFAULTS`)
+    atol: float | None = None
+    rtol: float | None = None
+    check_error_stat: str | None = None
+    quantile: float | None = None
+    #: per-output overrides on top of those, e.g. ``{"theta": {"atol": 1e-3}}``
+    output_tolerances: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: a node an ORT execution provider did not take fails the runtime
+    strict_placement: bool = False
+    #: for each failing runtime, name the first diverging node (:mod:`.bisect`)
+    bisect: bool = False
+    #: input sets among golden, random, mnist, stress (None: all that apply)
+    inputs: list[str] | str | None = None
+    #: images per generated input set (the golden set is the bundle's)
+    count: int = 8
+    #: seeds the random, MNIST-distortion and stress inputs
+    seed: int = 0
+    threads: int | None = None
+    #: report how far the sampler's grid reached outside the image
+    stn_stats: bool = True
+    #: without torch: an ONNX file (e.g. the fp32 source of an int8 file) run on ORT CPU as the
+    #: reference of the non-golden input sets; with it no golden bundle is needed
+    reference_model: str | Path | None = None
+    #: the torch model as reference (else the golden bundle)
+    torch: TorchReference | None = None
+
+    @classmethod
+    def of(cls, options: VerifyOptions | None = None, **kw: Any) -> VerifyOptions:
+        """``options`` (default: the defaults) with the keyword arguments replacing fields."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kw) - known)
+        if unknown:
+            raise TypeError(f"verify_model() got unexpected keyword arguments {unknown}")
+        base = options or cls()
+        return cls(**{**{f.name: getattr(base, f.name) for f in fields(cls)}, **kw})
+
+    def check(self) -> None:
+        """Arguments that are wrong whatever the model."""
+        if self.count < 1:
+            raise StnDeployError(f"--count must be at least 1, got {self.count}")
+        if self.reference_model is not None and self.torch is not None:
+            raise StnDeployError(
+                "give a torch reference (--checkpoint/--factory) or --reference-model, not both"
+            )
+
+    def overrides(self) -> dict[str, Any]:
+        return {
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "check_error_stat": self.check_error_stat,
+            "quantile": self.quantile,
+        }
+
+    def tolerance(self, precision: str | None) -> Tolerance:
+        """The tolerance every output is held to, unless :meth:`output_tolerance` says more."""
+        return tolerance_for(precision, **self.overrides())
+
+    def per_output(self, precision: str | None) -> dict[str, Tolerance]:
+        """``output name -> Tolerance`` for the outputs given in :attr:`output_tolerances`."""
+        return {
+            name: tolerance_for(precision, **{**self.overrides(), **dict(over)})
+            for name, over in self.output_tolerances.items()
+        }
