@@ -346,17 +346,25 @@ def _affine_3d_model() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
 
 
+def _affine_6d_model() -> onnx.ModelProto:
+    model = _affine_3d_model()
+    model.graph.name = model.graph.node[0].name = "ag6d"
+    model.graph.initializer[0].CopyFrom(
+        numpy_helper.from_array(np.array([1, 1, 2, 2, 3, 4], np.int64), "size")
+    )
+    return model
+
+
 @pytest.mark.parametrize(
     "make, sampler, kwargs, match",
     [
-        (_affine_3d_model, "portable", {}, "'ag3d'.*2-D AffineGrid"),
+        (_affine_6d_model, "portable", {}, "ag6d.*'size' is 6"),
         (lambda: _affine_model(0), "bogus", {}, "unknown lowering"),
         (_dynamic_hw_model, "portable", {}, "dyn_gs.*not static"),
         (_dynamic_hw_model, "custom", {}, "dyn_gs.*not static"),
         (lambda: _affine_model(0, size_input=True), "native", {}, "'ag'.*not a constant"),
         (lambda: _affine_model(0), "native", {"opset": 13}, "opset 16.*portable.*ort-contrib"),
-        (_five_d_model, "portable", {}, "vol_gs.*4-D"),
-        (_five_d_model, "native", {}, "vol_gs.*4-D"),
+        (_five_d_model, "ort-contrib", {}, "vol_gs.*no 5-D"),
         (lambda: _affine_model(0), "native", {"inline": True}, "--inline"),
         (lambda: _affine_model(0), "portable", {"opset": 9}, "opset 11"),
     ],

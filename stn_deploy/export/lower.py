@@ -14,9 +14,16 @@ leaves every other node alone:
   ``linear`` at 20+); needs opset 16+.
 * ``ort-contrib``: ``com.microsoft`` GridSample (ORT at any opset).
 
-AffineGrid (4-D, constant ``size``) becomes, for every sampler, one MatMul of a constant base
-grid ``(H*W, 3)`` (rows ``[x, y, 1]`` exactly as torch's ``affine_grid``) against the transposed
-theta, then a Reshape to ``(N, H, W, 2)``: standard ops valid at opset 11.
+AffineGrid (2-D or 3-D, constant ``size``) becomes, for every sampler, one MatMul of a constant
+base grid ``(H*W, 3)`` (rows ``[x, y, 1]`` exactly as torch's ``affine_grid``; 3-D: ``(D*H*W,
+4)``, rows ``[x, y, z, 1]``) against the transposed theta, then a Reshape to ``(N, H, W, 2)``
+(``(N, D, H, W, 3)``): standard ops valid at opset 11.
+
+5-D (volumetric) GridSample lowers to native, portable and custom (linear and nearest; cubic
+is 2-D only in ONNX and torch); ort-contrib refuses it (ORT's contrib op is 4-D only). Shapes
+cross chains of samplers: a sampler's output is typed ``(N, C, *grid size)`` for the planning
+shape inference when inference cannot see through it (a contrib op, a Relu behind one), so
+portable and custom get the static sizes of every sampler in a chain.
 
 Opset: the output's default-domain opset is ``opset`` or the input's, at least 11 (portable,
 custom) or 16 (native). When it differs from the input's, every other node whose schema
@@ -177,6 +184,43 @@ def _shapes(
     return out
 
 
+def _propagate_sampler_shapes(
+    model: onnx.ModelProto, samplers, shapes: dict, types: dict[str, int]
+) -> dict:
+    """Shapes through chains of samplers that shape inference cannot see through (ORT's
+    com.microsoft GridSample, ops of unknown domains): a sampler's output is ``(N, C,
+    *grid's spatial size)``, so every such output gets that static shape, as value_info on a
+    private copy of ``model``, and inference runs again (with data propagation) until nothing
+    new is learnt, once per link of the longest chain at most. Returns the new shapes."""
+    work = None
+    for _ in range(len(samplers)):
+        added = False
+        for _i, n in samplers:
+            if n.op_type != "GridSample" or len(n.input) < 2:
+                continue
+            xs, gs = shapes.get(n.input[0]), shapes.get(n.input[1])
+            if not gs or len(gs) not in (4, 5) or not all(gs[1:-1]):
+                continue
+            known = shapes.get(n.output[0])
+            if known and len(known) == len(gs) and all(known[2:]):
+                continue
+            batch = gs[0] or (xs[0] if xs else None)
+            c = xs[1] if xs and len(xs) == len(gs) else None
+            elem = types.get(n.input[0], TensorProto.FLOAT)
+            if work is None:
+                work = copy.deepcopy(model)
+            dims = [d if d else f"unk_{n.output[0]}_{j}" for j, d in enumerate([batch, c])]
+            vi = helper.make_tensor_value_info(n.output[0], elem, [*dims, *gs[1:-1]])
+            kept = [v for v in work.graph.value_info if v.name != n.output[0]]
+            del work.graph.value_info[:]
+            work.graph.value_info.extend([*kept, vi])
+            added = True
+        if not added:
+            break
+        shapes = _shapes(work, types)
+    return shapes
+
+
 def _constant_value(model: onnx.ModelProto, name: str) -> np.ndarray | None:
     graph_inputs = {i.name for i in model.graph.input}
     for init in model.graph.initializer:
@@ -302,9 +346,12 @@ def _prefix(node: onnx.NodeProto, index: int) -> str:
     return "".join(c if c.isalnum() or c in "_./-" else "_" for c in base) + "/"
 
 
-def _affine_base_grid(h: int, w: int, align_corners: bool, dtype: type = np.float32) -> np.ndarray:
+def _affine_base_grid(
+    h: int, w: int, align_corners: bool, dtype: type = np.float32, d: int = 0
+) -> np.ndarray:
     """torch's ``affine_grid`` base grid ``(H*W, 3)`` rows ``[x, y, 1]`` in float32 or
-    float64, bit for bit."""
+    float64, bit for bit; with a depth ``d`` the 3-D one, ``(D*H*W, 4)`` rows ``[x, y, z,
+    1]``."""
 
     def linspace(n: int) -> np.ndarray:
         if n <= 1:
@@ -326,6 +373,13 @@ def _affine_base_grid(h: int, w: int, align_corners: bool, dtype: type = np.floa
         return v
 
     xs, ys = linspace(w), linspace(h)
+    if d:
+        base = np.empty((d, h, w, 4), dtype)
+        base[..., 0] = xs[None, None, :]
+        base[..., 1] = ys[None, :, None]
+        base[..., 2] = linspace(d)[:, None, None]
+        base[..., 3] = 1.0
+        return base.reshape(d * h * w, 4)
     base = np.empty((h, w, 3), dtype)
     base[..., 0] = xs[None, :]
     base[..., 1] = ys[:, None]
@@ -334,18 +388,20 @@ def _affine_base_grid(h: int, w: int, align_corners: bool, dtype: type = np.floa
 
 
 def _emit_affine_grid(
-    g: GraphBuilder, node, hw: tuple[int, int], align: bool, elem: int = TensorProto.FLOAT
+    g: GraphBuilder, node, hw: tuple[int, ...], align: bool, elem: int = TensorProto.FLOAT
 ) -> str:
-    """The base grid times the transposed theta; float16 and bfloat16 go through float32."""
-    h, w = hw
+    """The base grid times the transposed theta; float16 and bfloat16 go through float32.
+    ``hw`` (D, H, W): the 3-D grid, theta (N, 3, 4)."""
+    *depth, h, w = hw
     dtype = np.float64 if elem == TensorProto.DOUBLE else np.float32
-    base = g.const(_affine_base_grid(h, w, align, dtype), dtype, name="affine_base")
+    base = _affine_base_grid(h, w, align, dtype, d=depth[0] if depth else 0)
+    base = g.const(base, dtype, name="affine_base")
     theta = node.input[0]
     if elem not in (TensorProto.FLOAT, TensorProto.DOUBLE):
         theta = g.node("Cast", [theta], name="theta_f", to=TensorProto.FLOAT)
     theta_t = g.node("Transpose", [theta], name="theta_t", perm=[0, 2, 1])  # (N, 3, 2)
     flat = g.node("MatMul", [base, theta_t], name="affine_grid_flat")  # (N, H*W, 2)
-    shape = g.const(np.asarray([0, h, w, 2], np.int64), name="affine_grid_shape")
+    shape = g.const(np.asarray([0, *hw, len(hw)], np.int64), name="affine_grid_shape")
     grid = g.node("Reshape", [flat, shape], name="affine_grid")
     if elem not in (TensorProto.FLOAT, TensorProto.DOUBLE):
         grid = g.node("Cast", [grid], name="affine_grid_cast", to=elem)
@@ -451,7 +507,7 @@ def _check_request(model: onnx.ModelProto, lw: Lowering, opset: int | None, inli
 
 @dataclass
 class _AffinePlan:
-    hw: tuple[int, int]
+    hw: tuple[int, ...]  #: (H, W), or (D, H, W) for a 3-D AffineGrid
     align: bool
     elem: int
 
@@ -478,55 +534,73 @@ def _plan_affine_grid(p: _Plans, n: onnx.NodeProto, label: str) -> _AffinePlan:
     size = _constant_value(p.model, n.input[1])
     if size is None:  # e.g. Concat(Shape(x)[0:2], [H, W]): H, W from shape inference
         out_shape = p.shapes.get(n.output[0])
-        if out_shape is None or len(out_shape) != 4 or None in out_shape[1:3]:
+        if out_shape is None or len(out_shape) not in (4, 5) or None in out_shape[1:-1]:
             raise StnDeployError(
                 f"{label}: its size input {n.input[1]!r} is not a constant and shape "
-                "inference cannot tell the grid's H and W, so the base grid cannot be "
+                "inference cannot tell the grid's spatial size, so the base grid cannot be "
                 "precomputed"
             )
-        size = np.asarray([0, 0, out_shape[1], out_shape[2]], np.int64)
+        size = np.asarray([0, 0, *out_shape[1:-1]], np.int64)
     size = np.asarray(size).reshape(-1)
-    if size.size != 4:
+    if size.size not in (4, 5):
         raise StnDeployError(
-            f"{label}: only 2-D AffineGrid (size of 4 entries N, C, H, W) can be "
+            f"{label}: only 2-D and 3-D AffineGrid (size N, C, H, W or N, C, D, H, W) can be "
             f"lowered, got size {size.tolist()}"
         )
-    h, w = int(size[2]), int(size[3])
-    if h < 1 or w < 1:
+    spatial = tuple(int(v) for v in size[2:])
+    if min(spatial) < 1:
         raise StnDeployError(f"{label}: bad size {size.tolist()}")
     elem = p.types.get(n.input[0], TensorProto.FLOAT)
     _check_affine_types(label, elem)
-    return _AffinePlan((h, w), bool(int(_attr(n, "align_corners", 0))), elem)
+    plan = _AffinePlan(spatial, bool(int(_attr(n, "align_corners", 0))), elem)
+    known = p.shapes.get(n.output[0])
+    if not known or len(known) != len(spatial) + 2 or not all(known[1:-1]):
+        p.shapes[n.output[0]] = [None, *spatial, len(spatial)]  # for the samplers it feeds
+    return plan
 
 
 def _plan_grid_sample(p: _Plans, n: onnx.NodeProto, label: str) -> SamplerSite:
     settings = _grid_sample_settings(n, p.src_opset, label)
     xshape = p.shapes.get(n.input[0])
-    if xshape is not None and len(xshape) != 4:
+    gshape = p.shapes.get(n.input[1])
+    rank = len(xshape) if xshape is not None else (len(gshape) if gshape is not None else 4)
+    if rank not in (4, 5):
         raise StnDeployError(
-            f"{label}: only 4-D (N, C, H, W) GridSample can be lowered, its input "
-            f"{n.input[0]!r} has rank {len(xshape)}"
+            f"{label}: only 4-D (N, C, H, W) and 5-D (N, C, D, H, W) GridSample can be "
+            f"lowered, its input {n.input[0]!r} has rank {rank}"
+        )
+    if rank == 5 and not p.lw.volumetric:
+        raise StnDeployError(
+            f"{label}: the {p.lw.name} lowering has no 5-D (volumetric) form (ONNX Runtime's "
+            "com.microsoft GridSample takes 4-D inputs only): use --lowering native (opset 20) "
+            "or portable"
+        )
+    if rank == 5 and settings["mode"] == "bicubic":
+        raise StnDeployError(
+            f"{label}: cubic mode has no 5-D (volumetric) form (ONNX and torch: linear and "
+            "nearest only)"
         )
     hw = None
-    if xshape is not None and xshape[2] and xshape[3]:
-        hw = (int(xshape[2]), int(xshape[3]))
+    if xshape is not None and all(xshape[2:]):
+        hw = tuple(int(v) for v in xshape[2:])
     elif n.input[0] in p.sampled:  # no shape inference through a contrib GridSample:
         hw, c_in = p.sampled[n.input[0]]  # an earlier sampler's output is its grid's H, W
-        xshape = [None, c_in, *(hw or (None, None))]
+        xshape = [None, c_in, *(hw or (None,) * (rank - 2))]
     if p.lw.static_hw and hw is None:
         raise StnDeployError(
-            f"{label}: the height and width of its input {n.input[0]!r} are not static "
-            f"(shape {xshape}); the {p.lw.name} lowering needs them"
+            f"{label}: the {'depth, ' if rank == 5 else ''}height and width of its input "
+            f"{n.input[0]!r} are not static (shape {xshape}); the {p.lw.name} lowering "
+            "needs them"
         )
     channels = int(xshape[1]) if xshape is not None and xshape[1] else None
     elems = (p.types.get(n.input[0], TensorProto.FLOAT),)
     elems += (p.types.get(n.input[1], elems[0]),)
     p.lw.check_types(label, elems)
     p.types.setdefault(n.output[0], elems[0])  # no inference through a contrib op
-    gshape = p.shapes.get(n.input[1])
-    out_hw = (int(gshape[1]), int(gshape[2])) if gshape and all(gshape[1:3]) else None
+    out_hw = tuple(int(v) for v in gshape[1:-1]) if gshape and all(gshape[1:-1]) else None
     p.sampled[n.output[0]] = (out_hw, channels)
     return SamplerSite(
+        rank=rank,
         x=n.input[0],
         grid=n.input[1],
         name=n.name,
@@ -699,6 +773,7 @@ def _lower(
     p = _Plans(model, lw, src_opset, target)
     if samplers:
         p.shapes = _shapes(model, p.types)
+        p.shapes = _propagate_sampler_shapes(model, samplers, p.shapes, p.types)
     _plan(p, samplers)  # 1. read the samplers, leave placeholders
     if target != src_opset:  # 2. move the rest of the graph to the target opset
         model = _retarget_opset(model, src_opset, target)

@@ -44,17 +44,18 @@ MODE_20 = {"bilinear": "linear", "bicubic": "cubic", "nearest": "nearest"}
 class SamplerSite:
     """One GridSample node to rewrite, as the lowering pass read it."""
 
-    x: str  #: image input (N, C, H, W)
-    grid: str  #: grid input (N, H_out, W_out, 2)
+    x: str  #: image input (N, C, H, W), or (N, C, D, H, W) for a volumetric sampler
+    grid: str  #: grid input (N, H_out, W_out, 2), or (N, D_out, H_out, W_out, 3)
     name: str  #: the node's name ("" when it had none)
     mode: str  #: opset-16 name: bilinear, nearest, bicubic
     padding_mode: str
     align_corners: bool
-    hw: tuple[int, int] | None  #: the image's static (H, W), when known
+    hw: tuple[int, ...] | None  #: the image's static (H, W), or (D, H, W) (5-D), when known
     channels: int | None
     types: tuple[int, int]  #: element types of x and grid (TensorProto enums)
     opset: int  #: default-domain opset of the output
     function: str | None = None  #: the custom lowering's function name for this site
+    rank: int = 4  #: 4, or 5 for a volumetric (N, C, D, H, W) sampler
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -67,7 +68,7 @@ class SamplerSite:
     @property
     def function_key(self) -> tuple:
         """What tells two custom-function bodies apart."""
-        return (self.mode, self.padding_mode, self.align_corners, *self.hw, *self.types)
+        return (self.mode, self.padding_mode, self.align_corners, tuple(self.hw), *self.types)
 
 
 Emit = Callable[[GraphBuilder, SamplerSite], str]
@@ -85,6 +86,8 @@ class Lowering:
     domain: str = ""
     #: needs the image's static H and W (the standard-op body is unrolled for them)
     static_hw: bool = False
+    #: can write 5-D (volumetric) samplers
+    volumetric: bool = True
     #: ``stn-deploy lower`` can write it in place of any GridSample node
     rewrites: bool = True
     #: a candidate of ``--lowering auto``
@@ -118,6 +121,7 @@ def register(
     auto: bool = True,
     functions=None,
     type_check=None,
+    volumetric: bool = True,
 ) -> Callable[[Emit], Emit]:
     """Decorator: register ``fn`` as the lowering ``name`` (its docstring's first line is the
     form's one-line description, e.g. for the CLI help)."""
@@ -132,6 +136,7 @@ def register(
             min_opset=min_opset,
             domain=domain,
             static_hw=static_hw,
+            volumetric=volumetric,
             rewrites=rewrites,
             auto=auto,
             functions=functions,
@@ -219,7 +224,7 @@ def portable_form(g: GraphBuilder, site: SamplerSite) -> str:
 def custom_function(
     name: str,
     settings: dict[str, Any],
-    hw: tuple[int, int],
+    hw: tuple[int, ...],
     opset: int,
     types: tuple[int, int] = (TensorProto.FLOAT, TensorProto.FLOAT),
 ) -> onnx.FunctionProto:
@@ -239,26 +244,28 @@ def custom_function(
         attributes=["align_corners", "mode", "padding_mode"],
         doc_string=(
             f"torch grid_sample mode={settings['mode']} padding_mode={settings['padding_mode']} "
-            f"align_corners={settings['align_corners']} on a {hw[0]}x{hw[1]} image "
+            f"align_corners={settings['align_corners']} on a {'x'.join(map(str, hw))} "
+            f"{'volume' if len(hw) == 3 else 'image'} "
             "(stn-deploy portable body)"
         ),
     )
 
 
 def _custom_functions(sites: list[SamplerSite]) -> dict[tuple, onnx.FunctionProto]:
-    """One function per distinct (mode, padding, align_corners, H, W, types), in sorted order:
-    ``GridSample`` when there is one, else named after its settings."""
+    """One function per distinct (mode, padding, align_corners, H, W (D, H, W), types), in
+    sorted order: ``GridSample`` when there is one, else named after its settings."""
     keys = sorted({s.function_key for s in sites})
     opset = sites[0].opset if sites else 0
     out: dict[tuple, onnx.FunctionProto] = {}
     for key in keys:
         name = "GridSample"
         if len(keys) > 1:
-            name = f"GridSample_{key[0]}_{key[1]}_ac{int(key[2])}_{key[3]}x{key[4]}"
-            if key[5:] != (TensorProto.FLOAT, TensorProto.FLOAT):  # one body per type
-                name += "_" + "_".join(type_name(e) for e in sorted(set(key[5:])))
+            size = "x".join(map(str, key[3]))
+            name = f"GridSample_{key[0]}_{key[1]}_ac{int(key[2])}_{size}"
+            if key[4:] != (TensorProto.FLOAT, TensorProto.FLOAT):  # one body per type
+                name += "_" + "_".join(type_name(e) for e in sorted(set(key[4:])))
         settings = {"mode": key[0], "padding_mode": key[1], "align_corners": key[2]}
-        out[key] = custom_function(name, settings, (key[3], key[4]), opset, key[5:])
+        out[key] = custom_function(name, settings, key[3], opset, key[4:])
     return out
 
 
@@ -283,7 +290,9 @@ def _ort_contrib_types(label: str, types: tuple[int, ...]) -> None:
         )
 
 
-@register("ort-contrib", min_opset=1, domain=MS_DOMAIN, type_check=_ort_contrib_types)
+@register(
+    "ort-contrib", min_opset=1, domain=MS_DOMAIN, type_check=_ort_contrib_types, volumetric=False
+)
 def ort_contrib(g: GraphBuilder, site: SamplerSite) -> str:
     """com.microsoft GridSample (ONNX Runtime's contrib op, any opset)."""
     return _sampler_node(g, site, "GridSample", MS_DOMAIN, site.mode)

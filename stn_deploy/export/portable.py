@@ -9,6 +9,16 @@ A = -0.75), every padding (``zeros``, ``border``, ``reflection``) and both ``ali
 :func:`grid_sample_model` wraps it into a standalone model ``(x, grid) -> y`` for tests and
 benchmarks.
 
+5-D (volumetric): with ``in_hw`` of three entries ``(D, H, W)``, x ``(N, C, D, H, W)`` and grid
+``(N, D_out, H_out, W_out, 3)`` are sampled trilinearly or nearest (torch and ONNX have no 5-D
+bicubic), following torch's *scalar* 3-D CPU kernel (``grid_sampler_3d_cpu_impl``), which
+differs from the vectorised 2-D one: the coordinate is ``((g + 1) * size - 1) / 2`` unfused,
+reflection is ``fmod``-based (:func:`~stn_deploy.export.portable_coords.reflect_scalar`), a NaN
+coordinate clips to ``size - 1`` (border, reflection) and, with zeros padding, a non-finite
+coordinate puts every tap outside (the pixel is 0, not NaN); weights ``(x1 - ix) * (y1 - iy) *
+(z1 - iz)``. Bit-exact against torch in float64 (measured up to ``|g| = 1e30``); float32
+differs only in the order of the eight-tap sum.
+
 Shapes: ``x`` is ``(N, C, H, W)`` with H and W static (``in_hw``), N dynamic, and C dynamic
 unless ``channels`` is given; ``grid`` is ``(N, H_out, W_out, 2)`` (``grid[..., 0]`` indexes W,
 ``grid[..., 1]`` indexes H), H_out and W_out may be dynamic; the result is ``(N, C, H_out,
@@ -193,6 +203,7 @@ class _Sampler:
     padding_mode: str
     align_corners: bool
     channels: int | None
+    d: int = 0  # the volume's depth (5-D), 0 for 4-D
     n: str = ""  # (1,) int64 N (before opset 14: -1, or 0 = "copy" when P is 0)
     c: str = ""  # (1,) int64 C, from opset 14 when C is dynamic
     p: str = ""  # (1,) int64 H_out * W_out (before opset 14: -1 where it is 0)
@@ -248,10 +259,12 @@ def _prepare_shapes(s: _Sampler, x: str, grid: str) -> tuple[str, str]:
 
 
 # -------------------------------------------------------------------- gather
-def _row_major(s: _Sampler, coords: str, wp: int) -> str:
-    """``x + wp * y`` of integer-valued float coordinates ``(N, 2, P)`` as ``(N, 1, P)``: one
-    MatMul against a constant, exact (integers below 2**24 add and multiply exactly)."""
-    rowmajor = s.g.const(np.array([[1.0, wp]]), s.num.dtype, name="gs_rowmajor")
+def _row_major(s: _Sampler, coords: str, wp: int, hp: int = 0) -> str:
+    """``x + wp * y`` of integer-valued float coordinates ``(N, 2, P)`` as ``(N, 1, P)``
+    (5-D, ``hp`` given: ``x + wp * y + wp * hp * z`` of ``(N, 3, P)``): one MatMul against a
+    constant, exact (integers below 2**24 add and multiply exactly)."""
+    row = [1.0, wp] + ([wp * hp] if hp else [])
+    rowmajor = s.g.const(np.array([row]), s.num.dtype, name="gs_rowmajor")
     return s.g.node("MatMul", [rowmajor, coords], name="gs_base")
 
 
@@ -261,9 +274,11 @@ def _sample(s: _Sampler, x: str, index: str, lo: int, hi: int) -> str:
     (several times faster on ONNX Runtime than a Gather of single floats)."""
     g = s.g
     if lo or hi:
-        pads = _i64(g, [0, 0, lo, lo, 0, 0, hi, hi], "gs_pads")
+        axes = 3 if s.d else 2
+        pads = _i64(g, [0, 0] + [lo] * axes + [0, 0] + [hi] * axes, "gs_pads")
         x = g.node("Pad", [x, pads, s.f(0.0, "zero")], name="gs_xpad", mode="constant")
-    table = s.reshape(x, ("N", "C", (s.h + lo + hi) * (s.w + lo + hi)), "gs_table")
+    plane = (s.h + lo + hi) * (s.w + lo + hi) * ((s.d + lo + hi) if s.d else 1)
+    table = s.reshape(x, ("N", "C", plane), "gs_table")
     idx = g.node("Cast", [index], name="gs_idx_i", to=onnx.TensorProto.INT32)
     idx = g.node("Flatten", [idx], name="gs_idx_f", axis=1)  # (N, K): safe when empty
     idx = g.with_axes("Unsqueeze", idx, [1], name="gs_idx")  # (N, 1, K)
@@ -277,10 +292,12 @@ def _sample(s: _Sampler, x: str, index: str, lo: int, hi: int) -> str:
     return g.node("GatherElements", [table, idx], name="gs_vals", axis=2)  # (N, C, K)
 
 
-def _check_plane(h: int, w: int, frame: int) -> None:
-    if (h + 2 * frame) * (w + 2 * frame) > _F32_EXACT_INT:
+def _check_plane(h: int, w: int, frame: int, d: int = 0) -> None:
+    depth = d + 2 * frame if d else 1
+    if (h + 2 * frame) * (w + 2 * frame) * depth > _F32_EXACT_INT:
+        size = f"{d}x{h}x{w}" if d else f"{h}x{w}"
         raise StnDeployError(
-            f"input {h}x{w} is too large for the portable grid sample: pixel indices must stay "
+            f"input {size} is too large for the portable grid sample: pixel indices must stay "
             f"below 2**24 to be exact in float32"
         )
 
@@ -405,6 +422,69 @@ def _bicubic(s: _Sampler, x: str, u: str) -> str:
     )
 
 
+# ------------------------------------------------------------- 5-D modes
+# torch's 3-D CPU kernel (``grid_sampler_3d_cpu_impl``, scalar code): coordinates
+# ``((g + 1) * size - 1) / 2`` unfused, NaN clipped to ``size - 1`` (border, reflection), taps
+# outside the volume skipped (zeros: a NaN or infinite coordinate puts every tap outside, so
+# the pixel is 0, not NaN), weights ``(x1 - ix) * (y1 - iy) * (z1 - iz)``.
+def _trilinear(s: _Sampler, x: str, u: str) -> str:
+    g, d, h, w = s.g, s.d, s.h, s.w
+    sizes = (w, h, d)
+    u = pad_coords(g, u, sizes, s.padding_mode, s.align_corners, s.num, nan_to_last=True)
+    f = g.node("Floor", [u], name="gs_f")
+    f1 = g.node("Add", [f, s.f(1.0, "gs_one")], name="gs_f1")
+    lo_w = g.with_axes("Unsqueeze", g.node("Sub", [f1, u], name="gs_wlo"), [2], name="gs_wlo2")
+    hi_w = g.with_axes("Unsqueeze", g.node("Sub", [u, f], name="gs_whi"), [2], name="gs_whi2")
+    factors = g.node("Concat", [lo_w, hi_w], name="gs_wf", axis=2)  # (N, 3, 2, P)
+    axis1 = _i64(g, [1], "gs_axis1")
+    s0, s1 = _i64(g, [0], "gs_s0"), _i64(g, [1], "gs_s1")
+    s2, s3 = _i64(g, [2], "gs_s2"), _i64(g, [3], "gs_s3")
+    wx = g.node("Slice", [factors, s0, s1, axis1], name="gs_wx")  # (N, 1, 2, P)
+    wy = g.node("Slice", [factors, s1, s2, axis1], name="gs_wy")
+    wy = s.reshape(wy, ("N", 2, 1, "P"), "gs_wyc")  # (N, 2, 1, P)
+    wz = g.node("Slice", [factors, s2, s3, axis1], name="gs_wz")
+    wz = s.reshape(wz, ("N", 2, 1, "P"), "gs_wzc")  # (N, 2, 1, P)
+    wxy = s.reshape(g.node("Mul", [wx, wy], name="gs_wxy"), ("N", 1, 4, "P"), "gs_wxy4")
+    weights = s.reshape(g.node("Mul", [wxy, wz], name="gs_w24"), ("N", 1, 8, "P"), "gs_w")
+    if s.padding_mode == "zeros":  # a non-finite coordinate: every tap outside, pixel 0
+        weights = where_nan(g, weights, 0.0, s.num, "gs_wn")
+        lo = hi = 2
+        f = where_nan(g, f, -2.0, s.num, "gs_fn")
+        f = clip(g, f, [-2.0] * 3, [float(w), float(h), float(d)], "gs_fc", s.num)
+    else:  # f in [0, size - 1]; the +1 tap may be `size` (weight 0): frame it
+        lo, hi = 0, 1
+    wp, hp = w + lo + hi, h + lo + hi
+    k = np.arange(8)
+    taps = lo * (1 + wp + wp * hp) + (k & 1) + ((k >> 1) & 1) * wp + (k >> 2) * wp * hp
+    index = g.node(
+        "Add", [_row_major(s, f, wp, hp), s.f(taps.reshape(8, 1), "gs_taps")], name="gs_index"
+    )
+    vals = _sample(s, x, index, lo, hi)  # (N, C, 8 P)
+    vals = s.reshape(vals, ("N", "C", 8, "P"), "gs_vals8")
+    weighted = g.node("Mul", [vals, weights], name="gs_wv")
+    return g.with_axes("ReduceSum", weighted, [2], name="gs_sum", keepdims=0)
+
+
+def _nearest3d(s: _Sampler, x: str, u: str) -> str:
+    g, d, h, w = s.g, s.d, s.h, s.w
+    sizes = (w, h, d)
+    u = pad_coords(g, u, sizes, s.padding_mode, s.align_corners, s.num, nan_to_last=True)
+    r = g.node("Round", [u], name="gs_r")  # half to even, as torch's nearbyint
+    if s.padding_mode == "zeros":
+        lo = 1
+        r = where_nan(g, r, -1.0, s.num, "gs_rn")  # NaN reads 0, as torch
+        r = clip(g, r, [-1.0] * 3, [float(w), float(h), float(d)], "gs_rc", s.num)
+    else:
+        lo = 0
+    wp, hp = w + 2 * lo, h + 2 * lo
+    index = _row_major(s, r, wp, hp)
+    if lo:
+        index = g.node("Add", [index, s.f(lo * (1 + wp + wp * hp), "gs_shift")], name="gs_index")
+    return _sample(s, x, index, lo, lo)
+
+
+_MODE_FUNCS_3D = {"bilinear": _trilinear, "nearest": _nearest3d}
+
 _MODE_FUNCS = {"bilinear": _bilinear, "nearest": _nearest, "bicubic": _bicubic}
 _FRAME = {"bilinear": 2, "nearest": 1, "bicubic": 1}
 
@@ -482,8 +562,12 @@ def grid_sample(
         raise StnDeployError(
             f"the portable grid sample needs opset 11 or newer, the graph is at opset {g.opset}"
         )
+    if isinstance(in_hw, (tuple, list)) and len(in_hw) == 3:
+        return _grid_sample_3d(
+            g, x, grid, in_hw, mode, padding_mode, bool(align_corners), channels, dtype, grid_dtype
+        )
     if not isinstance(in_hw, (tuple, list)) or len(in_hw) != 2:
-        raise StnDeployError(f"in_hw must be (H, W), got {in_hw!r}")
+        raise StnDeployError(f"in_hw must be (H, W) or (D, H, W), got {in_hw!r}")
     h = _check_dim(in_hw[0], "input height")
     w = _check_dim(in_hw[1], "input width")
     channels = _check_dim(channels, "channels", allow_none=True)
@@ -498,6 +582,71 @@ def grid_sample(
     coords = s.reshape(coords, ("N", 2, "P"), "gs_coords")
     u = unnormalize(g, coords, (w, h), bool(align_corners), bool(exact_fma), padding_mode, num)
     y = _output(s, _MODE_FUNCS[mode](s, x, u), ho, wo)
+    compute = onnx.TensorProto.DOUBLE if num is F64 else onnx.TensorProto.FLOAT
+    return y if x_type == compute else g.node("Cast", [y], name="gs_y_cast", to=x_type)
+
+
+def _grid_sample_3d(
+    g: GraphBuilder,
+    x: str,
+    grid: str,
+    in_dhw,
+    mode: str,
+    padding_mode: str,
+    align_corners: bool,
+    channels: int | None,
+    dtype: object,
+    grid_dtype: object,
+) -> str:
+    """The 5-D (volumetric) form of :func:`grid_sample`: x ``(N, C, D, H, W)``, grid ``(N,
+    D_out, H_out, W_out, 3)`` of normalised ``(x, y, z)``; bilinear (trilinear) and nearest
+    only, as torch and ONNX. Follows torch's scalar 3-D CPU kernel (see ``_trilinear``). Empty
+    outputs: any combination from opset 14; before, H_out = 0 fails in the runtime's
+    Reshape."""
+    if mode not in _MODE_FUNCS_3D:
+        raise StnDeployError(
+            f"mode {mode!r} has no 5-D (volumetric) form: torch and ONNX offer bilinear and "
+            "nearest for 5-D inputs"
+        )
+    d = _check_dim(in_dhw[0], "input depth")
+    h = _check_dim(in_dhw[1], "input height")
+    w = _check_dim(in_dhw[2], "input width")
+    channels = _check_dim(channels, "channels", allow_none=True)
+    _check_plane(h, w, _FRAME[mode], d)
+    x_type = elem_type(dtype)
+    grid_type = x_type if grid_dtype is None else elem_type(grid_dtype)
+    num, x, grid = _cast_inputs(g, x, grid, x_type, grid_type)
+    s = _Sampler(g, num, h, w, padding_mode, align_corners, channels, d=d)
+    gshape = g.node("Shape", [grid], name="gs_gshape")
+    do = _shape_slice(g, gshape, 1, 2, "gs_do")
+    ho, wo = _shape_slice(g, gshape, 2, 3, "gs_ho"), _shape_slice(g, gshape, 3, 4, "gs_wo")
+    p = g.node("Mul", [g.node("Mul", [do, ho], name="gs_dh"), wo], name="gs_p")
+    if g.opset >= 14:
+        s.n = _shape_slice(g, gshape, 0, 1, "gs_n")
+        if not channels:
+            s.c = _shape_slice(g, g.node("Shape", [x], name="gs_xshape"), 1, 2, "gs_c")
+    else:
+        empty = g.node("Equal", [p, _i64(g, [0], "gs_zero_i")], name="gs_p0")
+        rest, copy = _i64(g, [-1], "gs_rest"), _i64(g, [0], "gs_copy")
+        s.n = g.node("Where", [empty, copy, rest], name="gs_nsafe")
+        p = g.node("Where", [empty, rest, p], name="gs_psafe")
+    s.p = p
+    # (N, D_out, H_out, W_out, 3) -> (N, 3, P)
+    coords = g.node("Transpose", [grid], name="gs_grid_t", perm=[0, 4, 1, 2, 3])
+    coords = s.reshape(coords, ("N", 3, "P"), "gs_coords")
+    u = unnormalize(g, coords, (w, h, d), align_corners, False, padding_mode, num, fused=False)
+    out = _MODE_FUNCS_3D[mode](s, x, u)  # (N, C, P)
+    if g.opset >= 14:
+        c = s.c or _i64(g, [channels], "gs_dim")
+        shape = g.node("Concat", [s.n, c, do, ho, wo], name="gs_yshape", axis=0)
+        y = g.node("Reshape", [out, shape], name="gs_y", allowzero=1)
+    else:
+        empty = g.node("Equal", [wo, _i64(g, [0], "gs_zero_i")], name="gs_wo0")
+        wo = g.node("Where", [empty, _i64(g, [-1], "gs_rest"), wo], name="gs_wosafe")
+        shape = g.node(
+            "Concat", [_i64(g, [0, 0], "gs_copy2"), do, ho, wo], name="gs_yshape", axis=0
+        )
+        y = g.node("Reshape", [out, shape], name="gs_y")
     compute = onnx.TensorProto.DOUBLE if num is F64 else onnx.TensorProto.FLOAT
     return y if x_type == compute else g.node("Cast", [y], name="gs_y_cast", to=x_type)
 

@@ -68,11 +68,12 @@ F64 = Num(np.float64, 53, 32)
 
 
 def fconst(g: GraphBuilder, values, name: str, num: Num, trail: int = 1) -> str:
-    """A float constant of ``num``'s type; a per-coordinate pair becomes shape
-    ``(2,) + (1,) * trail``, or a scalar when both entries agree."""
+    """A float constant of ``num``'s type; a per-coordinate pair (or triple, 5-D) becomes shape
+    ``(k,) + (1,) * trail``, or a scalar when all entries agree."""
     arr = np.asarray(values, dtype=num.dtype)
-    if arr.ndim == 1 and arr.size == 2:
-        arr = arr[:1].reshape(()) if arr[0] == arr[1] else arr.reshape((2,) + (1,) * trail)
+    if arr.ndim == 1 and arr.size in (2, 3):
+        same = bool(np.all(arr == arr[0]))
+        arr = arr[:1].reshape(()) if same else arr.reshape((arr.size,) + (1,) * trail)
     return g.const(arr, num.dtype, name=name)
 
 
@@ -160,17 +161,27 @@ def _overflow_tie(scale, num: Num) -> np.ndarray | None:
 def unnormalize(
     g: GraphBuilder,
     coords: str,
-    sizes: tuple[int, int],
+    sizes: tuple[int, ...],
     align_corners: bool,
     exact_fma: bool,
     padding_mode: str,
     num: Num,
+    fused: bool = True,
 ) -> str:
-    """torch's unnormalised source coordinate of ``(N, 2, P)`` grid values (x then y)."""
+    """torch's unnormalised source coordinate of ``(N, k, P)`` grid values (x, y[, z]).
+
+    ``fused``: the 2-D vectorised kernel's ``fma(g + 1, size / 2, -0.5)``; False: the 3-D
+    kernel's (``grid_sampler_unnormalize``, not contracted) ``((g + 1) * size - 1) / 2``, three
+    plain roundings reproduced as they are. With align_corners both are ``(g + 1) * (size - 1)
+    / 2`` rounded once."""
     a = g.node("Add", [coords, fconst(g, 1.0, "one", num)], name="gs_g1")
     if align_corners:
         scale = fconst(g, [(s - 1) / 2 for s in sizes], "gs_scale", num)
         return g.node("Mul", [a, scale], name="gs_u")
+    if not fused:
+        p = g.node("Mul", [a, fconst(g, list(sizes), "gs_size", num)], name="gs_p")
+        p = g.node("Sub", [p, fconst(g, 1.0, "one", num)], name="gs_pm")
+        return g.node("Mul", [p, fconst(g, 0.5, "half", num)], name="gs_u")
     scale = [s / 2 for s in sizes]
     odd = [s // (s & -s) for s in sizes]  # a power-of-two size makes the product exact
     if not exact_fma or max(odd) == 1:
@@ -208,13 +219,13 @@ def _unnormalize_clamped(g: GraphBuilder, a: str, small: str, scale, num: Num) -
 def clip(g: GraphBuilder, t: str, lo, hi, name: str, num: Num, trail: int = 1) -> str:
     """Clip to per-coordinate bounds (``t`` must hold no NaN: runtimes differ on them)."""
     lo_c, hi_c = fconst(g, lo, "gs_lo", num, trail), fconst(g, hi, "gs_hi", num, trail)
-    if lo[0] == lo[1] and hi[0] == hi[1]:
+    if len(set(lo)) == 1 and len(set(hi)) == 1:
         return g.node("Clip", [t, lo_c, hi_c], name=name)  # scalar bounds (opset 11 Clip)
     return g.node("Min", [g.node("Max", [t, lo_c], name=f"{name}_lo"), hi_c], name=name)
 
 
 def reflect(
-    g: GraphBuilder, t: str, sizes: tuple[int, int], align_corners: bool, num: Num, trail: int
+    g: GraphBuilder, t: str, sizes: tuple[int, ...], align_corners: bool, num: Num, trail: int
 ) -> str:
     """torch's vectorised ``reflect_coordinates`` (before its clip), its fused ``abs - flips *
     2span`` rounded once. Works on values scaled by ``2**-k`` (exact: the coordinates are 0 or
@@ -245,22 +256,64 @@ def reflect(
     return r
 
 
+def reflect_scalar(
+    g: GraphBuilder, t: str, sizes: tuple[int, ...], align_corners: bool, num: Num
+) -> str:
+    """torch's scalar ``reflect_coordinates`` (the 3-D CPU kernel, before its clip), exactly:
+    ``in = |t - min|``, ``extra = fmod(in, span)`` (exact), ``flips = (int) floor(in / span)``
+    (the rounded quotient, as torch; from 2**31 on, x86's int conversion gives INT_MIN, which
+    is even), then ``extra + min`` for even flips, ``span - extra + min`` for odd. A size-1
+    axis with align_corners reflects to 0 (its span is 0 in torch)."""
+    if align_corners:
+        low, span = 0.0, [s - 1 if s > 1 else 1 for s in sizes]
+    else:
+        low, span = -0.5, list(sizes)
+    if low:
+        t = g.node("Sub", [t, fconst(g, low, "gs_low", num)], name="gs_rs")
+    a = g.node("Abs", [t], name="gs_ra")
+    span_c = fconst(g, span, "gs_span", num)
+    extra = g.node("Mod", [a, span_c], name="gs_rx", fmod=1)
+    flips = g.node("Floor", [g.node("Div", [a, span_c], name="gs_rq")], name="gs_rf")
+    odd = g.node(
+        "Equal",
+        [
+            g.node("Mod", [flips, fconst(g, 2.0, "gs_two", num)], name="gs_rm", fmod=1),
+            fconst(g, 1.0, "one", num),
+        ],
+        name="gs_rodd",
+    )
+    small = g.node("Less", [flips, fconst(g, 2.0**31, "gs_intmax", num)], name="gs_rint")
+    odd = g.node("And", [odd, small], name="gs_rflip")
+    back = g.node("Sub", [span_c, extra], name="gs_rb")
+    r = g.node("Where", [odd, back, extra], name="gs_rw")
+    if low:
+        r = g.node("Add", [r, fconst(g, low, "gs_low", num)], name="gs_rr")
+    return r
+
+
 def pad_coords(
     g: GraphBuilder,
     t: str,
-    sizes: tuple[int, int],
+    sizes: tuple[int, ...],
     padding_mode: str,
     align_corners: bool,
     num: Num,
     trail: int = 1,
     finite: bool = False,
+    nan_to_last: bool = False,
 ) -> str:
     """torch's ``compute_coordinates``: border clips, reflection reflects then clips; NaN
-    (and a reflected +-inf) becomes 0 as in torch's clip. ``finite``: t has no NaN or inf."""
+    (and a reflected +-inf) becomes 0 as in torch's vectorised 2-D clip, or ``size - 1`` with
+    ``nan_to_last`` (the 3-D kernel's scalar ``std::min(size - 1, std::max(NaN, 0))``, whose
+    reflection is :func:`reflect_scalar`).
+    ``finite``: t has no NaN or inf."""
     if padding_mode == "zeros":
         return t
     if padding_mode == "reflection":
-        t = reflect(g, t, sizes, align_corners, num, trail)
+        if nan_to_last:
+            t = reflect_scalar(g, t, sizes, align_corners, num)
+        else:
+            t = reflect(g, t, sizes, align_corners, num, trail)
     if not finite:
-        t = where_nan(g, t, 0.0, num, "gs_pn")
+        t = where_nan(g, t, [s - 1.0 for s in sizes] if nan_to_last else 0.0, num, "gs_pn")
     return clip(g, t, [0.0, 0.0], [s - 1.0 for s in sizes], "gs_pc", num, trail)
