@@ -57,6 +57,26 @@ from stn_deploy.export.targets import TARGETS as TARGET_NAMES
     "--static-batch", is_flag=True, help="Fix the batch dimension to 1 (default: dynamic)."
 )
 @click.option(
+    "--exporter",
+    type=click.Choice(["torchscript", "dynamo"]),
+    default=None,
+    help="torch's exporter: torchscript (default; dynamo=False, deprecated upstream) or dynamo "
+    "(torch.export with stn-deploy's translation table; opset 18+).",
+)
+@click.option(
+    "--output-names",
+    default=None,
+    metavar="A,B,...",
+    help="Graph output names [default: dict keys, output_0..n for tuples, log_probs].",
+)
+@click.option(
+    "--check/--no-check",
+    default=True,
+    show_default=True,
+    help="Run the written file on ONNX Runtime CPU at batch 1 and the golden batch against "
+    "torch before keeping it (--no-check: skip, recorded in the file's metadata).",
+)
+@click.option(
     "--golden-count",
     type=click.IntRange(1, 4096),
     default=8,
@@ -84,6 +104,9 @@ def export_cmd(
     inline,
     expose_stn,
     static_batch,
+    exporter,
+    output_names,
+    check,
     golden_count,
     seed,
     precision,
@@ -118,6 +141,9 @@ def export_cmd(
         separable=separable,
         precision=precision,
         precision_options=options,
+        check=check,
+        exporter=exporter,
+        output_names=[n.strip() for n in output_names.split(",")] if output_names else None,
     )
     if s.auto:
         for cand, row in s.auto["candidates"].items():
@@ -133,6 +159,9 @@ def export_cmd(
             )
     if precision != "fp32":
         click.echo(describe(s.precision_metadata))
+    note = s.metadata.get("stn_deploy.self_check")
+    if note:
+        click.echo(f"note: self-check {note}")
     if s.samplers == 0:
         click.echo("note: the model has no grid sampler (no grid_sample): exported as plain ONNX")
     click.echo(

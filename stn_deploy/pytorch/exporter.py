@@ -42,6 +42,13 @@ from stn_deploy.pytorch.models.loading import LoadedModel
 from stn_deploy.pytorch.models.separable import separable_attention_sample
 from stn_deploy.pytorch.models.stn import SpatialTransformer
 from stn_deploy.pytorch.models.transforms import AttentionTransform, base_grid
+from stn_deploy.pytorch.self_check import (
+    SELF_CHECK_KEY,
+    check_batches,
+    ort_available,
+    run_self_check,
+    skip_note,
+)
 from stn_deploy.pytorch.train import Normalizer
 from stn_deploy.runtimes.base import default_opset
 from stn_deploy.timing import median_us
@@ -108,6 +115,17 @@ def _separable_attention(applied: list):
 
 
 @contextlib.contextmanager
+def _matmul_affine_grid():
+    """For one export only: F.affine_grid as a MatMul against a constant base grid."""
+    original = F.affine_grid
+    F.affine_grid = matmul_affine_grid
+    try:
+        yield
+    finally:
+        F.affine_grid = original
+
+
+@contextlib.contextmanager
 def _lowered_grid_generators():
     """For one export only: F.affine_grid as a MatMul, aten::grid_sampler as the placeholder.
 
@@ -169,6 +187,22 @@ def golden_inputs(loaded: LoadedModel, count: int, seed: int) -> tuple[np.ndarra
     return Normalizer.from_config(norm)(pixels).numpy(), source
 
 
+EXPORTERS = ("torchscript", "dynamo")
+_warned_torchscript = False
+
+
+def _warn_torchscript_once() -> None:
+    global _warned_torchscript
+    if not _warned_torchscript:
+        _warned_torchscript = True
+        warnings.warn(
+            "--exporter torchscript uses torch's TorchScript ONNX exporter (dynamo=False), "
+            "deprecated upstream since torch 2.9",
+            FutureWarning,
+            stacklevel=3,
+        )
+
+
 def _trace(
     model: nn.Module,
     shape,
@@ -176,14 +210,24 @@ def _trace(
     opset: int,
     dynamic_batch: bool,
     separable: bool = True,
+    exporter: str = "torchscript",
 ) -> tuple[onnx.ModelProto, int]:
     """torch.onnx.export with our grid generators and the sampler placeholder; also returns
     how many samplers were written in the separable form."""
     applied: list = []
+    separable_ctx = _separable_attention(applied) if separable else contextlib.nullcontext()
+    if exporter == "dynamo":
+        from stn_deploy.pytorch.dynamo_trace import dynamo_trace
+
+        batch = 2 if dynamic_batch else 1
+        with _matmul_affine_grid(), separable_ctx:
+            traced = dynamo_trace(
+                model, (torch.zeros(batch, *shape),), ["image"], names, opset, dynamic_batch
+            )
+        return traced, len(applied)
     buf = io.BytesIO()
     axes = {n: {0: "N"} for n in ["image", *names]} if dynamic_batch else None
     try:
-        separable_ctx = _separable_attention(applied) if separable else contextlib.nullcontext()
         with (
             _lowered_grid_generators(),
             separable_ctx,
@@ -207,6 +251,7 @@ def _trace(
     except Exception as exc:  # the exporter's own errors: one line naming the op
         raise StnDeployError(
             f"torch.onnx.export failed at opset {opset}: {one_line(exc)}"
+            + ("" if "--exporter" in str(exc) else " (--exporter dynamo may export it)")
         ) from None
     return onnx.load_from_string(buf.getvalue()), len(applied)
 
@@ -372,14 +417,14 @@ def _out_dir(out: Path) -> Path:
     return out
 
 
-def _export_module(loaded: LoadedModel, expose_stn: bool) -> tuple[nn.Module, list[str]]:
-    """The module to trace and its output names."""
+def _export_module(loaded: LoadedModel, expose_stn: bool) -> nn.Module:
+    """The module to trace."""
     model = loaded.model.eval()
     if not expose_stn:
-        return model, ["log_probs"]
+        return model
     if not isinstance(getattr(model, "stn", None), SpatialTransformer):
         raise StnDeployError("--expose-stn needs a model with one SpatialTransformer (model.stn)")
-    return _ExposeSTN(model).eval(), ["log_probs", "theta", "rectified"]
+    return _ExposeSTN(model).eval()
 
 
 def _file_metadata(
@@ -420,14 +465,60 @@ def _check_exported(onnx_model: onnx.ModelProto) -> None:
         raise StnDeployError(f"the exported model fails onnx.checker: {one_line(exc)}") from None
 
 
+def flatten_outputs(outs: Any) -> tuple[list[str] | None, list[torch.Tensor]]:
+    """A forward's result as (its own names: dict keys, else None) and its tensors in graph
+    order; tensors, tuples/lists of tensors and dicts of tensors, else a one-line error."""
+    if isinstance(outs, torch.Tensor):
+        return None, [outs]
+    if isinstance(outs, dict):
+        keys, values = [str(k) for k in outs], list(outs.values())
+    elif isinstance(outs, (tuple, list)):
+        keys, values = None, list(outs)
+    else:
+        raise StnDeployError(
+            f"the model returns {type(outs).__name__}: export needs a tensor, or a tuple, list "
+            "or dict of tensors"
+        )
+    bad = [type(v).__name__ for v in values if not isinstance(v, torch.Tensor)]
+    if bad or not values:
+        raise StnDeployError(
+            f"the model returns a {type(outs).__name__} holding {bad[0] if bad else 'nothing'}: "
+            "export needs tensors (no nesting)"
+        )
+    return keys, values
+
+
+def output_names_for(outs: Any, expose_stn: bool, override: list[str] | None = None) -> list[str]:
+    """Graph output names: ``override``, else dict keys, ``output_0..n`` for a tuple/list,
+    ``log_probs`` for one tensor (``log_probs, theta, rectified`` with ``--expose-stn``)."""
+    keys, values = flatten_outputs(outs)
+    if override:
+        if len(override) != len(values):
+            raise StnDeployError(
+                f"--output-names gives {len(override)} names, the model has {len(values)} outputs"
+            )
+        names = list(override)
+    elif expose_stn:
+        names = ["log_probs", "theta", "rectified"]
+    elif keys is not None:
+        names = keys
+    elif isinstance(outs, torch.Tensor):
+        names = ["log_probs"]
+    else:
+        names = [f"output_{i}" for i in range(len(values))]
+    if len(set(names)) != len(names) or any(not n or "/" in n or n == "image" for n in names):
+        raise StnDeployError(f"output names must be distinct, non-empty, not 'image': {names}")
+    return names
+
+
 def _golden(
     loaded: LoadedModel, model: nn.Module, count: int, seed: int
-) -> tuple[np.ndarray, str, tuple]:
-    """The golden inputs, what they are, and torch's outputs on them."""
+) -> tuple[np.ndarray, str, Any]:
+    """The golden inputs, what they are, and torch's outputs on them (as the model returns)."""
     x, source = golden_inputs(loaded, count, seed)
     with torch.inference_mode():
         outs = model(torch.from_numpy(x))
-    return x, source, outs if isinstance(outs, tuple) else (outs,)
+    return x, source, outs
 
 
 def _lower_traced(
@@ -454,6 +545,33 @@ def _lower_traced(
     return onnx_model, written, samplers
 
 
+def _self_check(
+    model: nn.Module,
+    onnx_model: onnx.ModelProto,
+    names: list[str],
+    x: np.ndarray,
+    dynamic_batch: bool,
+    precision: str,
+    exporter: str = "torchscript",
+) -> None:
+    """The serialized ``onnx_model`` on ORT CPU against ``model`` at batch 1 and the golden
+    batch, or a one-line error."""
+
+    def reference(arrays):
+        with torch.inference_mode():
+            outs = flatten_outputs(model(*(torch.from_numpy(a) for a in arrays)))[1]
+        return [o.detach().float().numpy() for o in outs]
+
+    batches = [[b] for b in check_batches(x, dynamic_batch)]
+    hint = (
+        "A branch on the batch size? torch.export specialises it to the traced batch (2)"
+        if exporter == "dynamo"
+        else "A batch-dependent branch baked by the trace (batch 1)? Try --exporter dynamo"
+    )
+    data = onnx_model.SerializeToString()
+    run_self_check(data, ["image"], names, batches, reference, precision, hint)
+
+
 def export_model(
     loaded: LoadedModel,
     out: str | Path,
@@ -470,6 +588,9 @@ def export_model(
     precision: str = "fp32",
     precision_options: dict[str, Any] | None = None,
     sampler: str | None = None,
+    check: bool = True,
+    exporter: str | None = None,
+    output_names: list[str] | None = None,
 ) -> ExportResult:
     """Export ``loaded`` to ``out`` (a ``.onnx`` file, or a directory for ``NAME.onnx``).
 
@@ -479,6 +600,16 @@ def export_model(
     calibrates on the distortion and seed the model was trained with unless
     ``precision_options["calibration"]`` says otherwise); the golden bundle keeps torch's
     fp32 outputs as the reference.
+
+    ``check`` (default on): before the file is kept, run the written bytes on ONNX Runtime CPU
+    on the golden inputs at batch 1 and the bundle's batch and compare with torch
+    (:mod:`stn_deploy.pytorch.self_check`); a mismatch raises and leaves no file. A skipped
+    check is recorded in the ``stn_deploy.self_check`` metadata.
+
+    ``exporter``: ``torchscript`` (default: torch's TorchScript exporter, ``dynamo=False``) or
+    ``dynamo`` (torch.export + our translation table, opset 18+,
+    :mod:`stn_deploy.pytorch.dynamo_trace`). Tuple/list outputs are named ``output_0..n``,
+    dict outputs by their keys, unless ``output_names`` says otherwise.
     """
     from stn_deploy.precision.convert import check_precision
 
@@ -488,12 +619,22 @@ def export_model(
     s = _resolve(target, lowering, opset, inline)
     if golden_count < 1:
         raise StnDeployError(f"--golden-count must be at least 1, got {golden_count}")
+    explicit_exporter = exporter is not None
+    exporter = exporter or "torchscript"
+    if exporter not in EXPORTERS:
+        raise StnDeployError(f"unknown exporter {exporter!r}: choose from {', '.join(EXPORTERS)}")
+    if exporter == "dynamo" and opset is None:
+        s = replace(s, opset=max(s.opset, 18))
+    if exporter == "torchscript" and explicit_exporter:
+        _warn_torchscript_once()
     out = _out_dir(Path(out))
-    model, names = _export_module(loaded, expose_stn)
+    model = _export_module(loaded, expose_stn)
+    x, source, raw_outs = _golden(loaded, model, golden_count, seed)
+    names = output_names_for(raw_outs, expose_stn, output_names)
+    outs = flatten_outputs(raw_outs)[1]
     traced, n_separable = _trace(
-        model, tuple(loaded.config.input_shape), names, s.opset, dynamic_batch, separable
+        model, tuple(loaded.config.input_shape), names, s.opset, dynamic_batch, separable, exporter
     )
-    x, source, outs = _golden(loaded, model, golden_count, seed)
     auto_figures = None
     if s.auto:
         chosen, auto_figures = choose_lowering(traced, target, s.opset, x, outs[0].numpy(), seed)
@@ -504,15 +645,24 @@ def export_model(
     export_args = {  # "sampler": the metadata's key for the lowering (verify --bisect reads it)
         **{"target": target, "sampler": s.lowering, "opset": s.opset, "inline": s.inline},
         **{"expose_stn": expose_stn, "dynamic_batch": dynamic_batch, "separable": separable},
+        **({"exporter": exporter} if exporter != "torchscript" else {}),
+        **({"output_names": names} if output_names else {}),
     }
     onnx_model, written, samplers = _lower_traced(
         loaded, traced, s, n_separable, auto_figures, export_args
     )
+    note = skip_note(check, precision, not source.startswith("seeded"))
+    if check and ort_available():  # the fp32 form, always (the trace is what a check catches)
+        _self_check(model, onnx_model, names, x, dynamic_batch, "fp32", exporter)
     precision_metadata: dict[str, Any] = {"precision": "fp32"}
     if precision != "fp32":
         onnx_model, precision_metadata = _apply_precision(
             loaded, onnx_model, precision, precision_options or {}
         )
+    if note:
+        write_metadata(onnx_model, {SELF_CHECK_KEY: note})
+    elif precision != "fp32":
+        _self_check(model, onnx_model, names, x, dynamic_batch, precision, exporter)
     data = onnx_model.SerializeToString()
     reference = {n: o.detach().numpy() for n, o in zip(names, outs, strict=True)}
     meta = {"model": path.name, "source": source, "seed": seed}

@@ -73,7 +73,7 @@ def _import_factory(ref: str):
     except Exception as exc:  # user code: any failure becomes one line
         raise StnDeployError(
             f"cannot import factory module {module_name!r}: {type(exc).__name__}: {exc}"
-        ) from None
+        ) from exc
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -95,9 +95,16 @@ def check_input_shape(model: nn.Module, shape: tuple[int, int, int], origin: str
     except Exception as exc:
         raise StnDeployError(
             f"{origin} does not accept input shape {tuple(shape)}: {one_line(exc)}"
-        ) from None
+        ) from exc
+    values = list(out.values()) if isinstance(out, dict) else out
+    if isinstance(values, (tuple, list)) and values:
+        if all(isinstance(v, torch.Tensor) for v in values):
+            return  # several outputs: export names them (dict keys, output_0..n)
     if not isinstance(out, torch.Tensor):
-        raise StnDeployError(f"{origin} must return one tensor, it returned {type(out).__name__}")
+        raise StnDeployError(
+            f"{origin} must return a tensor, or a tuple, list or dict of tensors; it returned "
+            f"{type(out).__name__}"
+        )
 
 
 def load_factory(
@@ -111,13 +118,15 @@ def load_factory(
     """
     shape = parse_shape(input_shape)
     if shape is None:
-        raise StnDeployError(f"factory {ref!r} needs an input shape (--input-shape C,H,W)")
+        raise StnDeployError(
+            f"factory {ref!r} needs an input shape ({{input_shape}} C,H,W)", param="input_shape"
+        )
     with _cwd_importable(cwd_on_path):
         fn = _import_factory(ref)
         try:
             model = fn()
         except Exception as exc:
-            raise StnDeployError(f"factory {ref!r} failed: {type(exc).__name__}: {exc}") from None
+            raise StnDeployError(f"factory {ref!r} failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(model, nn.Module):
         raise StnDeployError(
             f"factory {ref!r} returned {type(model).__name__}, expected a torch.nn.Module"
@@ -152,7 +161,8 @@ def model_from_config(
     if not (typed or trust_factory):
         raise StnDeployError(
             f"{origin} names factory {arch!r}, which would run code; "
-            "pass --trust-factory if you trust it"
+            "pass {trust_factory=True} if you trust it",
+            param="trust_factory",
         )
     return load_factory(arch, config.input_shape, check=False, cwd_on_path=typed).model
 
@@ -214,8 +224,9 @@ def load_model(
     if input_shape is not None and (source in ZOO or is_file or checkpoint is not None):
         owner = f"zoo model {source!r}" if source in ZOO and checkpoint is None else "a checkpoint"
         raise StnDeployError(
-            f"--input-shape does not apply to {owner}, which has its own input shape: it is for "
-            "a module:callable factory without a checkpoint"
+            f"{{input_shape}} does not apply to {owner}, which has its own input shape: it is "
+            "for a module:callable factory without a checkpoint",
+            param="input_shape",
         )
     if checkpoint is not None and (source in ZOO or (FACTORY_RE.match(source) and not is_file)):
         return load_checkpoint(checkpoint, trust_factory=trust_factory, arch=source)
@@ -225,7 +236,9 @@ def load_model(
     if is_file:
         if checkpoint is not None:
             raise StnDeployError(
-                f"{source} is a checkpoint itself: --checkpoint goes with a zoo name or a factory"
+                f"{source} is a checkpoint itself: {{checkpoint}} goes with a zoo name or a "
+                "factory",
+                param="checkpoint",
             )
         return load_checkpoint(source, trust_factory=trust_factory)
     if FACTORY_RE.match(source):
