@@ -198,7 +198,7 @@ def main() -> int:
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
 
-    from stn_deploy.pytorch.baselines import torch_side
+    from stn_deploy.pytorch import torch_side
     from stn_deploy.pytorch.models.loading import load_model
 
     command = (

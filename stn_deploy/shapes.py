@@ -23,10 +23,10 @@ def parse_shape(
         parts = [p for p in re.split(r"[,x× ]+", text.strip()) if p]
         try:
             dims = tuple(int(p) for p in parts)
-        except ValueError:
+        except ValueError as exc:
             raise StnDeployError(
                 f"input shape must be integers like 1,28,28, got {text!r}"
-            ) from None
+            ) from exc
     else:
         dims = tuple(int(v) for v in text)
     if len(dims) == (ndim or 3) + 1:

@@ -1,11 +1,11 @@
 """The one timing module (no torch): the benchmark's timing loop and a median for quick checks.
 
-- :func:`check_budget` bounds a benchmark's ``--warmup``/``--iters``/``--duration``;
+- :func:`check_budget` bounds a benchmark's ``warmup``/``iters``/``duration``;
 - :class:`CallTimer` times warm-up calls, then a fixed number of calls or calls for a duration,
   optionally in turns, so that several routes take turns on the CPU
   (``bench_model(interleave=True)``; see there for why that is not the default);
 - :func:`time_calls` is one CallTimer run; :func:`median_us` its median in microseconds
-  (``export --sampler auto``, the precision latencies, the benchmarks).
+  (``export --lowering auto``, the precision latencies, the benchmarks).
 
 Everything reads the time from ``clock=`` (seconds, monotonic): the tests give a fake one.
 """
@@ -26,9 +26,9 @@ MAX_ITERS = 1000
 MIN_ITERS = 5
 #: seconds one route runs per turn when routes are interleaved
 TURN_SECONDS = 0.02
-#: most warm-up or timed calls per row (--warmup, --iters): more is an endless benchmark
+#: most warm-up or timed calls per row (warmup, iters): more is an endless benchmark
 MAX_TIMED_CALLS = 100_000
-#: most seconds of timed calls per row (--duration)
+#: most seconds of timed calls per row (duration)
 MAX_DURATION = 600.0
 
 
@@ -36,23 +36,27 @@ def check_budget(warmup: int, iters: int | None, duration: float | None) -> None
     """Raise a one-line error for a warm-up or count outside 0/1..:data:`MAX_TIMED_CALLS`, a
     duration that is not a finite number of seconds in (0, :data:`MAX_DURATION`], or both."""
     if warmup < 0:
-        raise StnDeployError(f"--warmup must be 0 or more, got {warmup}")
+        raise StnDeployError(f"{{warmup}} must be 0 or more, got {warmup}", param="warmup")
     if iters is not None and duration is not None:
-        raise StnDeployError("give --iters or --duration, not both")
+        raise StnDeployError("give {iters} or {duration}, not both", param=("iters", "duration"))
     if iters is not None and iters < 1:
-        raise StnDeployError(f"--iters must be at least 1, got {iters}")
+        raise StnDeployError(f"{{iters}} must be at least 1, got {iters}", param="iters")
     if duration is not None and not duration > 0:
-        raise StnDeployError(f"--duration must be positive seconds, got {duration}")
-    for name, calls in (("--warmup", warmup), ("--iters", iters)):
+        raise StnDeployError(
+            f"{{duration}} must be positive seconds, got {duration}", param="duration"
+        )
+    for name, calls in (("warmup", warmup), ("iters", iters)):
         if calls is not None and calls > MAX_TIMED_CALLS:
             raise StnDeployError(
-                f"{name} must be at most {MAX_TIMED_CALLS:,} calls (no endless benchmark), "
-                f"got {calls}"
+                f"{{{name}}} must be at most {MAX_TIMED_CALLS:,} calls (no endless benchmark), "
+                f"got {calls}",
+                param=name,
             )
     if duration is not None and duration > MAX_DURATION:  # inf too (nan is not > 0)
         raise StnDeployError(
-            f"--duration must be at most {MAX_DURATION:g} seconds (no endless benchmark), "
-            f"got {duration}"
+            f"{{duration}} must be at most {MAX_DURATION:g} seconds (no endless benchmark), "
+            f"got {duration}",
+            param="duration",
         )
 
 

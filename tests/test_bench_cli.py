@@ -50,8 +50,8 @@ def test_json_to_stdout():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--batch-sizes", "0"], "batch sizes must be 1 or more, got 0"),
-        (["--batch-sizes", "1,-8"], "batch sizes must be 1 or more, got -8"),
+        (["--batch-sizes", "0"], "--batch-sizes must be 1 or more, got 0"),
+        (["--batch-sizes", "1,-8"], "--batch-sizes must be 1 or more, got -8"),
         (["--runtimes", "cpu,warpdrive"], "unknown runtime/provider 'warpdrive'"),
         (["--compare", "torch"], "--compare torch needs the torch model"),
         (["--compare", "stock-export"], "--compare stock-export needs the torch model"),

@@ -161,7 +161,7 @@ def test_factory_checkpoint_round_trip(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     loaded = load_factory("user_models:make", "1,8,8")
     path = save_checkpoint(tmp_path / "f.pt", loaded.model, loaded.config)
-    with pytest.raises(StnDeployError, match="which would run code; pass --trust-factory"):
+    with pytest.raises(StnDeployError, match="which would run code; pass trust_factory=True"):
         load_model(str(path))  # a factory is code: the checkpoint alone may not run it
     again = load_model(str(path), trust_factory=True)
     x = torch.rand(2, 1, 8, 8)

@@ -247,9 +247,7 @@ def test_default_cache_dir_respects_environment(monkeypatch, tmp_path):
 
 def test_load_mnist_without_cache_says_how_to_fetch(tmp_path):
     assert not mnist_available(tmp_path)
-    with pytest.raises(
-        StnDeployError, match=r"not in the cache .*stn-deploy data fetch.*--data-dir"
-    ):
+    with pytest.raises(StnDeployError, match=r"not in the cache .*stn-deploy data fetch.*data_dir"):
         load_mnist(cache_dir=tmp_path)
 
 

@@ -105,8 +105,8 @@ def test_run_refuses_an_existing_folder_without_force(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--batch-sizes", "0,4"], "batch sizes must be 1 or more, got 0"),
-        (["--batch-sizes", "-1"], "batch sizes must be 1 or more, got -1"),
+        (["--batch-sizes", "0,4"], "--batch-sizes must be 1 or more, got 0"),
+        (["--batch-sizes", "-1"], "--batch-sizes must be 1 or more, got -1"),
         (["--compare", "tf"], "unknown baseline 'tf' for --compare"),
         (["--precision", "int4"], "Invalid value for '--precision'"),
         (["--runtimes", "gpu"], "unknown runtime/provider 'gpu'"),
@@ -126,3 +126,45 @@ def test_run_bad_input_is_one_line_and_leaves_nothing(tmp_path, args, message):
     assert message in r.output
     assert "Traceback" not in r.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_run_reads_mnist_from_data_dir(tmp_path, monkeypatch):
+    """--data-dir reaches training (the four IDX files there instead of the cache)."""
+    import stn_deploy.pytorch.train as train_mod
+    from stn_deploy.errors import StnDeployError
+
+    empty = tmp_path / "idx"
+    empty.mkdir()
+    base = [a for a in TINY if a != "--synthetic"]
+    r = CliRunner().invoke(
+        main, ["run", *base, "--data-dir", str(empty), "--out", str(tmp_path / "r")]
+    )
+    assert r.exit_code == 1 and "train-images-idx3-ubyte" in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+
+    seen = {}
+
+    def fake_train(opts, *a, **kw):
+        seen["data_dir"] = opts.data_dir
+        raise StnDeployError("stop here")
+
+    monkeypatch.setattr(train_mod, "train", fake_train)
+    r = CliRunner().invoke(
+        main, ["run", *base, "--data-dir", str(empty), "--out", str(tmp_path / "r")]
+    )
+    assert "stop here" in r.output and seen == {"data_dir": str(empty)}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--synthetic"], "--synthetic, not both"),
+        (["--weights", "w.pt"], "only when MODEL is trained here"),
+    ],
+)
+def test_run_data_dir_that_does_not_apply_is_a_usage_error(tmp_path, args, message):
+    (tmp_path / "w.pt").write_bytes(b"")
+    argv = ["run", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r")]
+    argv += [a.replace("w.pt", str(tmp_path / "w.pt")) for a in args]
+    r = CliRunner().invoke(main, argv)
+    assert r.exit_code == 2 and message in r.output and r.output.startswith("Error: "), r.output

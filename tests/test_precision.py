@@ -199,7 +199,7 @@ def test_int8_on_real_mnist_agrees_with_fp32(tmp_path):
 def test_distortion_follows_the_canvas():
     assert distortion_for((1, 42, 42)) == "rts" and distortion_for((1, 60, 60)) == "tc"
     assert distortion_for((1, 28, 28), "r") == "r"
-    with pytest.raises(StnDeployError, match="--distortion"):
+    with pytest.raises(StnDeployError, match="calibration.distortion"):
         distortion_for((1, 28, 28))
     with pytest.raises(StnDeployError, match="makes 28x28"):
         distortion_for((1, 42, 42), "r")

@@ -156,7 +156,7 @@ def test_torch_session_answers_with_the_exported_output_names():
     out = s.run(bundle.inputs)
     assert_close(out["log_probs"], bundle.outputs["log_probs"])  # torch here vs a committed file
     assert out["theta"].shape == (len(bundle.inputs["image"]), 6)  # affine: 6 parameters
-    with pytest.raises(StnDeployError, match="needs a checkpoint"):
+    with pytest.raises(StnDeployError, match="needs the torch model"):
         open_session("torch", path)
 
 

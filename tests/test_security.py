@@ -214,7 +214,7 @@ def test_python_api(tmp_path, monkeypatch):
     arch, marker = _plant("installed", tmp_path, monkeypatch)
     ckpt = _checkpoint(tmp_path / "run", arch)
     for load in (load_model, load_checkpoint):
-        with pytest.raises(StnDeployError, match="--trust-factory"):
+        with pytest.raises(StnDeployError, match="trust_factory=True"):
             load(str(ckpt))
     assert not marker.exists()
     x = torch.rand(2, *SHAPE)

@@ -125,9 +125,9 @@ def test_refuses_to_overwrite_or_resume_nothing(tmp_path):
 @pytest.mark.parametrize(
     "kw,match",
     [
-        ({"epochs": 0}, "--epochs"),
-        ({"batch_size": 0}, "--batch-size"),
-        ({"lr": -1.0}, "--lr"),
+        ({"epochs": 0}, "epochs must"),
+        ({"batch_size": 0}, "batch_size must"),
+        ({"lr": -1.0}, "lr must"),
         ({"distortion": "xyz"}, "unknown distortion"),
         ({"model": "resnet"}, "unknown model"),
         ({"model": "mnist-cnn", "mode": "bicubic"}, "has no STN"),
@@ -166,5 +166,5 @@ def test_loc_lr_scale_gives_the_localisation_net_its_own_rate(tmp_path):
     assert r.options["loc_lr_scale"] == 0.1
     with pytest.raises(StnDeployError, match="no localisation net"):
         train(_opts(model="mnist-cnn", epochs=1, loc_lr_scale=0.1), tmp_path / "cnn", **QUIET)
-    with pytest.raises(StnDeployError, match="--loc-lr-scale"):
+    with pytest.raises(StnDeployError, match="loc_lr_scale must"):
         train(_opts(epochs=1, loc_lr_scale=0.0), tmp_path / "zero", **QUIET)

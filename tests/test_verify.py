@@ -35,12 +35,12 @@ def model(lowering: str = "native") -> Path:
     return EXPORTED / f"mnist-affine-{lowering}.onnx"
 
 
-def torch_ref(path, ckpt=CKPT):
-    """The torch reference as the CLI and the pipeline hand it to verify."""
+def torch_ref(ckpt=CKPT):
+    """The torch side as the CLI and the pipeline hand it to verify (and bench)."""
+    from stn_deploy.pytorch import torch_side
     from stn_deploy.pytorch.models.loading import load_model
-    from stn_deploy.pytorch.runner import torch_reference
 
-    return torch_reference(load_model(str(ckpt)), path)
+    return torch_side(load_model(str(ckpt)))
 
 
 def cli(*args: str):
@@ -125,7 +125,7 @@ def test_json_schema():
 def test_torch_reference_and_stress_reaches_outside_the_image():
     rep = verify_model(
         model("native"),
-        torch=torch_ref(model("native")),
+        torch_side=torch_ref(),
         runtimes="cpu",
         inputs="golden,stress",
         count=6,
@@ -144,7 +144,7 @@ def test_tampered_conv_weight_is_caught_and_bisected_to_the_conv(tmp_path):
     path = tmp_path / "bad.onnx"  # no bundle beside it: the torch model is the reference
     onnx.save(m, str(path))
     rep = verify_model(
-        path, torch=torch_ref(path), runtimes="cpu", inputs="random", count=2, bisect=True
+        path, torch_side=torch_ref(), runtimes="cpu", inputs="random", count=2, bisect=True
     )
     assert not rep.passed
     b = rep.runtimes[0].bisect
@@ -219,7 +219,7 @@ def test_without_torch_a_wrong_file_is_reported_as_not_bisectable(tmp_path):
     rep = verify_model(path, runtimes="cpu", inputs="golden", bisect=True)
     assert not rep.passed
     b = rep.runtimes[0].bisect
-    assert b["kind"] == "undecided" and "--checkpoint" in b["summary"]
+    assert b["kind"] == "undecided" and "--reference" in b["summary"]
 
 
 def test_nan_in_the_candidate_is_reported_and_fails(tmp_path):
@@ -352,7 +352,7 @@ def test_nan_or_inf_in_the_reference(tmp_path):
 
 def test_no_bundle_and_no_torch_reference(tmp_path):
     shutil.copy(model("native"), tmp_path / "m.onnx")
-    one_line_error(cli(tmp_path / "m.onnx"), "no reference", "--checkpoint")
+    one_line_error(cli(tmp_path / "m.onnx"), "no reference", "--reference")
 
 
 def test_torch_named_as_a_runtime_and_bad_input_set():
@@ -546,4 +546,4 @@ def test_reduced_precision_file_against_an_fp32_reference_model(tmp_path):
     text = format_table(rep)
     assert "headline cpu: argmax agreement" in text and "with random, stress" in text
     with pytest.raises(Exception, match="not both"):
-        verify_model(path, torch=object(), reference_model=model("native"))
+        verify_model(path, torch_side=object(), reference_model=model("native"))

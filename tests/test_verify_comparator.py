@@ -179,7 +179,7 @@ def test_verify_options_take_todays_keywords():
     assert VerifyOptions.of(o, count=5).count == 5 and VerifyOptions.of(o, count=5).bisect
     with pytest.raises(TypeError, match="loaded"):
         VerifyOptions.of(loaded=object())
-    with pytest.raises(StnDeployError, match="--count"):
+    with pytest.raises(StnDeployError, match="count must"):
         VerifyOptions.of(count=0).check()
     per = VerifyOptions.of(atol=1e-3, output_tolerances={"theta": {"atol": 0.5}})
     assert per.tolerance("fp32").atol == 1e-3
@@ -210,3 +210,51 @@ def test_verify_never_refers_to_the_torch_side():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_one_torch_side_serves_verify_and_bench():
+    """verify and bench take the same TorchSide (a torch-free protocol): here one whose "eager
+    session" is ONNX Runtime on the exported file itself, so no torch is needed."""
+    import onnx
+
+    from stn_deploy.bench import bench_model
+    from stn_deploy.runtimes import open_session
+    from stn_deploy.torch_side import TorchSide
+
+    native = ROOT / "exported" / "mnist-affine-native.onnx"
+    opened, exported = [], []
+
+    def session(output_names=None, threads=None):
+        opened.append(output_names)
+        return open_session("cpu", native, threads=threads, output_names=output_names)
+
+    def export(path, **export_args):
+        exported.append(export_args)
+        onnx.save(onnx.load(str(native)), str(path))
+
+    side = TorchSide(
+        input_shape=(1, 42, 42),
+        open_session=session,
+        export=export,
+        stock_export=lambda path: path,
+        source="fake",
+        distortion="rts",
+    )
+    rep = verify_model(native, torch_side=side, runtimes="cpu", inputs="golden", count=2)
+    assert rep.passed and rep.reference["kind"] == "cpu", rep.reference
+    assert rep.reference["description"] == "cpu eager (fake)" and opened == [["log_probs"]]
+    r = bench_model(
+        native,
+        runtimes="cpu",
+        batch_sizes=(1,),
+        iters=1,
+        warmup=0,
+        compare=("torch",),
+        torch_side=side,
+        progress=False,
+    )
+    assert {row.route.kind for row in r.rows} == {"model", "torch"} and len(opened) == 2
+    proto = side.reexport({"sampler": "native", "target": "ort-cpu"})
+    assert isinstance(proto, onnx.ModelProto) and exported == [
+        {"lowering": "native", "target": "ort-cpu"}
+    ]

@@ -112,7 +112,7 @@ def test_identical_arrays_always_pass_with_zero_error(values):
 
 
 def test_unknown_error_stat_and_bad_tolerance_are_errors():
-    with pytest.raises(StnDeployError, match="check-error-stat"):
+    with pytest.raises(StnDeployError, match="unknown check_error_stat"):
         compare_arrays(np.zeros(1), np.zeros(1), atol=1, rtol=1, check_error_stat="p95")
     with pytest.raises(StnDeployError, match="atol"):
         tolerance_for("fp32", atol=-1)

@@ -1,6 +1,6 @@
 """Latency benchmarks across runtimes and batch sizes, with baselines in the same run (no torch:
-the torch and stock-export baselines come from the caller as a :class:`TorchSide`, built by the
-torch side of the package).
+the torch and stock-export baselines come from the caller as a
+:class:`~stn_deploy.torch_side.TorchSide`, built by the torch side's ``torch_side(loaded)``).
 
 - :func:`bench_model` times a model and returns a :class:`BenchResult` (``to_dict()``: the JSON
   schema documented in :mod:`stn_deploy.bench.result`);
@@ -9,7 +9,6 @@ torch side of the package).
 """
 
 from stn_deploy.bench.api import BenchOptions, bench_model
-from stn_deploy.bench.baselines import TorchSide
 from stn_deploy.bench.machine import machine_description
 from stn_deploy.bench.result import SCHEMA, SCHEMA_VERSION, BenchResult, BenchRow, Route
 from stn_deploy.bench.stats import LatencyStats, latency_stats
@@ -23,7 +22,6 @@ __all__ = [
     "BenchRow",
     "LatencyStats",
     "Route",
-    "TorchSide",
     "bench_model",
     "format_markdown",
     "format_table",

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from stn_deploy.bench.baselines import TorchSide
 from stn_deploy.bench.machine import machine_description
 from stn_deploy.bench.ort_calls import cuda_graph_reason, io_binding_reason
 from stn_deploy.bench.plan import (
@@ -41,6 +40,7 @@ from stn_deploy.runtimes import availability
 from stn_deploy.runtimes.base import TensorSpec, graph_inputs, load_onnx, onnx_specs
 from stn_deploy.runtimes.registry import NON_ORT
 from stn_deploy.timing import check_budget
+from stn_deploy.torch_side import TorchSide
 
 ORT_LIKE_EXCLUDED = (*NON_ORT, *BENCH_ALIASES)
 
@@ -50,7 +50,7 @@ class BenchOptions:
     """How :func:`bench_model` benches (the keyword arguments of ``bench_model``).
 
     Attributes:
-        runtimes: names as ``--providers`` takes them (``cpu``, ``cuda``, ``openvino``,
+        runtimes: runtime names (``cpu``, ``cuda``, ``openvino``,
             ``openvino-bf16``, ...); None: every runtime available here but the reference.
         batch_sizes: positive sizes; a model with a fixed batch runs its own size only (the
             others are skip rows, and a note says so).
@@ -114,7 +114,7 @@ def bench_model(
     Args:
         model_path: an ONNX file with one image input.
         options: a :class:`BenchOptions`; ``kwargs`` (its field names) override its fields.
-        torch_side: the torch model as bench needs it (:class:`~stn_deploy.bench.baselines.
+        torch_side: the torch model as bench needs it (:class:`~stn_deploy.torch_side.
             TorchSide`, built by the caller), for the ``torch`` and ``stock-export`` baselines
             and a sampler sweep exported from torch; None: the ONNX model only.
 
@@ -183,7 +183,7 @@ def _check_args(
     sizes = check_batch_sizes(o.batch_sizes)
     check_budget(o.warmup, o.iters, o.duration)
     if o.threads is not None and o.threads < 1:
-        raise StnDeployError(f"--threads must be 1 or more, got {o.threads}")
+        raise StnDeployError(f"{{threads}} must be 1 or more, got {o.threads}", param="threads")
     baselines = check_compare(o.compare)
     names = runtime_names(o.runtimes)
     if "torch" in names:  # torch named as a runtime is the torch baseline
@@ -192,7 +192,8 @@ def _check_args(
     for b in baselines:
         if torch_side is None:
             raise StnDeployError(
-                f"--compare {b} needs the torch model: give --checkpoint or --factory"
+                f"{{compare}} {b} needs the torch model: give {{torch_side}}",
+                param=("compare", "torch_side"),
             )
     if not names and not baselines:
         raise StnDeployError("no runtime to bench")
@@ -252,7 +253,9 @@ def _variants(
     if o.strict:
         for v in variants:
             if v.path is None:
-                raise StnDeployError(f"--sampler-sweep: {v.lowering}: {v.reason}")
+                raise StnDeployError(
+                    f"{{sampler_sweep}}: {v.lowering}: {v.reason}", param="sampler_sweep"
+                )
     return variants
 
 

@@ -69,7 +69,7 @@ def _bound_call(
             binding.bind_ortvalue_input(name, value)
         bind_outputs(ort, binding, held)
     except Exception as exc:
-        raise StnDeployError(f"{what} on {device} failed: {one_line(exc)}") from None
+        raise StnDeployError(f"{what} on {device} failed: {one_line(exc)}") from exc
 
     def call(binding=binding, held=held) -> None:
         sess.run_with_iobinding(binding)

@@ -1,7 +1,7 @@
 """Checking a benchmark's arguments and working out what to bench (no torch).
 
 Batch sizes, baselines, runtime names (``openvino-bf16`` is OpenVINO computing in its default
-bf16, for comparison with the f32 ``openvino``) and the input shape (``--input-shape``, else the
+bf16, for comparison with the f32 ``openvino``) and the input shape (``input_shape``, else the
 checkpoint's, else the golden bundle beside the model, else the model's static dims).
 """
 
@@ -29,24 +29,26 @@ BENCH_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
 
 def check_batch_sizes(sizes: int | str | Iterable[int]) -> list[int]:
     """``"1,8,64"``, ``64`` or ``[1, 8]`` -> distinct positive sizes in the given order: the one
-    parser of ``--batch-sizes`` (bench and run). An empty list or item is an error."""
+    parser of ``batch_sizes`` (bench and run). An empty list or item is an error."""
     if isinstance(sizes, str):
-        parts = split_items(sizes, "--batch-sizes")
+        parts = split_items(sizes, "batch_sizes")
         try:
             values = [int(p) for p in parts]
-        except ValueError:
+        except ValueError as exc:
             raise StnDeployError(
-                f"--batch-sizes takes integers like 1,8,64, got {sizes!r}"
-            ) from None
+                f"{{batch_sizes}} takes integers like 1,8,64, got {sizes!r}", param="batch_sizes"
+            ) from exc
     elif isinstance(sizes, int):
         values = [sizes]
     else:
         values = [int(v) for v in sizes]
     if not values:
-        raise StnDeployError("--batch-sizes is empty")
+        raise StnDeployError("{batch_sizes} is empty", param="batch_sizes")
     bad = [v for v in values if v < 1]
     if bad:
-        raise StnDeployError(f"batch sizes must be 1 or more, got {bad[0]}")
+        raise StnDeployError(
+            f"{{batch_sizes}} must be 1 or more, got {bad[0]}", param="batch_sizes"
+        )
     return list(dict.fromkeys(values))
 
 
@@ -59,11 +61,13 @@ def check_compare(compare: str | Sequence[str] | None) -> list[str]:
         name = item.strip().lower()
         if name not in BASELINE_NAMES:
             raise StnDeployError(
-                f"unknown baseline {item!r} for --compare: choose from {', '.join(BASELINE_NAMES)}"
+                f"unknown baseline {item!r} for {{compare}}: choose from "
+                f"{', '.join(BASELINE_NAMES)}",
+                param="compare",
             )
         return name
 
-    return unique_names(compare, baseline, "--compare")
+    return unique_names(compare, baseline, "compare")
 
 
 def default_bench_runtimes() -> list[str]:
@@ -72,7 +76,7 @@ def default_bench_runtimes() -> list[str]:
 
 
 def runtime_names(runtimes: str | Sequence[str] | None) -> list[str]:
-    """Runtime names (as ``--providers`` takes them) -> canonical, distinct; None/'all' ->
+    """Runtime names (the ``runtimes`` parameter) -> canonical, distinct; None/'all' ->
     :func:`default_bench_runtimes`."""
     if runtimes is None or (isinstance(runtimes, str) and runtimes.strip().lower() == "all"):
         return default_bench_runtimes()
@@ -81,9 +85,9 @@ def runtime_names(runtimes: str | Sequence[str] | None) -> list[str]:
         low = item.strip().lower()
         return low if low in BENCH_ALIASES else canonical(item)
 
-    out = unique_names(runtimes, runtime, "--providers")
+    out = unique_names(runtimes, runtime, "runtimes")
     if not out:
-        raise StnDeployError(f"no runtime named in {runtimes!r}")
+        raise StnDeployError(f"no runtime named in {{runtimes}} {runtimes!r}", param="runtimes")
     return out
 
 
@@ -121,7 +125,8 @@ def resolve_input_shape(
         shown = list(spec.shape) if spec.shape else "unknown"
         raise StnDeployError(
             f"cannot tell the input shape of {Path(model_path).name} (input {spec.name!r} is "
-            f"{shown} and no golden bundle is beside it): pass --input-shape C,H,W"
+            f"{shown} and no golden bundle is beside it): pass {{input_shape}} C,H,W",
+            param="input_shape",
         )
     if dims is not None and not dims_fit(dims, shape):
         raise StnDeployError(
@@ -168,7 +173,8 @@ def check_batch_memory(
             raise StnDeployError(
                 f"batch {b} needs {b * per_image:,} bytes for its input alone ({b} x "
                 f"{list(shape)} {np.dtype(dtype).name}), more than the {avail:,} bytes of "
-                "memory available: choose smaller --batch-sizes"
+                "memory available: choose smaller {batch_sizes}",
+                param="batch_sizes",
             )
 
 

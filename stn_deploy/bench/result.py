@@ -19,7 +19,7 @@
                     precision, mode, batch, status, reason, stats, speedup
     notes           sentences about what was skipped or adapted, and why
 
-Row ``kind``: ``model`` (the file given), ``lowering`` (a --sampler-sweep variant),
+Row ``kind``: ``model`` (the file given), ``lowering`` (a --lowering-sweep variant),
 ``stock-export`` (the same model through stock ``torch.onnx.export(dynamo=True)``), ``torch``
 (PyTorch eager). ``mode``: ``run`` (host inputs), ``io-binding``, ``cuda-graph``.
 ``status``: ``ok`` (``stats`` set), ``skipped`` (not run: ``reason`` says why, e.g. no CUDA here

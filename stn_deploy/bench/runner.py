@@ -32,7 +32,7 @@ class RunSettings:
     threads: int | None = None
     opt_level: str | None = None
     #: ``torch_session(threads=..., **options)``: the torch baseline's eager session, from the
-    #: caller (:attr:`stn_deploy.bench.baselines.TorchSide.open_session`)
+    #: caller (:attr:`stn_deploy.torch_side.TorchSide.open_session`)
     torch_session: Callable[..., RuntimeSession] | None = None
     shape: tuple[int, ...] = ()
     dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float32))
@@ -53,7 +53,9 @@ def open_route(route: Route, s: RunSettings, **options: Any) -> RuntimeSession:
     """A session for ``route`` (RuntimeUnavailable / StnDeployError when it cannot be had)."""
     if route.kind == "torch":
         if s.torch_session is None:
-            raise StnDeployError("the torch baseline needs the torch model (--checkpoint)")
+            raise StnDeployError(
+                "the torch baseline needs the torch model ({torch_side})", param="torch_side"
+            )
         return s.torch_session(threads=s.threads, **options)
     runtime, extra = BENCH_ALIASES.get(route.runtime, (route.runtime, {}))
     return open_session(

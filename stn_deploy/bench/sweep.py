@@ -1,4 +1,4 @@
-"""``--sampler-sweep``: the same model in each grid-sample lowering, benched side by side.
+"""``--lowering-sweep`` (``sampler_sweep``): the same model in each grid-sample lowering, benched side by side.
 
 With a checkpoint or factory the caller gives an ``export`` callable (its torch exporter, as
 ``exported/build.py`` uses it) and every lowering is exported from the model; without one the given ONNX file is rewritten by ``lower_model``

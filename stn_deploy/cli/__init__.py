@@ -66,7 +66,11 @@ class _Group(click.Group):
             where = exc.ctx.command_path if exc.ctx is not None else "stn-deploy"
             raise _UsageError(f"{exc.format_message()} (see `{where} --help`)") from None
         except StnDeployError as exc:
-            raise click.ClickException(str(exc).replace("\n", " ")) from None
+            # the library names parameters (runtimes); the user typed flags (--runtimes). One
+            # line, never a traceback or the chained cause (exc.__cause__ is for Python callers)
+            from stn_deploy.cli.options import cli_message
+
+            raise click.ClickException(cli_message(exc, ctx.invoked_subcommand)) from None
         except ModuleNotFoundError as exc:
             # an optional dependency this command needs (torch for train/export, ...)
             top = (exc.name or "").split(".")[0]

@@ -29,6 +29,53 @@ from stn_deploy.errors import StnDeployError
 from stn_deploy.timing import MAX_DURATION, MAX_TIMED_CALLS, check_budget
 
 
+def _check_args(
+    runtimes: str | None,
+    compare: tuple[str, ...] | None,
+    reference: str | None,
+    warmup: int,
+    iters: int | None,
+    duration: float | None,
+) -> tuple[list[str], list[str]]:
+    """The runtime names and baselines; usage errors for a bad budget or a baseline without
+    ``--reference``."""
+    from stn_deploy.bench.plan import runtime_names
+
+    try:
+        check_budget(warmup, iters, duration)
+    except StnDeployError as exc:
+        raise usage_error(exc) from None
+    names = runtime_names(runtimes)
+    baselines = list(compare or ())
+    if (baselines or "torch" in names) and reference is None:
+        which = f"--compare {baselines[0]}" if baselines else "--runtimes torch"
+        raise usage_error(f"{which} needs the torch model: give --reference")
+    return names, baselines
+
+
+def _write_outputs(
+    d: dict, json_out: Path | None, markdown: Path | None, plot: Path | None
+) -> list[str]:
+    """Write the JSON, Markdown and plot files asked for; returns their paths."""
+    written: list[str] = []
+    if json_out is not None:
+        from stn_deploy.io.atomic import write_text_atomic
+
+        write_text_atomic(json_out, json.dumps(d, indent=2) + "\n")
+        written.append(str(json_out))
+    if markdown is not None:
+        from stn_deploy.bench import write_markdown
+
+        write_markdown(d, markdown)
+        written.append(str(markdown))
+    if plot is not None:
+        from stn_deploy.report.latency_plot import save_latency_plot
+
+        save_latency_plot(d, plot)
+        written.append(str(plot))
+    return written
+
+
 def _check_outputs(paths: list[Path | None], plot: Path | None) -> None:
     """Fail before benchmarking when a report cannot be written (or plotted)."""
     from stn_deploy.io.atomic import ensure_writable_dir
@@ -169,27 +216,17 @@ def bench_cmd(
     Example: stn-deploy bench exported/mnist-affine-native.onnx --batch-sizes 1,64
     --compare torch,stock-export --reference exported/mnist-affine-rts.pt --plot latency.png
     """
-    from stn_deploy.bench import bench_model, format_table, write_markdown
-    from stn_deploy.bench.plan import runtime_names
+    from stn_deploy.bench import bench_model, format_table
 
     # cheap checks first: nothing is loaded or timed when an argument is wrong
-    try:
-        check_budget(warmup, iters, duration)
-    except StnDeployError as exc:
-        raise usage_error(str(exc)) from None
-    names = runtime_names(runtimes)
-    baselines = list(compare or ())
-    wants_torch = baselines or "torch" in names
-    if wants_torch and reference is None:
-        which = f"--compare {baselines[0]}" if baselines else "--runtimes torch"
-        raise usage_error(f"{which} needs the torch model: give --reference")
+    names, baselines = _check_args(runtimes, compare, reference, warmup, iters, duration)
     _check_outputs([json_out, markdown, plot], plot)
     loaded = load_reference(reference, weights, input_shape, trust_factory, input_shape_alone=True)
-    torch_side = None
-    if loaded is not None:
-        from stn_deploy.pytorch.baselines import torch_side as make_torch_side
+    side = None
+    if loaded is not None:  # the torch side, loaded above: bench itself never imports it
+        from stn_deploy.pytorch import torch_side
 
-        torch_side = make_torch_side(loaded)
+        side = torch_side(loaded)
     result = bench_model(
         model,
         runtimes=names,
@@ -202,7 +239,7 @@ def bench_cmd(
         io_binding=io_binding,
         cuda_graph=cuda_graph,
         compare=baselines,
-        torch_side=torch_side,
+        torch_side=side,
         input_shape=input_shape,
         sampler_sweep=lowering_sweep,
         progress=progress,
@@ -210,20 +247,7 @@ def bench_cmd(
         interleave=interleave,
     )
     d = result.to_dict()
-    written: list[str] = []
-    if json_out is not None:
-        from stn_deploy.io.atomic import write_text_atomic
-
-        write_text_atomic(json_out, json.dumps(d, indent=2) + "\n")
-        written.append(str(json_out))
-    if markdown is not None:
-        write_markdown(d, markdown)
-        written.append(str(markdown))
-    if plot is not None and result.ok_rows():
-        from stn_deploy.report.latency_plot import save_latency_plot
-
-        save_latency_plot(d, plot)
-        written.append(str(plot))
+    written = _write_outputs(d, json_out, markdown, plot if result.ok_rows() else None)
     click.echo(json.dumps(d, indent=2) if as_json else format_table(d))
     if not result.ok_rows():
         click.echo("note: nothing was measured (every row was skipped or failed)", err=True)

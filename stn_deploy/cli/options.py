@@ -80,23 +80,102 @@ def alias(*decls: str, target: str, use: str, **kw) -> Callable:
     return click.option(*decls, name, cls=AliasOption, target=target, use=use, **kw)
 
 
-def usage_error(message: str) -> click.UsageError:
+def usage_error(message: str | StnDeployError) -> click.UsageError:
+    """A usage error (exit 2); a StnDeployError's parameters are written as flags."""
+    if isinstance(message, StnDeployError):
+        message = cli_message(message)
     return click.UsageError(message, ctx=click.get_current_context(silent=True))
+
+
+# --------------------------------------------------------------------------- parameters -> flags
+#: library parameter name (the ``param`` of a StnDeployError, see stn_deploy.errors) -> the
+#: flag (or positional) that sets it on the command line
+FLAGS: dict[str, str] = {
+    "atol": "--atol",
+    "batch_size": "--batch-size",
+    "batch_sizes": "--batch-sizes",
+    "bench_duration": "--duration",
+    "bisect": "--bisect",
+    "cache_dir": "--cache-dir",
+    "calibration.count": "--calibration-count",
+    "calibration.distortion": "--distortion",
+    "calibration.seed": "--seed",
+    "check_error_stat": "--check-error-stat",
+    "checkpoint": "--weights",
+    "compare": "--compare",
+    "count": "--count",
+    "data_dir": "--data-dir",
+    "dropout": "--dropout",
+    "dst": "--out",
+    "duration": "--duration",
+    "epochs": "--epochs",
+    "force": "--force",
+    "input_shape": "--input-shape",
+    "inputs": "--inputs",
+    "iters": "--iters",
+    "keep_fp32": "--keep-fp32",
+    "loaded": "--reference",
+    "loc_lr_scale": "--loc-lr-scale",
+    "lowering": "--lowering",
+    "lowering_sweep": "--lowering-sweep",
+    "lr": "--lr",
+    "model": "MODEL",
+    "providers": "--runtimes",
+    "quantile": "--quantile",
+    "reference": "--reference",
+    "reference_model": "--reference-onnx",
+    "resume": "--resume",
+    "rtol": "--rtol",
+    "runtimes": "--runtimes",
+    "sampler": "--lowering",
+    "sampler_sweep": "--lowering-sweep",
+    "seed": "--seed",
+    "strict": "--strict",
+    "strict_placement": "--strict-placement",
+    "synthetic": "--synthetic",
+    "threads": "--threads",
+    "torch": "--reference",
+    "torch_side": "--reference",
+    "trust_factory": "--trust-factory",
+    "warmup": "--warmup",
+    "weights": "--weights",
+}
+#: command -> the entries of :data:`FLAGS` that differ there
+COMMAND_FLAGS: dict[str, dict[str, str]] = {
+    "bench": {"strict": "--fail-on-error"},
+    "lower": {"dst": "OUT"},
+}
+
+
+def flags_for(command: str | None) -> dict[str, str]:
+    """:data:`FLAGS` as the command ``command`` (its name, e.g. ``bench``) spells them."""
+    return {**FLAGS, **COMMAND_FLAGS.get(command or "", {})}
+
+
+def cli_message(exc: StnDeployError, command: str | None = None) -> str:
+    """``exc``'s message on one line, its parameters written as the flags of ``command``
+    (default: the command being run)."""
+    if command is None:
+        ctx = click.get_current_context(silent=True)
+        command = ctx.command.name if ctx is not None else None
+    return exc.render(flags_for(command)).replace("\n", " ")
 
 
 # --------------------------------------------------------------------------- validation
 def validated(check: Callable[[Any, str], Any]) -> Callable:
-    """A click callback running ``check(value, flag)`` (a library validator): its
-    StnDeployError becomes a usage error (exit 2) on one line."""
+    """A click callback running ``check(value, name)`` (a library validator; ``name`` is the
+    parameter's library name, e.g. ``runtimes``): its StnDeployError becomes a usage error
+    (exit 2) on one line, naming the flag as it was typed (an old spelling too)."""
 
     def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
         if value is None or ctx.resilient_parsing:
             return value
         flag = _flag(param)
+        name = getattr(param, "target", None) or param.name or flag
         try:
-            return check(value, flag)
+            return check(value, name)
         except StnDeployError as exc:
-            text = str(exc).replace("\n", " ")
+            text = exc.render({**flags_for(ctx.command.name), name: flag}).replace("\n", " ")
             if flag in text:
                 raise click.UsageError(text, ctx=ctx) from None
             raise click.BadParameter(text, ctx=ctx, param=param) from None
@@ -105,7 +184,7 @@ def validated(check: Callable[[Any, str], Any]) -> Callable:
 
 
 def _runtimes(bench: bool) -> Callable[[str, str], str | None]:
-    def check(value: str, flag: str) -> str | None:
+    def check(value: str, name: str) -> str | None:
         from stn_deploy.names import unique_names
         from stn_deploy.runtimes.registry import canonical
 
@@ -118,8 +197,8 @@ def _runtimes(bench: bool) -> Callable[[str, str], str | None]:
                 low = item.strip().lower()
                 return low if low in BENCH_ALIASES else canonical(item)
 
-            return ",".join(unique_names(value, name_of, flag))
-        return ",".join(unique_names(value, canonical, flag))
+            return ",".join(unique_names(value, name_of, name))
+        return ",".join(unique_names(value, canonical, name))
 
     return check
 
@@ -135,7 +214,7 @@ def runtimes_option(help: str, bench: bool = False) -> Callable:
     return deco
 
 
-def _batch_sizes(value: str, flag: str) -> tuple[int, ...]:
+def _batch_sizes(value: str, name: str) -> tuple[int, ...]:
     from stn_deploy.bench.plan import check_batch_sizes
 
     return tuple(check_batch_sizes(value))
@@ -151,7 +230,7 @@ def batch_sizes_option(default: str, help: str = "Comma-separated batch sizes.")
     )
 
 
-def _compare(value: str, flag: str) -> tuple[str, ...]:
+def _compare(value: str, name: str) -> tuple[str, ...]:
     from stn_deploy.bench.plan import check_compare
 
     return () if value.strip().lower() == "none" else tuple(check_compare(value))
@@ -169,7 +248,7 @@ def compare_option(default: str | None, help: str) -> Callable:
 
 
 def precision_option(default: str, allowed: tuple[str, ...], help: str) -> Callable:
-    def check(value: str, flag: str) -> str:
+    def check(value: str, name: str) -> str:
         from stn_deploy.precision.convert import check_precision
 
         return check_precision(value, allowed)

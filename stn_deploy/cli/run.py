@@ -14,6 +14,7 @@ from stn_deploy.cli.options import (
     cache_dir_option,
     check_model_source,
     compare_option,
+    data_dir_option,
     distortion_option,
     duration_option,
     limit_test_option,
@@ -51,6 +52,7 @@ _D = RunOptions()
 @synthetic_option
 @limit_train_option
 @limit_test_option
+@data_dir_option
 @cache_dir_option
 @click.option(
     "--target",
@@ -93,6 +95,7 @@ def run_cmd(
     lowering: str | None,
     runtimes: str | None,
     duration: float,
+    data_dir: Path | None,
     **kw,
 ) -> None:
     """Train (or load) MODEL -> export -> verify -> bench, into one report folder.
@@ -111,15 +114,20 @@ def run_cmd(
     try:
         check_budget(0, None, duration)
     except StnDeployError as exc:
-        raise usage_error(str(exc)) from None
+        raise usage_error(exc) from None
     opts = RunOptions(
         model=model,
         checkpoint=None if weights is None else str(weights),
         sampler=lowering,
         providers=runtimes,
         bench_duration=duration,
+        data_dir=None if data_dir is None else str(data_dir),
         **kw,
     )
+    try:
+        opts.check_data_dir()
+    except StnDeployError as exc:
+        raise usage_error(exc) from None
     report = run_pipeline(opts, out, force=force, cache_dir=cache_dir, progress=progress)
     if not report.passed:
         raise StnDeployError(f"verification failed: see {out / 'report.md'}")

@@ -138,15 +138,15 @@ def verify_cmd(
         parse_kinds(kw["inputs"])
         check_overrides(**{k: kw[k] for k in ("atol", "rtol", "check_error_stat", "quantile")})
     except StnDeployError as exc:
-        raise usage_error(str(exc)) from None
+        raise usage_error(exc) from None
     loaded = load_reference(reference, weights, input_shape, trust_factory)
-    torch_ref = None
+    side = None
     if loaded is not None:  # the torch side, loaded above: verify itself never imports it
-        from stn_deploy.pytorch.runner import torch_reference
+        from stn_deploy.pytorch import torch_side
 
-        torch_ref = torch_reference(loaded, model, threads=kw["threads"])
+        side = torch_side(loaded)
     report = verify_model(
-        model, torch=torch_ref, runtimes=runtimes, reference_model=reference_onnx, **kw
+        model, torch_side=side, runtimes=runtimes, reference_model=reference_onnx, **kw
     )
     d = report.to_dict()
     if plot is not None:

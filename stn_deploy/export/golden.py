@@ -131,13 +131,13 @@ def read_bundle(path: str | Path) -> GoldenBundle:
     except Exception as exc:  # zipfile / format / pickle-refused errors alike
         raise StnDeployError(
             f"cannot read golden bundle {path}: {type(exc).__name__}: {exc}"
-        ) from None
+        ) from exc
     if "meta" not in arrays:
         raise StnDeployError(f"{path} is not a stn-deploy golden bundle (no 'meta')")
     try:
         meta = json.loads(str(arrays.pop("meta")))
-    except json.JSONDecodeError:
-        raise StnDeployError(f"{path}: the bundle's meta is not JSON") from None
+    except json.JSONDecodeError as exc:
+        raise StnDeployError(f"{path}: the bundle's meta is not JSON") from exc
     if meta.get("format") != FORMAT:
         raise StnDeployError(
             f"{path}: unknown bundle format {meta.get('format')!r}, expected {FORMAT}"

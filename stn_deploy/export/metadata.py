@@ -32,7 +32,7 @@ KEYS = {
     "export_args": "JSON: target, sampler, opset, inline, expose_stn, dynamic_batch, separable "
     "as given to export_model (enough to export the same file again from the same weights)",
 }
-#: written only by ``--sampler auto``: every candidate's parity and timings, and the choice
+#: written only by ``--lowering auto``: every candidate's parity and timings, and the choice
 AUTO_KEY = "auto"
 #: written when attention STNs were sampled in the exact separable form: how many
 SEPARABLE_KEY = "separable"

@@ -22,7 +22,7 @@ def load_onnx(path: str | os.PathLike, *, check: bool = False, load_external_dat
     try:
         model = onnx.load(str(path), load_external_data=load_external_data)
     except Exception as exc:  # noqa: BLE001 - DecodeError and friends
-        raise StnDeployError(f"{path} is not a readable ONNX model: {one_line(exc, 200)}") from None
+        raise StnDeployError(f"{path} is not a readable ONNX model: {one_line(exc, 200)}") from exc
     if not model.graph.node and not model.graph.output:
         raise StnDeployError(f"{path} is not a readable ONNX model: it holds no graph")
     if check:
@@ -31,5 +31,5 @@ def load_onnx(path: str | os.PathLike, *, check: bool = False, load_external_dat
         except Exception as exc:  # noqa: BLE001 - ValidationError, ...
             raise StnDeployError(
                 f"{path} is not a readable ONNX model: {one_line(exc, 200)}"
-            ) from None
+            ) from exc
     return model

@@ -74,9 +74,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         except BaseException as exc:
             tmp.unlink(missing_ok=True)
             error = write_error(path, exc, tmp)
-            if error is None:
+            if error is None or error is exc:
                 raise
-            raise error from None
+            raise error from exc
     except BaseException:
         remove_empty_dirs(made)
         raise
@@ -93,7 +93,7 @@ def work_file(path: Path) -> Path:
         os.close(fd)
         os.chmod(name, 0o666 & ~current_umask())  # mkstemp makes 0600; give the file the usual mode
     except OSError as exc:
-        raise WriteError(path, exc.strerror or str(exc)) from None
+        raise WriteError(path, exc.strerror or str(exc)) from exc
     return Path(name)
 
 
@@ -110,12 +110,18 @@ def replace_together(files: Sequence[tuple[str | os.PathLike, bytes]]) -> None:
             try:
                 tmps[-1][0].write_bytes(data)
             except OSError as exc:
-                raise write_error(path, exc, tmps[-1][0]) or exc from None
+                error = write_error(path, exc, tmps[-1][0])
+                if error is None:
+                    raise
+                raise error from exc
         for tmp, path in tmps:
             try:
                 os.replace(tmp, path)
             except OSError as exc:
-                raise write_error(path, exc, tmp) or exc from None
+                error = write_error(path, exc, tmp)
+                if error is None:
+                    raise
+                raise error from exc
     finally:
         for tmp, _ in tmps:
             tmp.unlink(missing_ok=True)
@@ -178,5 +184,5 @@ def ensure_writable_dir(directory: str | os.PathLike) -> Path:
         os.unlink(probe)
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise StnDeployError(f"cannot write to directory {directory}: {reason}") from None
+        raise StnDeployError(f"cannot write to directory {directory}: {reason}") from exc
     return directory

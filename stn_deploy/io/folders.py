@@ -62,7 +62,7 @@ def new_work_folder(out: Path) -> Path:
         work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
         os.chmod(work, 0o777 & ~current_umask())  # mkdtemp makes 0700
     except OSError as exc:
-        raise StnDeployError(f"cannot write to directory {out.parent}: {exc.strerror}") from None
+        raise StnDeployError(f"cannot write to directory {out.parent}: {exc.strerror}") from exc
     return work
 
 
@@ -96,11 +96,12 @@ def place_folder(work: Path, out: Path, *, replace: bool) -> None:
     if not replace:
         try:
             rename_noreplace(work, out)
-        except FileExistsError:
+        except FileExistsError as exc:
             raise StnDeployError(
                 f"{out} appeared while this run worked: it was left untouched and this run's "
-                "work removed; pass --force to replace it"
-            ) from None
+                "work removed; pass {force=True} to replace it",
+                param="force",
+            ) from exc
         return
     aside = None
     if os.path.lexists(out):

@@ -54,16 +54,16 @@ def _acquire(lock: Path, destination: Path) -> int:
         except OSError as exc:
             raise StnDeployError(
                 f"cannot write to directory {lock.parent}: {exc.strerror or exc}"
-            ) from None
+            ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except BlockingIOError as exc:
             holder = _holder(fd)
             os.close(fd)
             raise StnDeployError(
                 f"{destination} is being written by {holder} (it holds {lock}): wait for it "
                 "to finish, or write somewhere else"
-            ) from None
+            ) from exc
         if _same_file(fd, lock):  # else the holder removed it as we opened it: take the new one
             with contextlib.suppress(OSError):  # the pid is for the message only (full disk)
                 os.ftruncate(fd, 0)

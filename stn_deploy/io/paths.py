@@ -19,10 +19,12 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return False
 
 
-def check_not_source(src: str | os.PathLike, dst: str | os.PathLike, what: str = "DST") -> None:
-    """Raise when writing ``dst`` would overwrite the input ``src`` (see :func:`same_file`)."""
+def check_not_source(src: str | os.PathLike, dst: str | os.PathLike, what: str = "dst") -> None:
+    """Raise when writing ``dst`` would overwrite the input ``src`` (see :func:`same_file`);
+    ``what`` is the parameter that names ``dst`` (the error's ``param``)."""
     if same_file(src, dst):
         raise StnDeployError(
-            f"{what} {dst} is the input {src} itself: writing it would overwrite the source; "
-            "give another path"
+            f"{{{what}}} {dst} is the input {src} itself: writing it would overwrite the source; "
+            "give another path",
+            param=what,
         )

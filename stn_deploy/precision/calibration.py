@@ -44,13 +44,19 @@ class CalibrationSpec:
 
     def check(self) -> None:
         if self.count < 1:
-            raise StnDeployError(f"--calibration-count must be at least 1, got {self.count}")
+            raise StnDeployError(
+                f"{{calibration.count}} must be at least 1, got {self.count}",
+                param="calibration.count",
+            )
         if self.method not in METHODS:
             raise StnDeployError(
                 f"unknown calibration method {self.method!r}: choose from {', '.join(METHODS)}"
             )
         if self.seed < 0:
-            raise StnDeployError(f"--seed must be non-negative, got {self.seed}")
+            raise StnDeployError(
+                f"{{calibration.seed}} must be non-negative, got {self.seed}",
+                param="calibration.seed",
+            )
         if self.distortion is not None and self.distortion not in CANVAS:
             raise StnDeployError(
                 f"unknown distortion {self.distortion!r}: choose from {', '.join(CANVAS)}"
@@ -77,14 +83,16 @@ def distortion_for(shape: tuple[int, ...], distortion: str | None = None) -> str
                     f"{sorted(set(CANVAS.values()))})"
                 )
             raise StnDeployError(
-                f"a {size}x{size} input fits several distortions: pass --distortion "
-                f"{'|'.join(fits)}"
+                f"a {size}x{size} input fits several distortions: pass "
+                f"{{calibration.distortion}} {'|'.join(fits)}",
+                param="calibration.distortion",
             )
         return _BY_CANVAS[size]
     if CANVAS[distortion] != size:
         raise StnDeployError(
-            f"--distortion {distortion} makes {CANVAS[distortion]}x{CANVAS[distortion]} images, "
-            f"the model takes {size}x{size}"
+            f"{{calibration.distortion}} {distortion} makes {CANVAS[distortion]}x"
+            f"{CANVAS[distortion]} images, the model takes {size}x{size}",
+            param="calibration.distortion",
         )
     return distortion
 
@@ -119,15 +127,19 @@ def calibration_set(
 
                 where = Path(cache_dir) if cache_dir else default_cache_dir()
                 if mnist_available(where):
-                    raise StnDeployError(f"int8 calibration: {exc}") from None
+                    raise StnDeployError(
+                        f"int8 calibration: {exc.template}", param=exc.params
+                    ) from None
                 raise StnDeployError(
                     f"int8 calibration needs real MNIST training images and {where} has none: "
-                    "run `stn-deploy data fetch` (or pass --cache-dir)"
+                    "run `stn-deploy data fetch` (or pass {cache_dir})",
+                    param="cache_dir",
                 ) from None
     n = len(data.train_images)
     if spec.count > n:
         raise StnDeployError(
-            f"--calibration-count {spec.count} is more than the {n} training images"
+            f"{{calibration.count}} {spec.count} is more than the {n} training images",
+            param="calibration.count",
         )
     pick = np.sort(np.random.default_rng(spec.seed).choice(n, spec.count, replace=False))
     x, _ = make_split(

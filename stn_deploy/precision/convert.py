@@ -155,7 +155,7 @@ def apply_precision(
     try:
         onnx.checker.check_model(out)
     except Exception as exc:
-        raise StnDeployError(f"the {precision} model fails onnx.checker: {one_line(exc)}") from None
+        raise StnDeployError(f"the {precision} model fails onnx.checker: {one_line(exc)}") from exc
     return out, extra
 
 
@@ -222,10 +222,10 @@ def quantize_file(
     precision = check_precision(precision, ("fp16", "int8"))
     src, dst = Path(src), Path(dst)
     if dst.suffix != ".onnx":
-        raise StnDeployError(f"--out must name an .onnx file, got {dst}")
+        raise StnDeployError(f"{{dst}} must name an .onnx file, got {dst}", param="dst")
     if not dst.parent.is_dir():
         raise StnDeployError(f"output directory {dst.parent} does not exist")
-    check_not_source(src, dst, "--out")
+    check_not_source(src, dst, "dst")
     model = load_onnx(src)
     inputs, outputs, source = _reference_bundle(src, model, None)  # a bad bundle fails first
     out, extra = apply_precision(model, precision, **options)

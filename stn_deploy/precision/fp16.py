@@ -43,10 +43,10 @@ SCORE_OPS = ("Softmax", "LogSoftmax")
 def _converter():
     try:
         from onnxruntime.transformers.float16 import convert_float_to_float16
-    except ImportError:
+    except ImportError as exc:
         raise StnDeployError(
             "fp16 conversion needs onnxruntime (pip install 'stn-deploy[cpu]')"
-        ) from None
+        ) from exc
     return convert_float_to_float16
 
 
@@ -146,7 +146,7 @@ def convert_fp16(
     try:
         half = convert(model, keep_io_types=keep_io_types, node_block_list=names)
     except Exception as exc:  # the converter's own asserts and ValueErrors
-        raise StnDeployError(f"fp16 conversion failed: {one_line(exc)}") from None
+        raise StnDeployError(f"fp16 conversion failed: {one_line(exc)}") from exc
     folded = fold_cast_round_trips(half)
     topological_sort(half.graph)
     return half, {

@@ -51,10 +51,10 @@ _METHOD_NAMES = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percen
 def _quantization():
     try:
         from onnxruntime import quantization
-    except ImportError:
+    except ImportError as exc:
         raise StnDeployError(
             "int8 quantisation needs onnxruntime (pip install 'stn-deploy[cpu]')"
-        ) from None
+        ) from exc
     return quantization
 
 
@@ -167,7 +167,9 @@ def _plan_region(
     known = {n.name for n in nodes}
     unknown = sorted(set(keep_fp32) - known)
     if unknown:
-        raise StnDeployError(f"--keep-fp32: the model has no node named {', '.join(unknown)}")
+        raise StnDeployError(
+            f"{{keep_fp32}}: the model has no node named {', '.join(unknown)}", param="keep_fp32"
+        )
     region |= {i for i, n in enumerate(nodes) if n.name in set(keep_fp32)}
     if localization_fp32:
         region |= localization_nodes(model)
@@ -240,7 +242,7 @@ def _quantize_static(
         except StnDeployError:
             raise
         except Exception as exc:
-            raise StnDeployError(f"onnxruntime quantisation failed: {one_line(exc)}") from None
+            raise StnDeployError(f"onnxruntime quantisation failed: {one_line(exc)}") from exc
         finally:
             logging.disable(previous)
         return onnx.load(str(dst))

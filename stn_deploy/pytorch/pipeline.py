@@ -48,6 +48,7 @@ class RunOptions:
     max_minutes: float | None = None
     seed: int = 0
     synthetic: bool = False  # generated digits instead of MNIST (tests, offline demos)
+    data_dir: str | None = None  # train on the four IDX files here instead of the cache
     limit_train: int | None = None
     limit_test: int | None = None
     target: str = "ort-cpu"
@@ -60,6 +61,27 @@ class RunOptions:
     compare: tuple[str, ...] = ("torch", "stock-export")
     threads: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def trains(self) -> bool:
+        """Whether the model is trained here (a zoo name without weights) rather than loaded."""
+        return self.checkpoint is None and ":" not in self.model and not Path(self.model).is_file()
+
+    def check_data_dir(self) -> None:
+        """``data_dir`` is read by training only, and not with generated digits."""
+        if self.data_dir is None:
+            return
+        if self.synthetic:
+            raise StnDeployError(
+                "give {data_dir} (MNIST IDX files) or {synthetic=True}, not both",
+                param=("data_dir", "synthetic"),
+            )
+        if not self.trains:
+            raise StnDeployError(
+                "{data_dir} applies only when {model} is trained here (a zoo name without "
+                "{checkpoint})",
+                param=("data_dir", "model", "checkpoint"),
+            )
 
 
 def _plot(fn, *args) -> str | None:
@@ -88,7 +110,9 @@ def run_pipeline(
     """
     out = Path(out)
     if out.exists() and not force:
-        raise StnDeployError(f"{out} already exists: pass --force to replace it")
+        raise StnDeployError(
+            f"{out} already exists: pass {{force=True}} to replace it", param="force"
+        )
     if out.exists() and not out.is_dir():
         raise StnDeployError(f"{out} exists and is not a directory")
     parent = out.parent if str(out.parent) else Path(".")
@@ -106,7 +130,11 @@ def run_pipeline(
     check_batch_sizes(opts.batch_sizes)  # as bench will, but before training
     check_budget(0, None, opts.bench_duration)
     if opts.input_shape is not None and ":" not in opts.model:  # a zoo name or checkpoint file
-        raise StnDeployError("--input-shape applies only to a module:callable --model")
+        raise StnDeployError(
+            "{input_shape} applies only to a module:callable {model}",
+            param=("input_shape", "model"),
+        )
+    opts.check_data_dir()
     made = missing_dirs(parent)
     ensure_writable_dir(parent)  # created if missing, as train does
     try:
@@ -130,19 +158,23 @@ def _build(opts: RunOptions, out: Path, force: bool, cache_dir, progress, log) -
     for line in clean_stale(out):
         log(line)
     if os.path.lexists(out) and not force:
-        raise StnDeployError(f"{out} already exists: pass --force to replace it")
+        raise StnDeployError(
+            f"{out} already exists: pass {{force=True}} to replace it", param="force"
+        )
     work = new_work_folder(out)
     try:
         report = _run(opts, work, cache_dir, progress, log)
         _write_reports(report.to_dict(), work, out)
         place_folder(work, out, replace=force)
     except StnDeployError as exc:
-        raise StnDeployError(str(exc).replace(str(work), str(out))) from None
+        raise StnDeployError(
+            exc.template.replace(str(work), str(out)), param=exc.params
+        ) from exc.__cause__
     except OSError as exc:
         where = str(exc.filename if exc.filename is not None else out)
         if exc.filename is None or where.startswith(str(work)):
             where = f"cannot write {where.replace(str(work), str(out))}"
-        raise StnDeployError(f"{where}: {exc.strerror or one_line(exc)}") from None
+        raise StnDeployError(f"{where}: {exc.strerror or one_line(exc)}") from exc
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
@@ -191,10 +223,13 @@ def _run(opts, work: Path, cache_dir, progress, log) -> RunReport:
 
     t0 = time.perf_counter()
     ctx = _Step(opts, work, cache_dir, progress, log, RunReport(options=asdict(opts)))
+    from stn_deploy.pytorch.side import torch_side
+
     loaded = _train_or_load(ctx)  # 1. train or load
     onnx_path = _export_step(ctx, loaded)  # 2. export with the target's lowering
-    passed = _verify_step(ctx, loaded, onnx_path)  # 3. verify against torch on every runtime
-    _bench_step(ctx, loaded, onnx_path)  # 4. bench with the torch baselines in the same run
+    side = torch_side(loaded)  # the torch model as verify and bench take it
+    passed = _verify_step(ctx, side, onnx_path)  # 3. verify against torch on every runtime
+    _bench_step(ctx, side, onnx_path)  # 4. bench with the torch baselines in the same run
     ctx.report.passed = passed
     ctx.report.machine = machine_description()
     ctx.report.seconds = time.perf_counter() - t0
@@ -202,13 +237,12 @@ def _run(opts, work: Path, cache_dir, progress, log) -> RunReport:
 
 
 def _train_or_load(ctx: _Step):
-    """The model: trained here (a zoo name without --checkpoint) or loaded."""
+    """The model: trained here (a zoo name without weights) or loaded."""
     from stn_deploy.pytorch.models.loading import load_model
 
     opts, work, report = ctx.opts, ctx.work, ctx.report
-    trains = opts.checkpoint is None and ":" not in opts.model and not Path(opts.model).is_file()
     t = time.perf_counter()
-    if trains:
+    if opts.trains:
         from stn_deploy.pytorch.train import train
         from stn_deploy.pytorch.train_options import TrainOptions
 
@@ -218,6 +252,7 @@ def _train_or_load(ctx: _Step):
             epochs=opts.epochs,
             seed=opts.seed,
             synthetic=opts.synthetic,
+            data_dir=opts.data_dir,
             limit_train=opts.limit_train,
             limit_test=opts.limit_test,
             max_minutes=opts.max_minutes,
@@ -288,16 +323,15 @@ def _export_step(ctx: _Step, loaded) -> Path:
     return onnx_path
 
 
-def _verify_step(ctx: _Step, loaded, onnx_path: Path) -> bool:
-    """Verify against torch on every runtime; whether all passed."""
-    from stn_deploy.pytorch.runner import torch_reference
+def _verify_step(ctx: _Step, side, onnx_path: Path) -> bool:
+    """Verify against torch (``side``, a TorchSide) on every runtime; whether all passed."""
     from stn_deploy.report.error_plot import save_error_histogram
     from stn_deploy.verify import verify_model
 
     opts, report, t = ctx.opts, ctx.report, time.perf_counter()
     vrep = verify_model(
         onnx_path,
-        torch=torch_reference(loaded, onnx_path, threads=opts.threads),
+        torch_side=side,
         runtimes=opts.providers,
         count=opts.verify_count,
         seed=opts.seed,
@@ -316,10 +350,10 @@ def _verify_step(ctx: _Step, loaded, onnx_path: Path) -> bool:
     return vrep.passed
 
 
-def _bench_step(ctx: _Step, loaded, onnx_path: Path) -> None:
-    """Bench with torch (and the stock export) as baselines in the same run."""
+def _bench_step(ctx: _Step, side, onnx_path: Path) -> None:
+    """Bench with torch (``side``, a TorchSide, and its stock export) as baselines in the same
+    run."""
     from stn_deploy.bench import bench_model
-    from stn_deploy.pytorch.baselines import torch_side
     from stn_deploy.report.latency_plot import save_latency_plot
 
     opts, report, t = ctx.opts, ctx.report, time.perf_counter()
@@ -337,7 +371,7 @@ def _bench_step(ctx: _Step, loaded, onnx_path: Path) -> None:
         duration=opts.bench_duration,
         threads=opts.threads,
         compare=compare,
-        torch_side=torch_side(loaded),
+        torch_side=side,
         progress=ctx.progress if ctx.progress is not None else True,
     )
     bdict = bres.to_dict()

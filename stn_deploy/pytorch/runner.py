@@ -32,8 +32,8 @@ class TorchSession(RuntimeSession):
     ) -> None:
         try:
             import torch
-        except ImportError:
-            raise RuntimeUnavailable("torch is not installed") from None
+        except ImportError as exc:
+            raise RuntimeUnavailable("torch is not installed") from exc
         if device == "cuda" and not torch.cuda.is_available():
             raise RuntimeUnavailable("torch has no CUDA device here")
         if threads:
@@ -87,46 +87,3 @@ class TorchSession(RuntimeSession):
 
 
 register_session_factory("torch", TorchSession)
-
-
-def torch_reference(loaded, model, *, threads: int | None = None):
-    """``loaded`` (a :class:`~stn_deploy.pytorch.models.loading.LoadedModel`) as the reference
-    of ``verify`` for ONNX ``model`` (a path or ModelProto): a
-    :class:`~stn_deploy.verify.options.TorchReference` holding a :class:`TorchSession` that
-    answers with the file's output names, the re-export callable of ``--bisect`` and the
-    distortion the model was trained on. Pass it as ``verify_model(..., torch=...)``."""
-    import functools
-
-    import onnx
-
-    from stn_deploy.runtimes.base import load_onnx
-    from stn_deploy.verify.options import TorchReference
-
-    proto = model if isinstance(model, onnx.ModelProto) else load_onnx(model)
-    outputs = [o.name for o in proto.graph.output]
-    session = TorchSession(loaded, output_names=outputs, threads=threads)
-    extra = getattr(loaded.config, "extra", {}) or {}
-    return TorchReference(
-        session,
-        reexport=functools.partial(reexport, loaded),
-        distortion=extra.get("trained_on", {}).get("distortion"),
-    )
-
-
-def reexport(loaded, export_args: dict):
-    """Export ``loaded`` again with ``export_args`` (an ONNX file's ``export_args`` metadata)
-    into a temporary directory; returns the model (``verify --bisect``)."""
-    import tempfile
-    from pathlib import Path
-
-    import onnx
-
-    from stn_deploy.pytorch.exporter import export_model
-
-    with tempfile.TemporaryDirectory(prefix="stn-deploy-bisect-") as tmp:
-        path = Path(tmp) / "reexport.onnx"
-        args = dict(export_args)
-        if "sampler" in args:  # files record the lowering under its old key (byte-identical)
-            args["lowering"] = args.pop("sampler")
-        export_model(loaded, path, golden_count=1, **args)
-        return onnx.load(str(path))

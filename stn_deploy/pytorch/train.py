@@ -2,7 +2,7 @@
 
 Deterministic for a given seed on CPU: the distorted training set of each epoch, the shuffle
 order and the torch RNG (dropout) all derive from ``seed`` and the epoch number, and
-``--resume`` restores the optimiser, schedule and RNG state so a resumed run continues exactly
+``resume`` restores the optimiser, schedule and RNG state so a resumed run continues exactly
 as an uninterrupted one would.
 """
 
@@ -111,7 +111,9 @@ def _build(opts: TrainOptions, canvas: int) -> LoadedModel:
         )
         return LoadedModel(model_from_config(config, opts.model), config, source=opts.model)
     if opts.dropout is not None:
-        raise StnDeployError("--dropout applies to zoo models only; set it in your factory")
+        raise StnDeployError(
+            "{dropout} applies to zoo models only; set it in your factory", param="dropout"
+        )
     loaded = load_factory(opts.model, (1, canvas, canvas))
     loaded.config.normalization = norm
     loaded.config.class_labels = [str(i) for i in range(10)]
@@ -124,7 +126,9 @@ def _param_groups(opts: TrainOptions, model: torch.nn.Module):
         return model.parameters()
     loc = [p for n, p in model.named_parameters() if "localization." in n or "fc_loc." in n]
     if not loc:
-        raise StnDeployError("--loc-lr-scale: this model has no localisation net")
+        raise StnDeployError(
+            "{loc_lr_scale}: this model has no localisation net", param="loc_lr_scale"
+        )
     ids = {id(p) for p in loc}
     rest = [p for p in model.parameters() if id(p) not in ids]
     return [{"params": rest, "lr": opts.lr}, {"params": loc, "lr": opts.lr * opts.loc_lr_scale}]
@@ -207,7 +211,8 @@ def _resume_options(stored: TrainOptions, given: TrainOptions) -> TrainOptions:
         if stored.schedule != "none":
             raise StnDeployError(
                 f"this run was planned for {stored.epochs} epochs with a {stored.schedule} schedule; "
-                f"resume continues it as planned (drop --epochs, or start a new run)"
+                "resume continues it as planned (drop {epochs}, or start a new run)",
+                param="epochs",
             )
         stored.epochs = given.epochs
     stored.max_minutes = given.max_minutes
@@ -309,7 +314,9 @@ def train(
         history = json.loads(train_state["history"])
     elif ckpt_path.exists() and not force:
         raise StnDeployError(
-            f"{out} already holds a run: pass --resume to continue it or --force to start over"
+            f"{out} already holds a run: pass {{resume=True}} to continue it or {{force=True}} "
+            "to start over",
+            param=("resume", "force"),
         )
     elif opts.epochs is None:
         opts.epochs = DEFAULT_EPOCHS
@@ -417,7 +424,8 @@ def _train_epoch(run: _Run, epoch: int, progress: bool | None) -> dict[str, Any]
         loss = F.cross_entropy(out_b, yb)
         if not torch.isfinite(loss):
             raise StnDeployError(
-                f"training diverged at epoch {epoch + 1}: loss is {loss.item()}; lower --lr"
+                f"training diverged at epoch {epoch + 1}: loss is {loss.item()}; lower {{lr}}",
+                param="lr",
             )
         loss.backward()
         optimizer.step()

@@ -25,11 +25,11 @@ ZOO_NAMES = (
 
 @dataclass
 class TrainOptions:
-    """Everything that defines a training run (stored in the checkpoint for ``--resume``)."""
+    """Everything that defines a training run (stored in the checkpoint for ``resume``)."""
 
     model: str = "mnist-affine"
     distortion: str = "rts"
-    epochs: int | None = None  # None: DEFAULT_EPOCHS, or the stored run's with --resume
+    epochs: int | None = None  # None: DEFAULT_EPOCHS, or the stored run's with resume
     batch_size: int = 128
     lr: float = 0.003
     optimizer: str = "adam"
@@ -43,7 +43,7 @@ class TrainOptions:
     padding_mode: str | None = None
     align_corners: bool | None = None
     dropout: float | None = None  # None: the model's default (0.5, the tutorial's)
-    loc_lr_scale: float = 1.0  # the localisation nets' lr relative to --lr
+    loc_lr_scale: float = 1.0  # the localisation nets' lr relative to lr
     data_dir: str | None = None
     synthetic: bool = False
     limit_train: int | None = None
@@ -55,14 +55,19 @@ class TrainOptions:
 
     def validate(self) -> None:
         if self.epochs is None or self.epochs < 1:
-            raise StnDeployError(f"--epochs must be at least 1, got {self.epochs}")
+            raise StnDeployError(
+                f"{{epochs}} must be at least 1, got {self.epochs}", param="epochs"
+            )
         if self.batch_size < 1:
-            raise StnDeployError(f"--batch-size must be at least 1, got {self.batch_size}")
+            raise StnDeployError(
+                f"{{batch_size}} must be at least 1, got {self.batch_size}", param="batch_size"
+            )
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise StnDeployError(f"--lr must be a positive number, got {self.lr}")
+            raise StnDeployError(f"{{lr}} must be a positive number, got {self.lr}", param="lr")
         if not (self.loc_lr_scale > 0 and math.isfinite(self.loc_lr_scale)):
             raise StnDeployError(
-                f"--loc-lr-scale must be a positive number, got {self.loc_lr_scale}"
+                f"{{loc_lr_scale}} must be a positive number, got {self.loc_lr_scale}",
+                param="loc_lr_scale",
             )
         if self.optimizer not in OPTIMIZERS:
             raise StnDeployError(

@@ -15,8 +15,8 @@ def pyplot():
     """``matplotlib.pyplot`` on the non-interactive Agg backend."""
     try:
         import matplotlib
-    except ImportError:
-        raise StnDeployError("plots need matplotlib: pip install 'stn-deploy[plots]'") from None
+    except ImportError as exc:
+        raise StnDeployError("plots need matplotlib: pip install 'stn-deploy[plots]'") from exc
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 

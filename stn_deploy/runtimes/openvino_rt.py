@@ -24,10 +24,10 @@ from stn_deploy.runtimes.base import (
 def _ov():
     try:
         import openvino
-    except ImportError:
+    except ImportError as exc:
         raise RuntimeUnavailable(
             "openvino is not installed (pip install 'stn-deploy[openvino]')"
-        ) from None
+        ) from exc
     return openvino
 
 
@@ -66,7 +66,7 @@ class OpenVinoSession(RuntimeSession):
             ov_model = core.read_model(proto.SerializeToString(), b"")
             self.compiled = core.compile_model(ov_model, device, config)
         except Exception as exc:
-            raise StnDeployError(f"OpenVINO cannot load the model: {ov_message(exc)}") from None
+            raise StnDeployError(f"OpenVINO cannot load the model: {ov_message(exc)}") from exc
         self.request = self.compiled.create_infer_request()
         self._out_ports = {}
         for port in self.compiled.outputs:
@@ -96,7 +96,7 @@ class OpenVinoSession(RuntimeSession):
         try:
             res = self.request.infer({k: np.ascontiguousarray(v) for k, v in feeds.items()})
         except Exception as exc:
-            raise StnDeployError(f"OpenVINO failed to run the model: {ov_message(exc)}") from None
+            raise StnDeployError(f"OpenVINO failed to run the model: {ov_message(exc)}") from exc
         out = {}
         for n in names:
             port = self._out_ports.get(n)

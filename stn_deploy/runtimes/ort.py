@@ -56,10 +56,10 @@ def short_name(ep: str) -> str:
 def _ort():
     try:
         import onnxruntime
-    except ImportError:
+    except ImportError as exc:
         raise RuntimeUnavailable(
             "onnxruntime is not installed (pip install 'stn-deploy[cpu]', or [gpu] for CUDA)"
-        ) from None
+        ) from exc
     return onnxruntime
 
 
@@ -175,7 +175,7 @@ class OrtSession(RuntimeSession):
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NotImplemented types
             raise StnDeployError(
                 f"onnxruntime ({short_name(self.ep)}) cannot load the model: {one_line(exc)}"
-            ) from None
+            ) from exc
 
     def run(self, feeds, output_names=None):
         self.check_feeds(feeds)
@@ -185,7 +185,7 @@ class OrtSession(RuntimeSession):
         except Exception as exc:
             raise StnDeployError(
                 f"onnxruntime ({self.info.name}) failed to run the model: {one_line(exc)}"
-            ) from None
+            ) from exc
         return dict(zip(names, outs, strict=True))
 
     def placement(self, feeds):
@@ -203,7 +203,7 @@ def parse_profile(path: str | Path) -> list[NodePlacement]:
     try:
         events = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise StnDeployError(f"cannot read the ORT profile {path}: {exc}") from None
+        raise StnDeployError(f"cannot read the ORT profile {path}: {exc}") from exc
     seen: dict[str, NodePlacement] = {}
     for ev in events:
         if ev.get("cat") != "Node":

@@ -105,7 +105,7 @@ class ReferenceSession(RuntimeSession):
         except Exception as exc:
             raise StnDeployError(
                 f"the onnx reference evaluator cannot load the model: {one_line(exc)}"
-            ) from None
+            ) from exc
         self.primary = "numpy"
         self.info = RuntimeInfo(
             name=name,
@@ -121,5 +121,5 @@ class ReferenceSession(RuntimeSession):
         try:
             outs = self.evaluator.run(names, feeds)
         except Exception as exc:
-            raise StnDeployError(f"the onnx reference evaluator failed: {one_line(exc)}") from None
+            raise StnDeployError(f"the onnx reference evaluator failed: {one_line(exc)}") from exc
         return {n: np.asarray(o) for n, o in zip(names, outs, strict=True)}

@@ -59,7 +59,7 @@ def parse_names(spec: str | None) -> list[str] | None:
     an empty list or item is an error."""
     if spec is None or spec.strip().lower() == "all":
         return None
-    return unique_names(spec, canonical, "--providers")
+    return unique_names(spec, canonical, "runtimes")
 
 
 def availability(name: str) -> Availability:
@@ -112,7 +112,9 @@ def open_session(
     name = canonical(name)
     if name == "torch":
         if loaded is None:
-            raise StnDeployError("the torch runtime needs a checkpoint or factory (--checkpoint)")
+            raise StnDeployError(
+                "the torch runtime needs the torch model ({loaded})", param="loaded"
+            )
         factory = session_factory or _SESSION_FACTORIES.get("torch")
         if factory is None:
             raise RuntimeUnavailable("the torch runtime needs the torch side of stn-deploy loaded")

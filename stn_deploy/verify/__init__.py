@@ -3,8 +3,8 @@ and no reference to the torch side: a torch reference comes from the caller).
 
 Split the way Polygraphy splits its comparator:
 
-- :mod:`.options`: :class:`VerifyOptions` (what :func:`verify_model` is asked) and
-  :class:`TorchReference` (the torch runner and re-export callable a caller hands in);
+- :mod:`.options`: :class:`VerifyOptions` (what :func:`verify_model` is asked; a torch
+  reference comes in as its ``torch_side``, a :class:`~stn_deploy.torch_side.TorchSide`);
 - :mod:`.subject`: the file under verification (model, metadata, golden bundle);
 - :mod:`.inputs`: the data loader: golden, random, MNIST and stress input sets;
 - :mod:`.sessions`: runtimes as runners (:class:`Runner`), batched runs, node placement;
@@ -22,7 +22,7 @@ Split the way Polygraphy splits its comparator:
 
 from stn_deploy.verify.comparator import Comparator, CompareFunc, RunResult, SimpleCompare
 from stn_deploy.verify.compare import ERROR_STATS, ErrorStats, OutputComparison, compare_arrays
-from stn_deploy.verify.options import TorchReference, VerifyOptions
+from stn_deploy.verify.options import VerifyOptions
 from stn_deploy.verify.report import SCHEMA, RuntimeResult, SetResult, VerifyReport, format_table
 from stn_deploy.verify.runner import verify_model
 from stn_deploy.verify.sessions import Runner
@@ -42,7 +42,6 @@ __all__ = [
     "SetResult",
     "SimpleCompare",
     "Tolerance",
-    "TorchReference",
     "VerifyOptions",
     "VerifyReport",
     "compare_arrays",

@@ -148,13 +148,14 @@ def export_args_from(meta: dict[str, str], model: onnx.ModelProto) -> dict[str, 
     if "export_args" in meta:
         try:
             return dict(json.loads(meta["export_args"]))
-        except (json.JSONDecodeError, TypeError, ValueError):
-            raise StnDeployError("the model's export_args metadata is not a JSON object") from None
+        except (json.JSONDecodeError, TypeError, ValueError) as exc:
+            raise StnDeployError("the model's export_args metadata is not a JSON object") from exc
     lowering = meta.get("lowering")
     if not lowering:
         raise StnDeployError(
-            "cannot re-export for --bisect: the file has no stn-deploy export metadata "
-            "(stn_deploy.export_args or stn_deploy.lowering)"
+            "cannot re-export for {bisect}: the file has no stn-deploy export metadata "
+            "(stn_deploy.export_args or stn_deploy.lowering)",
+            param="bisect",
         )
     outputs = [o.name for o in model.graph.output]
     dims = model.graph.input[0].type.tensor_type.shape.dim if model.graph.input else []
@@ -307,7 +308,7 @@ def bisect_failure(
             res = BisectResult("undecided", result.name, oracle, s.input_set, rows)
             res.note = (
                 f"{oracle} disagrees with the reference too: the file itself differs from its "
-                "reference; give --checkpoint to bisect it against a re-export from torch"
+                "reference; give --reference to bisect it against a re-export from torch"
             )
             return {**res.to_dict(), "summary": res.note}
         res = bisect_runtime(proto, result.name, oracle, feeds, tol, **where)

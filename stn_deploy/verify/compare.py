@@ -9,7 +9,7 @@ With ``abs = |out - ref|`` and ``rel = abs / |ref|`` (``0`` where both are 0, ``
 - ``elemwise``: any element has ``abs > atol`` *and* ``rel > rtol`` (each element may pass by
   either tolerance, like ``np.isclose``);
 - ``max`` / ``mean`` / ``median`` / ``quantile``: that statistic of ``abs`` exceeds ``atol``
-  *and* the same statistic of ``rel`` exceeds ``rtol`` (``quantile`` at ``--quantile``, 0.99).
+  *and* the same statistic of ``rel`` exceeds ``rtol`` (``quantile`` at ``quantile``, 0.99).
 
 NaN or Inf in the candidate (or the reference) is reported as such and never passes.
 
@@ -165,7 +165,9 @@ def compare_arrays(
         from stn_deploy.errors import StnDeployError
 
         raise StnDeployError(
-            f"unknown --check-error-stat {check_error_stat!r}: choose from {', '.join(ERROR_STATS)}"
+            f"unknown {{check_error_stat}} {check_error_stat!r}: choose from "
+            f"{', '.join(ERROR_STATS)}",
+            param="check_error_stat",
         )
     ref, out = np.asarray(ref), np.asarray(out)
     shape = [int(d) for d in out.shape]

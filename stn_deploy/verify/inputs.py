@@ -68,7 +68,7 @@ def parse_kinds(spec: str | None) -> list[str] | None:
             )
         return k
 
-    return unique_names(spec, kind, "--inputs")
+    return unique_names(spec, kind, "inputs")
 
 
 def normalization(meta: dict[str, str], channels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,8 +76,8 @@ def normalization(meta: dict[str, str], channels: int) -> tuple[np.ndarray, np.n
     try:
         mean = np.asarray(json.loads(meta.get("normalization_mean", "[0.0]")), np.float32)
         std = np.asarray(json.loads(meta.get("normalization_std", "[1.0]")), np.float32)
-    except (json.JSONDecodeError, ValueError):
-        raise StnDeployError("the model's normalization metadata is not a JSON list") from None
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise StnDeployError("the model's normalization metadata is not a JSON list") from exc
     mean, std = np.broadcast_to(mean, (channels,)), np.broadcast_to(std, (channels,))
     if np.any(std == 0):
         raise StnDeployError("the model's normalization_std metadata holds a zero")

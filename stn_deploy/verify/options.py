@@ -1,49 +1,20 @@
-"""What :func:`~stn_deploy.verify.verify_model` is asked to do: :class:`VerifyOptions`, and the
-torch reference as the caller hands it over (:class:`TorchReference`).
+"""What :func:`~stn_deploy.verify.verify_model` is asked to do: :class:`VerifyOptions`.
 
 verify never imports the torch side: a caller that has a torch model (the CLI with
-``--reference``, the ``run`` pipeline) builds a :class:`TorchReference` with
-the torch side's ``torch_reference`` (beside its ``TorchSession``) and passes it in.
+``--reference``, the ``run`` pipeline) builds a :class:`~stn_deploy.torch_side.TorchSide` with
+the torch side's ``torch_side(loaded)`` and passes it in as ``torch_side``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from stn_deploy.errors import StnDeployError
+from stn_deploy.torch_side import TorchSide
 from stn_deploy.verify.tolerances import Tolerance, tolerance_for
-
-#: ``reexport(export_args) -> onnx.ModelProto``: the torch model exported again with the
-#: file's ``export_args`` metadata (``verify --bisect`` tells a wrong file from a wrong runtime)
-Reexport = Callable[[dict[str, Any]], Any]
-
-
-@dataclass(frozen=True)
-class TorchReference:
-    """The torch model as verify needs it, built by the caller.
-
-    ``session`` is a runner (a :class:`~stn_deploy.runtimes.RuntimeSession`, e.g. the torch
-    side's ``TorchSession``) that answers with the ONNX file's output names; the report calls it
-    ``"{session.info.name} eager ({session.info.extra['source']})"``.
-    """
-
-    session: Any
-    #: for ``--bisect``: see :data:`Reexport` (None: model divergence is not bisected)
-    reexport: Reexport | None = None
-    #: the MNIST variant the model was trained on (picks the ``mnist`` input set's distortion)
-    distortion: str | None = None
-
-    @property
-    def name(self) -> str:
-        return self.session.info.name
-
-    @property
-    def description(self) -> str:
-        source = (self.session.info.extra or {}).get("source")
-        return f"{self.name} eager ({source})" if source else f"{self.name} eager"
 
 
 @dataclass(frozen=True)
@@ -78,8 +49,9 @@ class VerifyOptions:
     #: without torch: an ONNX file (e.g. the fp32 source of an int8 file) run on ORT CPU as the
     #: reference of the non-golden input sets; with it no golden bundle is needed
     reference_model: str | Path | None = None
-    #: the torch model as reference (else the golden bundle)
-    torch: TorchReference | None = None
+    #: the torch model as reference (else the golden bundle); its ``reexport`` for ``--bisect``
+    #: and its training distortion for the ``mnist`` input set
+    torch_side: TorchSide | None = None
 
     @classmethod
     def of(cls, options: VerifyOptions | None = None, **kw: Any) -> VerifyOptions:
@@ -94,10 +66,11 @@ class VerifyOptions:
     def check(self) -> None:
         """Arguments that are wrong whatever the model."""
         if self.count < 1:
-            raise StnDeployError(f"--count must be at least 1, got {self.count}")
-        if self.reference_model is not None and self.torch is not None:
+            raise StnDeployError(f"{{count}} must be at least 1, got {self.count}", param="count")
+        if self.reference_model is not None and self.torch_side is not None:
             raise StnDeployError(
-                "give a torch reference (--checkpoint/--factory) or --reference-model, not both"
+                "give a torch reference ({torch_side}) or {reference_model}, not both",
+                param=("torch_side", "reference_model"),
             )
 
     def overrides(self) -> dict[str, Any]:

@@ -1,13 +1,13 @@
 """What each input set is compared with: the reference outputs of verify.
 
-- a torch reference (:class:`~stn_deploy.verify.options.TorchReference`, from the caller): its
-  runner's outputs on every input set; the golden bundle's outputs are checked against it;
+- a torch reference (:class:`~stn_deploy.torch_side.TorchSide`, from the caller): its eager
+  session's outputs on every input set; the golden bundle's outputs are checked against it;
 - else the golden bundle beside the file: only the golden inputs have reference outputs; the
-  other sets are compared with ``--reference-model`` on ORT CPU, or else with a *secondary*
-  reference, ORT CPU (or the onnx reference evaluator when ORT is missing), which is itself
-  checked against the golden outputs.
+  other sets are compared with ``reference_model`` (``--reference-onnx``) on ORT CPU, or else
+  with a *secondary* reference, ORT CPU (or the onnx reference evaluator when ORT is missing),
+  which is itself checked against the golden outputs.
 
-An fp16/int8 file against an fp32 reference (torch, ``--reference-model``) is held to its
+An fp16/int8 file against an fp32 reference (torch, ``reference_model``) is held to its
 tolerance on in-distribution inputs (golden, mnist); its error on the random and stress inputs is
 reported, not gated.
 """
@@ -22,10 +22,11 @@ import numpy as np
 
 from stn_deploy.errors import StnDeployError
 from stn_deploy.runtimes import load_onnx
+from stn_deploy.torch_side import TorchSide
 from stn_deploy.verify import sessions
 from stn_deploy.verify.compare import compare_arrays
 from stn_deploy.verify.inputs import InputSet
-from stn_deploy.verify.options import TorchReference, VerifyOptions
+from stn_deploy.verify.options import VerifyOptions
 from stn_deploy.verify.sessions import SECONDARY, run_batched
 from stn_deploy.verify.subject import Subject
 from stn_deploy.verify.tolerances import Tolerance
@@ -37,7 +38,7 @@ Outputs = dict[str, np.ndarray]
 class References:
     kind: str  # torch | golden | reference-model
     description: str
-    #: the runtime standing in for torch on the non-golden sets, or the --reference-model label
+    #: the runtime standing in for torch on the non-golden sets, or the reference_model label
     secondary: str | None = None
     note: str = ""
     #: the input sets that have a reference, in order
@@ -83,8 +84,8 @@ def resolve_references(
 ) -> References:
     """The reference of every input set that can have one (the others are added to
     ``skipped``); raises when none is left or a reference output is not finite."""
-    if opts.torch is not None:
-        refs = _torch_references(subject, sets, opts.torch, tol)
+    if opts.torch_side is not None:
+        refs = _torch_references(subject, sets, opts.torch_side, tol, opts.threads)
     else:
         refs = _golden_references(subject, sets, skipped, opts)
     if not refs.sets:
@@ -93,15 +94,22 @@ def resolve_references(
         )
     for s in refs.sets:
         check_finite(refs.outputs[s.name], refs.labels[s.name], s.name)
-    _gate(refs, subject, fp32_reference=opts.torch is not None or opts.reference_model is not None)
+    fp32_reference = opts.torch_side is not None or opts.reference_model is not None
+    _gate(refs, subject, fp32_reference=fp32_reference)
     return refs
 
 
-def _torch_references(subject, sets, torch: TorchReference, tol: Tolerance) -> References:
-    refs = References(torch.name, torch.description, sets=list(sets))
+def _torch_references(
+    subject, sets, side: TorchSide, tol: Tolerance, threads: int | None
+) -> References:
+    session = side.open_session(output_names=list(subject.out_names), threads=threads)
+    name = session.info.name
+    source = side.source or (session.info.extra or {}).get("source")
+    refs = References(name, f"{name} eager ({source})" if source else f"{name} eager")
+    refs.sets = list(sets)
     for s in sets:
-        refs.outputs[s.name] = run_batched(torch.session, s.feeds)
-        refs.labels[s.name] = torch.name
+        refs.outputs[s.name] = run_batched(session, s.feeds)
+        refs.labels[s.name] = name
     if subject.bundle is not None and "golden" in refs.outputs:
         for name in subject.out_names:
             c = compare_arrays(
@@ -146,7 +154,7 @@ def _golden_references(subject: Subject, sets, skipped, opts: VerifyOptions) -> 
         if subject.bundle is None:  # no golden set: the reference model is the reference
             refs.kind, refs.description = "reference-model", label
         refs.note = (
-            f"no torch here: the {which} inputs are compared with {label} (--reference-model)"
+            f"no torch here: the {which} inputs are compared with {label} (--reference-onnx)"
         )
         refs.secondary = label  # not one of the runtimes verified: none is skipped
         return refs
@@ -162,7 +170,7 @@ def _golden_references(subject: Subject, sets, skipped, opts: VerifyOptions) -> 
     if subject.precision != "fp32":
         refs.note += (
             f"; for this {subject.precision} file that is runtime parity, not the fp32 accuracy "
-            "delta: give --reference-model FP32.onnx or --checkpoint"
+            "delta: give --reference-onnx FP32.onnx or --reference"
         )
     return refs
 
@@ -174,7 +182,7 @@ def reference_model_outputs(
     sets: list[InputSet],
     threads: int | None,
 ) -> dict[str, Outputs]:
-    """The outputs of ``reference_model`` (``--reference-model``) on ``runtime`` for each of
+    """The outputs of ``reference_model`` (``--reference-onnx``) on ``runtime`` for each of
     ``sets``: the reference of those sets without torch."""
     ref_path = Path(reference_model)
     sec = sessions.open_runtime(runtime, load_onnx(ref_path), threads=threads)

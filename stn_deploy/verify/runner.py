@@ -1,7 +1,7 @@
 """``verify_model``: run one ONNX file on several runtimes and compare each with a reference.
 
 No torch at import, and no reference to the torch side: the reference is the torch model when
-the caller passes one (``torch=``, a :class:`~stn_deploy.verify.options.TorchReference`), else
+the caller passes one (``torch_side=``, a :class:`~stn_deploy.torch_side.TorchSide`), else
 the golden bundle beside the file (see :mod:`.reference`). The steps, after Polygraphy's
 comparator: the input sets (:func:`~stn_deploy.verify.inputs.load_input_sets`), the reference
 outputs (:func:`~stn_deploy.verify.reference.resolve_references`), every runtime over the sets
@@ -42,7 +42,7 @@ def verify_model(
     the input sets and compare every output with the reference.
 
     ``options`` (a :class:`~stn_deploy.verify.options.VerifyOptions`) and/or its fields as
-    keywords (``runtimes``, ``inputs``, ``count``, ``atol``, ``bisect``, ``torch``, ...; see
+    keywords (``runtimes``, ``inputs``, ``count``, ``atol``, ``bisect``, ``torch_side``, ...; see
     there). Named runtimes that cannot run here are skipped with the reason, or raise under
     ``strict``.
     """
@@ -51,7 +51,7 @@ def verify_model(
     opts.check()
     tol = opts.tolerance(subject.meta.get("precision"))
     runners = choose_runners(opts, subject)
-    subject.load_bundle(required=opts.torch is None and opts.reference_model is None)
+    subject.load_bundle(required=opts.torch_side is None and opts.reference_model is None)
     sets, skipped = input_sets(opts, subject)
     refs = resolve_references(subject, sets, skipped, opts, tol)
     compare = CompareFunc.simple(
@@ -87,13 +87,15 @@ def choose_runners(opts: VerifyOptions, subject: Subject) -> list[Runner]:
     names = names or default_names()
     if "torch" in names:
         raise StnDeployError(
-            "torch is the reference (--checkpoint/--factory), not a runtime to verify"
+            "torch is the reference ({torch_side}), not one of the {runtimes} to verify",
+            param=("runtimes", "torch_side"),
         )
     avail = {n: sessions.availability(n) for n in names}
     missing = [a for a in avail.values() if not a.available]
     if opts.strict and opts.runtimes is not None and missing:
         raise StnDeployError(
-            "--strict: " + "; ".join(f"{a.name} is not available: {a.reason}" for a in missing)
+            "{strict}: " + "; ".join(f"{a.name} is not available: {a.reason}" for a in missing),
+            param="strict",
         )
     return [
         Runner(n, subject.proto, opts.threads, "" if avail[n].available else avail[n].reason)
@@ -113,11 +115,12 @@ def input_sets(opts: VerifyOptions, subject: Subject) -> tuple[list[InputSet], d
         meta=subject.meta,
         count=opts.count,
         seed=opts.seed,
-        distortion=opts.torch.distortion if opts.torch is not None else None,
+        distortion=opts.torch_side.distortion if opts.torch_side is not None else None,
     )
     if opts.strict and kinds is not None and skipped:
         raise StnDeployError(
-            "--strict: " + "; ".join(f"no {k} inputs: {why}" for k, why in skipped.items())
+            "{strict}: " + "; ".join(f"no {k} inputs: {why}" for k, why in skipped.items()),
+            param="strict",
         )
     if not sets:
         raise StnDeployError(
@@ -144,6 +147,6 @@ def _bisect_failures(report: VerifyReport, runs: list[RunResult], subject, refs,
                 refs.outputs,
                 raw[r.name],
                 compare,
-                reexport=opts.torch.reexport if opts.torch is not None else None,
+                reexport=opts.torch_side.reexport if opts.torch_side is not None else None,
                 threads=opts.threads,
             )

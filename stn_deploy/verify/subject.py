@@ -66,7 +66,8 @@ class Subject:
         elif required:
             raise StnDeployError(
                 f"no reference: {bpath.name} (the golden bundle) is not beside the model; give "
-                "--checkpoint or --factory to compare against torch, or --reference-model"
+                "{torch_side} to compare against torch, or {reference_model}",
+                param=("torch_side", "reference_model"),
             )
 
     def to_dict(self) -> dict[str, Any]:

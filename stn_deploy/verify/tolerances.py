@@ -6,7 +6,7 @@ log-probabilities (the exported mnist-affine differs from torch by at most 9e-5 
 element-wise; for them the headline figures are the argmax agreement with the reference and
 the accuracy delta on labelled MNIST inputs, and those are gated too: the argmax agreement
 always tolerates one differing row, the accuracy delta is gated from 100 labelled images on
-(``--count 100`` or more). Against an fp32 reference (torch, ``--reference-model``), the random
+(``--count 100`` or more). Against an fp32 reference (torch, ``reference_model``), the random
 and stress inputs of an fp16/int8 file are out of its calibration range: their error is
 reported, not gated. (mnist-affine in fp16 with
 the sampler kept fp32 is 0.027 off torch at the 99th percentile of its golden log-probs on ORT
@@ -93,13 +93,15 @@ def check_overrides(
     statistic, a quantile in [0, 1]. Cheap: the CLI calls it before loading anything."""
     if check_error_stat is not None and check_error_stat not in ERROR_STATS:
         raise StnDeployError(
-            f"unknown --check-error-stat {check_error_stat!r}: choose from {', '.join(ERROR_STATS)}"
+            f"unknown {{check_error_stat}} {check_error_stat!r}: choose from "
+            f"{', '.join(ERROR_STATS)}",
+            param="check_error_stat",
         )
     for name, v in (("atol", atol), ("rtol", rtol)):
         if v is not None and not (math.isfinite(v) and v >= 0):
-            raise StnDeployError(f"--{name} must be a finite number >= 0, got {v}")
+            raise StnDeployError(f"{{{name}}} must be a finite number >= 0, got {v}", param=name)
     if quantile is not None and not 0 <= quantile <= 1:
-        raise StnDeployError(f"--quantile must be in [0, 1], got {quantile}")
+        raise StnDeployError(f"{{quantile}} must be in [0, 1], got {quantile}", param="quantile")
     return {
         k: v
         for k, v in (

@@ -50,7 +50,7 @@ class ModelConfig:
         try:
             d = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise StnDeployError(f"{origin}: config is not valid JSON ({exc.msg})") from None
+            raise StnDeployError(f"{origin}: config is not valid JSON ({exc.msg})") from exc
         if not isinstance(d, dict):
             raise StnDeployError(f"{origin}: config must be a JSON object")
         missing = [k for k in ("arch", "args", "input_shape") if k not in d]
@@ -96,7 +96,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise StnDeployError(
             f"cannot read checkpoint {path}: not a valid stn-deploy checkpoint "
             f"({one_line(exc, 200)})"
-        ) from None
+        ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise StnDeployError(
             f"cannot read checkpoint {path}: not a stn-deploy checkpoint (no '{FORMAT}' marker)"

@@ -29,7 +29,7 @@ def flat_features(module: nn.Module, in_shape: tuple[int, int, int]) -> int:
     except RuntimeError as exc:
         raise StnDeployError(
             f"input shape {tuple(in_shape)} is too small for this network: {exc}"
-        ) from None
+        ) from exc
     return int(out[0].numel())
 
 
