@@ -15,8 +15,10 @@ from stn_deploy.cli.options import (
     opset_option,
     precision_option,
     seed_option,
+    usage_error,
 )
 from stn_deploy.cli.quantize import build_precision_options, describe, precision_options
+from stn_deploy.errors import StnDeployError
 from stn_deploy.export.lowerings import lowering_names
 from stn_deploy.export.targets import TARGETS as TARGET_NAMES
 
@@ -119,17 +121,18 @@ def export_cmd(
 
     Example: stn-deploy export runs/rts/checkpoint.pt --target tensorrt --out exported/
     """
-    from stn_deploy.pytorch.exporter import export_model
+    from stn_deploy.pytorch.exporter import ExportOptions, export_model
     from stn_deploy.pytorch.models.loading import load_model
 
     check_model_source(model, weights, input_shape, trust_factory)
+    names = [n.strip() for n in output_names.split(",")] if output_names is not None else None
+    if names is not None and not all(names):
+        raise usage_error(f"--output-names has an empty name: {output_names!r}")
     options = build_precision_options(seed, precision_kw)
     loaded = load_model(
         model, checkpoint=weights, input_shape=input_shape, trust_factory=trust_factory
     )
-    s = export_model(
-        loaded,
-        out,
+    opts = ExportOptions(
         target=target,
         lowering=lowering,
         opset=opset,
@@ -143,8 +146,19 @@ def export_cmd(
         precision_options=options,
         check=check,
         exporter=exporter,
-        output_names=[n.strip() for n in output_names.split(",")] if output_names else None,
+        output_names=names,
     )
+    try:
+        s = export_model(loaded, out, opts)
+    except StnDeployError as exc:  # a bad --output-names (count, repeats) is a usage error
+        if names is not None and exc.param == "output_names":
+            raise usage_error(exc) from None
+        raise
+    _report(s, precision)
+
+
+def _report(s, precision: str) -> None:
+    """What the export did, for the terminal (``s``: the ExportResult)."""
     if s.auto:
         for cand, row in s.auto["candidates"].items():
             timing = (

@@ -30,12 +30,26 @@ KEYS = {
     "class_labels": "JSON list of class names, in output order",
     "precision": "numeric precision of the weights and compute: fp32, fp16 or int8",
     "export_args": "JSON: target, sampler, opset, inline, expose_stn, dynamic_batch, separable "
-    "as given to export_model (enough to export the same file again from the same weights)",
+    "as given to export_model (enough to export the same file again from the same weights), "
+    "plus exporter (only when not the default torchscript, i.e. dynamo) and output_names "
+    "(only when given)",
 }
 #: written only by ``--lowering auto``: every candidate's parity and timings, and the choice
 AUTO_KEY = "auto"
 #: written when attention STNs were sampled in the exact separable form: how many
 SEPARABLE_KEY = "separable"
+#: written only when the export's self-check did not gate the file: why
+SELF_CHECK_KEY = "self_check"
+#: the keys some exports write and others do not (every export writes all of :data:`KEYS`)
+OPTIONAL_KEYS = {
+    AUTO_KEY: "JSON, --lowering auto only: every candidate's parity with torch and timings, "
+    "the provider timed on and the lowering chosen",
+    SEPARABLE_KEY: "how many attention STNs were sampled in the exact separable form "
+    "(two MatMuls); absent when none",
+    SELF_CHECK_KEY: "why the self-check (the written file on ONNX Runtime CPU against torch "
+    "before it is kept) did not gate the file: check=False / --no-check, onnxruntime not "
+    "installed, or an fp16/int8 file whose golden inputs are noise; absent when it passed",
+}
 
 
 def write_metadata(model: onnx.ModelProto, values: dict[str, Any]) -> None:

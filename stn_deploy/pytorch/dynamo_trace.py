@@ -131,7 +131,8 @@ def dynamo_trace(
     if opset < MIN_OPSET:
         raise StnDeployError(
             f"the dynamo exporter writes opset {MIN_OPSET} or newer, asked for {opset}: use "
-            f"--opset {MIN_OPSET} or --exporter torchscript"
+            f"{{opset}}={MIN_OPSET} or {{exporter}}='torchscript'",
+            param=("opset", "exporter"),
         )
     shapes = None
     if dynamic_batch:
@@ -163,7 +164,8 @@ def dynamo_trace(
     except Exception as exc:
         raise StnDeployError(
             f"torch.export cannot trace the model: {_first_construct(exc)}; try "
-            "--exporter torchscript (and check its output: the self-check runs either way)"
+            "{exporter}='torchscript' (and check its output: the self-check runs either way)",
+            param="exporter",
         ) from None
     finally:
         for lg, level in zip(loggers, levels, strict=True):

@@ -21,7 +21,7 @@ import contextlib
 import io
 import re
 import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +36,13 @@ from stn_deploy.errors import StnDeployError, one_line
 from stn_deploy.export.golden import bundle_path, write_model_with_bundle
 from stn_deploy.export.lower import _lowering_arg, lower_model
 from stn_deploy.export.lowerings import get_lowering, lowering_names
-from stn_deploy.export.metadata import write_metadata
+from stn_deploy.export.metadata import SELF_CHECK_KEY, write_metadata
 from stn_deploy.export.targets import get_target
 from stn_deploy.pytorch.models.loading import LoadedModel
 from stn_deploy.pytorch.models.separable import separable_attention_sample
 from stn_deploy.pytorch.models.stn import SpatialTransformer
 from stn_deploy.pytorch.models.transforms import AttentionTransform, base_grid
 from stn_deploy.pytorch.self_check import (
-    SELF_CHECK_KEY,
     check_batches,
     ort_available,
     run_self_check,
@@ -196,8 +195,8 @@ def _warn_torchscript_once() -> None:
     if not _warned_torchscript:
         _warned_torchscript = True
         warnings.warn(
-            "--exporter torchscript uses torch's TorchScript ONNX exporter (dynamo=False), "
-            "deprecated upstream since torch 2.9",
+            "the torchscript exporter (exporter='torchscript', --exporter torchscript) uses "
+            "torch's TorchScript ONNX exporter (dynamo=False), deprecated upstream since torch 2.9",
             FutureWarning,
             stacklevel=3,
         )
@@ -250,8 +249,9 @@ def _trace(
         raise
     except Exception as exc:  # the exporter's own errors: one line naming the op
         raise StnDeployError(
-            f"torch.onnx.export failed at opset {opset}: {one_line(exc)}"
-            + ("" if "--exporter" in str(exc) else " (--exporter dynamo may export it)")
+            f"torch.onnx.export failed at opset {opset}: {one_line(exc)} "
+            "(the dynamo exporter, {exporter}='dynamo', may export it)",
+            param="exporter",
         ) from None
     return onnx.load_from_string(buf.getvalue()), len(applied)
 
@@ -495,7 +495,9 @@ def output_names_for(outs: Any, expose_stn: bool, override: list[str] | None = N
     if override:
         if len(override) != len(values):
             raise StnDeployError(
-                f"--output-names gives {len(override)} names, the model has {len(values)} outputs"
+                f"{{output_names}} gives {len(override)} names, the model has {len(values)} "
+                "outputs",
+                param="output_names",
             )
         names = list(override)
     elif expose_stn:
@@ -507,7 +509,11 @@ def output_names_for(outs: Any, expose_stn: bool, override: list[str] | None = N
     else:
         names = [f"output_{i}" for i in range(len(values))]
     if len(set(names)) != len(names) or any(not n or "/" in n or n == "image" for n in names):
-        raise StnDeployError(f"output names must be distinct, non-empty, not 'image': {names}")
+        what = "{output_names}" if override else "the model's output names"
+        raise StnDeployError(
+            f"{what} must be distinct, non-empty, without '/', not 'image': {names}",
+            param="output_names",
+        )
     return names
 
 
@@ -566,40 +572,22 @@ def _self_check(
     hint = (
         "A branch on the batch size? torch.export specialises it to the traced batch (2)"
         if exporter == "dynamo"
-        else "A batch-dependent branch baked by the trace (batch 1)? Try --exporter dynamo"
+        else "A batch-dependent branch baked by the trace (batch 1)? Try {exporter}='dynamo'"
     )
     data = onnx_model.SerializeToString()
     run_self_check(data, ["image"], names, batches, reference, precision, hint)
 
 
-def export_model(
-    loaded: LoadedModel,
-    out: str | Path,
-    *,
-    target: str = "ort-cpu",
-    lowering: str | None = None,
-    opset: int | None = None,
-    inline: bool = False,
-    expose_stn: bool = False,
-    dynamic_batch: bool = True,
-    golden_count: int = 8,
-    seed: int = 0,
-    separable: bool = True,
-    precision: str = "fp32",
-    precision_options: dict[str, Any] | None = None,
-    sampler: str | None = None,
-    check: bool = True,
-    exporter: str | None = None,
-    output_names: list[str] | None = None,
-) -> ExportResult:
-    """Export ``loaded`` to ``out`` (a ``.onnx`` file, or a directory for ``NAME.onnx``).
+@dataclass(frozen=True)
+class ExportOptions:
+    """The options of :func:`export_model`: pass one object, keywords, or both (keywords win).
 
     ``lowering``: a registered one (:mod:`stn_deploy.export.lowerings`) or ``auto``; default
-    the target's (``sampler``: its deprecated name). ``precision`` fp16 or int8 converts the checked fp32 export with
-    :func:`stn_deploy.precision.apply_precision` (``precision_options`` go there; int8
-    calibrates on the distortion and seed the model was trained with unless
-    ``precision_options["calibration"]`` says otherwise); the golden bundle keeps torch's
-    fp32 outputs as the reference.
+    the target's (``sampler``: its deprecated name). ``precision`` fp16 or int8 converts the
+    checked fp32 export with :func:`stn_deploy.precision.apply_precision` (``precision_options``
+    go there; int8 calibrates on the distortion and seed the model was trained with unless
+    ``precision_options["calibration"]`` says otherwise); the golden bundle keeps torch's fp32
+    outputs as the reference.
 
     ``check`` (default on): before the file is kept, run the written bytes on ONNX Runtime CPU
     on the golden inputs at batch 1 and the bundle's batch and compare with torch
@@ -611,66 +599,130 @@ def export_model(
     :mod:`stn_deploy.pytorch.dynamo_trace`). Tuple/list outputs are named ``output_0..n``,
     dict outputs by their keys, unless ``output_names`` says otherwise.
     """
+
+    target: str = "ort-cpu"  #: the target profile (opset and default lowering)
+    lowering: str | None = None  #: a lowering name or ``auto``; None: the target's
+    opset: int | None = None  #: None: the target's (at least the lowering's minimum)
+    inline: bool = False  #: with ``custom``: function bodies written in place
+    expose_stn: bool = False  #: outputs log_probs, theta, rectified
+    dynamic_batch: bool = True  #: False: batch fixed to 1
+    golden_count: int = 8  #: inputs in the golden bundle
+    seed: int = 0  #: seed of noise golden inputs (and of ``auto``'s timing inputs)
+    separable: bool = True  #: attention STNs (bilinear, zeros) as two MatMuls
+    precision: str = "fp32"  #: fp32, fp16 or int8
+    precision_options: dict[str, Any] | None = None  #: apply_precision's options
+    sampler: str | None = None  #: deprecated name of ``lowering``
+    check: bool = True  #: the self-check on ONNX Runtime CPU before the file is kept
+    exporter: str | None = None  #: torchscript (None: default) or dynamo
+    output_names: list[str] | None = None  #: graph output names (None: from the model)
+
+
+def _checked_options(o: ExportOptions) -> ExportOptions:
+    """``o`` validated, with ``sampler`` merged into ``lowering`` and the exporter named."""
     from stn_deploy.precision.convert import check_precision
 
-    if sampler is not None:
-        lowering = _lowering_arg(lowering, sampler)
-    precision = check_precision(precision)
-    s = _resolve(target, lowering, opset, inline)
-    if golden_count < 1:
-        raise StnDeployError(f"--golden-count must be at least 1, got {golden_count}")
-    explicit_exporter = exporter is not None
-    exporter = exporter or "torchscript"
+    lowering = _lowering_arg(o.lowering, o.sampler) if o.sampler is not None else o.lowering
+    if o.golden_count < 1:
+        raise StnDeployError(f"--golden-count must be at least 1, got {o.golden_count}")
+    exporter = o.exporter or "torchscript"
     if exporter not in EXPORTERS:
-        raise StnDeployError(f"unknown exporter {exporter!r}: choose from {', '.join(EXPORTERS)}")
-    if exporter == "dynamo" and opset is None:
-        s = replace(s, opset=max(s.opset, 18))
-    if exporter == "torchscript" and explicit_exporter:
+        raise StnDeployError(
+            f"unknown {{exporter}} {exporter!r}: choose from {', '.join(EXPORTERS)}",
+            param="exporter",
+        )
+    if o.exporter == "torchscript":
         _warn_torchscript_once()
-    out = _out_dir(Path(out))
-    model = _export_module(loaded, expose_stn)
-    x, source, raw_outs = _golden(loaded, model, golden_count, seed)
-    names = output_names_for(raw_outs, expose_stn, output_names)
-    outs = flatten_outputs(raw_outs)[1]
-    traced, n_separable = _trace(
-        model, tuple(loaded.config.input_shape), names, s.opset, dynamic_batch, separable, exporter
-    )
-    auto_figures = None
-    if s.auto:
-        chosen, auto_figures = choose_lowering(traced, target, s.opset, x, outs[0].numpy(), seed)
-        s = replace(s, lowering=chosen)
-    suffix = "" if precision == "fp32" else f"-{precision}"
-    name = f"{default_name(loaded, s.lowering)}{suffix}.onnx"
-    path = out if out.suffix == ".onnx" else out / name
-    export_args = {  # "sampler": the metadata's key for the lowering (verify --bisect reads it)
-        **{"target": target, "sampler": s.lowering, "opset": s.opset, "inline": s.inline},
-        **{"expose_stn": expose_stn, "dynamic_batch": dynamic_batch, "separable": separable},
-        **({"exporter": exporter} if exporter != "torchscript" else {}),
-        **({"output_names": names} if output_names else {}),
+    precision = check_precision(o.precision)
+    return replace(o, lowering=lowering, sampler=None, exporter=exporter, precision=precision)
+
+
+def _export_args(o: ExportOptions, s: _Settings, names: list[str]) -> dict[str, Any]:
+    """What it takes to export the file again (``sampler``: the metadata's key for the
+    lowering, which verify --bisect reads)."""
+    return {
+        **{"target": o.target, "sampler": s.lowering, "opset": s.opset, "inline": s.inline},
+        **{"expose_stn": o.expose_stn, "dynamic_batch": o.dynamic_batch},
+        "separable": o.separable,
+        **({"exporter": o.exporter} if o.exporter != "torchscript" else {}),
+        **({"output_names": names} if o.output_names else {}),
     }
-    onnx_model, written, samplers = _lower_traced(
-        loaded, traced, s, n_separable, auto_figures, export_args
-    )
-    note = skip_note(check, precision, not source.startswith("seeded"))
-    if check and ort_available():  # the fp32 form, always (the trace is what a check catches)
-        _self_check(model, onnx_model, names, x, dynamic_batch, "fp32", exporter)
+
+
+def _checked_forms(
+    loaded: LoadedModel,
+    model: nn.Module,
+    onnx_model: onnx.ModelProto,
+    names: list[str],
+    x: np.ndarray,
+    real_inputs: bool,
+    o: ExportOptions,
+) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """The self-checked file in ``o.precision`` and what apply_precision wrote: the fp32 form
+    is always checked (the trace is what a check catches), an fp16/int8 form when its golden
+    inputs are real; a skipped check is noted in the metadata."""
+    note = skip_note(o.check, o.precision, real_inputs)
+    if o.check and ort_available():
+        _self_check(model, onnx_model, names, x, o.dynamic_batch, "fp32", o.exporter)
     precision_metadata: dict[str, Any] = {"precision": "fp32"}
-    if precision != "fp32":
+    if o.precision != "fp32":
         onnx_model, precision_metadata = _apply_precision(
-            loaded, onnx_model, precision, precision_options or {}
+            loaded, onnx_model, o.precision, o.precision_options or {}
         )
     if note:
         write_metadata(onnx_model, {SELF_CHECK_KEY: note})
-    elif precision != "fp32":
-        _self_check(model, onnx_model, names, x, dynamic_batch, precision, exporter)
+    elif o.precision != "fp32":
+        _self_check(model, onnx_model, names, x, o.dynamic_batch, o.precision, o.exporter)
+    return onnx_model, precision_metadata
+
+
+def export_model(
+    loaded: LoadedModel, out: str | Path, options: ExportOptions | None = None, **kw: Any
+) -> ExportResult:
+    """Export ``loaded`` to ``out`` (a ``.onnx`` file, or a directory for ``NAME.onnx``).
+
+    ``options`` and/or keywords: the fields of :class:`ExportOptions` (``target=``,
+    ``lowering=``, ``opset=``, ``precision=``, ``check=``, ``exporter=``, ``output_names=``,
+    ...); keywords override ``options``.
+    """
+    unknown = sorted(set(kw) - {f.name for f in fields(ExportOptions)})
+    if unknown:
+        raise TypeError(f"export_model() got unexpected keyword arguments: {', '.join(unknown)}")
+    o = _checked_options(replace(options or ExportOptions(), **kw))
+    s = _resolve(o.target, o.lowering, o.opset, o.inline)
+    if o.exporter == "dynamo" and o.opset is None:
+        s = replace(s, opset=max(s.opset, 18))
+    out = _out_dir(Path(out))
+    model = _export_module(loaded, o.expose_stn)
+    x, source, raw_outs = _golden(loaded, model, o.golden_count, o.seed)
+    names = output_names_for(raw_outs, o.expose_stn, o.output_names)
+    outs = flatten_outputs(raw_outs)[1]
+    shape = tuple(loaded.config.input_shape)
+    traced, n_separable = _trace(
+        model, shape, names, s.opset, o.dynamic_batch, o.separable, o.exporter
+    )
+    auto_figures = None
+    if s.auto:
+        ref = outs[0].numpy()
+        chosen, auto_figures = choose_lowering(traced, o.target, s.opset, x, ref, o.seed)
+        s = replace(s, lowering=chosen)
+    suffix = "" if o.precision == "fp32" else f"-{o.precision}"
+    name = f"{default_name(loaded, s.lowering)}{suffix}.onnx"
+    path = out if out.suffix == ".onnx" else out / name
+    onnx_model, written, samplers = _lower_traced(
+        loaded, traced, s, n_separable, auto_figures, _export_args(o, s, names)
+    )
+    real_inputs = not source.startswith("seeded")
+    onnx_model, precision_metadata = _checked_forms(
+        loaded, model, onnx_model, names, x, real_inputs, o
+    )
     data = onnx_model.SerializeToString()
-    reference = {n: o.detach().numpy() for n, o in zip(names, outs, strict=True)}
-    meta = {"model": path.name, "source": source, "seed": seed}
+    reference = {n: t.detach().numpy() for n, t in zip(names, outs, strict=True)}
+    meta = {"model": path.name, "source": source, "seed": o.seed}
     write_model_with_bundle(path, data, {"image": x}, reference, meta)
     return ExportResult(
         path=str(path),
         golden_path=str(bundle_path(path)),
-        target=target,
+        target=o.target,
         lowering=written,
         opset=default_opset(onnx_model),
         nodes=len(onnx_model.graph.node),
@@ -679,7 +731,7 @@ def export_model(
         auto=auto_figures,
         bytes=len(data),
         golden_source=source,
-        precision=precision,
+        precision=o.precision,
         precision_metadata=precision_metadata,
         outputs=names,
         metadata={p.key: p.value for p in onnx_model.metadata_props},

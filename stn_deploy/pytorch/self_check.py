@@ -22,9 +22,6 @@ import numpy as np
 
 from stn_deploy.errors import StnDeployError, one_line
 
-#: the metadata key a skipped self-check writes (``stn_deploy.self_check``)
-SELF_CHECK_KEY = "self_check"
-
 
 def ort_available() -> bool:
     try:
@@ -63,7 +60,7 @@ def run_self_check(
     batches: Sequence[Sequence[np.ndarray]],
     reference: Callable[[Sequence[np.ndarray]], Sequence[np.ndarray]],
     precision: str = "fp32",
-    hint: str = "A batch-dependent branch baked by the trace? Try --exporter dynamo",
+    hint: str = "A batch-dependent branch baked by the trace? Try {exporter}='dynamo'",
 ) -> dict[str, float]:
     """Run ``data`` on ORT CPU on each batch of inputs and compare every output with
     ``reference(batch)`` (torch) under ``precision``'s tolerance.
@@ -83,7 +80,8 @@ def run_self_check(
     except Exception as exc:
         raise StnDeployError(
             f"self-check: ONNX Runtime CPU cannot load the exported model: {one_line(exc)} "
-            "(--no-check skips the check)"
+            "({check=False} skips the check)",
+            param="check",
         ) from exc
     worst: dict[str, float] = {}
     failures = []
@@ -95,7 +93,8 @@ def run_self_check(
         except Exception as exc:
             raise StnDeployError(
                 f"self-check: ONNX Runtime CPU fails on the exported model at batch {n}: "
-                f"{one_line(exc)} (--no-check skips the check)"
+                f"{one_line(exc)} ({{check=False}} skips the check)",
+                param="check",
             ) from exc
         want = reference(arrays)
         for name, ref, out in zip(output_names, want, got, strict=True):
@@ -115,7 +114,8 @@ def run_self_check(
         raise StnDeployError(
             f"self-check failed: the exported model's output {name!r} at batch {n} differs from "
             f"torch on ONNX Runtime CPU: {detail}, beyond {precision} tolerance (atol "
-            f"{tol.atol:g}, rtol {tol.rtol:g}); no file written. {hint}; --no-check skips "
-            "the check"
+            f"{tol.atol:g}, rtol {tol.rtol:g}); no file written. {hint}; {{check=False}} skips "
+            "the check",
+            param=("check", "exporter"),
         )
     return worst
