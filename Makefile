@@ -33,7 +33,7 @@ test: setup
 # depend on the CPU (float32 summation order, fused multiply-adds) differ here as they would on
 # another machine, so a test or a library claim that only holds on this CPU fails in CI first.
 test-portable: setup
-	ATEN_CPU_CAPABILITY=default $(PY) -m pytest -n 2 -q
+	ATEN_CPU_CAPABILITY=default $(PY) -m pytest -n 2 -q -m "not slow"
 
 lint: setup
 	$(VENV)/bin/ruff check stn_deploy tests benchmarks

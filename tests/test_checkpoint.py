@@ -194,3 +194,29 @@ def test_parse_shape(text, shape):
 def test_parse_shape_errors(text):
     with pytest.raises(StnDeployError, match="input shape"):
         parse_shape(text)
+
+
+def test_a_factory_file_using_dataclasses_loads(tmp_path):
+    """A factory file is a module like any other: @dataclass with postponed annotations looks
+    itself up in sys.modules (it failed with AttributeError when the file was run unregistered)."""
+    from stn_deploy.pytorch.models.loading import load_model
+
+    f = tmp_path / "dc_factory.py"
+    f.write_text(
+        "from __future__ import annotations\n"
+        "from dataclasses import dataclass\n"
+        "import torch\n\n"
+        "@dataclass\n"
+        "class Cfg:\n"
+        "    scale: float = 2.0\n\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self, cfg: Cfg):\n"
+        "        super().__init__()\n"
+        "        self.cfg = cfg\n\n"
+        "    def forward(self, x):\n"
+        "        return x * self.cfg.scale\n\n"
+        "def make():\n"
+        "    return Net(Cfg())\n"
+    )
+    loaded = load_model(f"{f}:make", input_shape="1,4,4")
+    assert loaded.model.cfg.scale == 2.0

@@ -63,9 +63,17 @@ def _import_factory(ref: str):
             path = Path(module_name)
             if not path.is_file():
                 raise StnDeployError(f"factory file not found: {path}")
-            spec = importlib.util.spec_from_file_location(path.stem, path)
+            # registered under a name of its own (never a real module's, e.g. a file "os.py"),
+            # so code in it that looks itself up (@dataclass, pickle, typing) finds itself
+            name = f"_stn_deploy_factory_{abs(hash(str(path.resolve())))}_{path.stem}"
+            spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
+            sys.modules[name] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                sys.modules.pop(name, None)
+                raise
         else:
             module = importlib.import_module(module_name)
     except StnDeployError:
