@@ -201,7 +201,13 @@ def test_affine_base_grid_3d_is_torchs_bit_for_bit():
             ref = F.affine_grid(eye, [1, 1, d, h, w], align_corners=align).reshape(-1, 3)
             base = _affine_base_grid(h, w, align, np.float64, d=d)
             assert base.shape == (d * h * w, 4) and (base[:, 3] == 1).all()
-            np.testing.assert_array_equal(base[:, :3], ref.numpy())
+            if torch.backends.cpu.get_cpu_capability() != "DEFAULT":
+                np.testing.assert_array_equal(base[:, :3], ref.numpy())
+            else:
+                # torch's non-SIMD DEFAULT kernel (ATEN_CPU_CAPABILITY=default, CI's second run)
+                # rounds its linspace twice: up to one ulp of the grid's range [-1, 1] away
+                err = np.abs(base[:, :3] - ref.numpy())
+                assert err.max(initial=0.0) <= np.spacing(1.0)
 
 
 # --------------------------------------------------------------------------- chains
