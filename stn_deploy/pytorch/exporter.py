@@ -551,24 +551,33 @@ def _lower_traced(
     return onnx_model, written, samplers
 
 
+def _torch_reference(model: nn.Module, x: np.ndarray, outs: list[torch.Tensor]):
+    """torch's outputs for a self-check batch: the golden batch ``x`` already has them
+    (``outs``); any other batch is run once and kept, so the fp32 and the fp16/int8 checks
+    share it."""
+    done: dict[int, list[np.ndarray]] = {id(x): [o.detach().float().numpy() for o in outs]}
+
+    def reference(arrays: list[np.ndarray]) -> list[np.ndarray]:
+        (a,) = arrays
+        if id(a) not in done:
+            with torch.inference_mode():
+                got = flatten_outputs(model(torch.from_numpy(a)))[1]
+            done[id(a)] = [o.detach().float().numpy() for o in got]
+        return done[id(a)]
+
+    return reference
+
+
 def _self_check(
-    model: nn.Module,
     onnx_model: onnx.ModelProto,
     names: list[str],
-    x: np.ndarray,
-    dynamic_batch: bool,
+    batches: list[list[np.ndarray]],
+    reference,
     precision: str,
     exporter: str = "torchscript",
 ) -> None:
-    """The serialized ``onnx_model`` on ORT CPU against ``model`` at batch 1 and the golden
-    batch, or a one-line error."""
-
-    def reference(arrays):
-        with torch.inference_mode():
-            outs = flatten_outputs(model(*(torch.from_numpy(a) for a in arrays)))[1]
-        return [o.detach().float().numpy() for o in outs]
-
-    batches = [[b] for b in check_batches(x, dynamic_batch)]
+    """The serialized ``onnx_model`` on ORT CPU against ``reference`` (torch) on ``batches``
+    (batch 1 and the golden batch), or a one-line error."""
     hint = (
         "A branch on the batch size? torch.export specialises it to the traced batch (2)"
         if exporter == "dynamo"
@@ -654,6 +663,7 @@ def _checked_forms(
     onnx_model: onnx.ModelProto,
     names: list[str],
     x: np.ndarray,
+    outs: list[torch.Tensor],
     real_inputs: bool,
     o: ExportOptions,
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
@@ -661,8 +671,10 @@ def _checked_forms(
     is always checked (the trace is what a check catches), an fp16/int8 form when its golden
     inputs are real; a skipped check is noted in the metadata."""
     note = skip_note(o.check, o.precision, real_inputs)
+    batches = [[b] for b in check_batches(x, o.dynamic_batch)]  # the same arrays for both checks
+    reference = _torch_reference(model, x, outs)
     if o.check and ort_available():
-        _self_check(model, onnx_model, names, x, o.dynamic_batch, "fp32", o.exporter)
+        _self_check(onnx_model, names, batches, reference, "fp32", o.exporter)
     precision_metadata: dict[str, Any] = {"precision": "fp32"}
     if o.precision != "fp32":
         onnx_model, precision_metadata = _apply_precision(
@@ -671,7 +683,7 @@ def _checked_forms(
     if note:
         write_metadata(onnx_model, {SELF_CHECK_KEY: note})
     elif o.precision != "fp32":
-        _self_check(model, onnx_model, names, x, o.dynamic_batch, o.precision, o.exporter)
+        _self_check(onnx_model, names, batches, reference, o.precision, o.exporter)
     return onnx_model, precision_metadata
 
 
@@ -713,7 +725,7 @@ def export_model(
     )
     real_inputs = not source.startswith("seeded")
     onnx_model, precision_metadata = _checked_forms(
-        loaded, model, onnx_model, names, x, real_inputs, o
+        loaded, model, onnx_model, names, x, outs, real_inputs, o
     )
     data = onnx_model.SerializeToString()
     reference = {n: t.detach().numpy() for n, t in zip(names, outs, strict=True)}
