@@ -10,7 +10,9 @@ Two models, each in one ``bench_model`` run (so the ratios compare figures taken
    weights, exported natively for ORT CPU.
 
 Every runtime available (ORT CPU, OpenVINO f32, ORT GPU EPs if present), batch 1/8/64/256,
-torch eager and stock ``torch.onnx.export(dynamo=True)`` (on each runtime) as baselines.
+torch eager and stock ``torch.onnx.export(dynamo=True)`` (on each runtime) as baselines. With
+``--optimize exact|auto`` (default exact) the mnist-affine file optimised so
+(``stn-deploy optimize``) is benched beside the plain one, in its own run with the baselines.
 
 Goals (issue 5, CPU, same run): our export >= 4x faster than the stock export at batch 64 and
 >= 5x faster than torch eager at batch 1, on ORT CPU; OpenVINO reported beside it.
@@ -194,6 +196,12 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=2.0, help="seconds of timed calls per row")
     ap.add_argument("--warmup", type=int, default=10, help="warm-up calls per row (mnist)")
     ap.add_argument("--skip-large", action="store_true", help="only mnist-affine")
+    ap.add_argument(
+        "--optimize",
+        choices=("none", "exact", "auto"),
+        default="exact",
+        help="also bench the file optimised so (stn-deploy optimize), beside the plain one",
+    )
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
@@ -220,6 +228,15 @@ def main() -> int:
         args.model, torch_side=torch_side(loaded), sampler_sweep=True, warmup=args.warmup, **common
     ).to_dict()
     print(json.dumps({"done": "mnist-affine", "s": round(time.perf_counter() - t0)}), flush=True)
+    if args.optimize != "none":
+        from stn_deploy.optimize import optimize_file
+
+        with tempfile.TemporaryDirectory() as tmp:
+            opt = Path(tmp) / args.model.name.replace(".onnx", f"-optimize-{args.optimize}.onnx")
+            optimize_file(args.model, opt, args.optimize)
+            name = f"mnist-affine (optimize {args.optimize})"
+            results[name] = bench_model(opt, torch_side=torch_side(loaded), **common).to_dict()
+            results[name]["model"]["path"] = "(temporary) " + opt.name
     profiles = {}
     with tempfile.TemporaryDirectory() as tmp:
         from stn_deploy.pytorch.baselines import stock_export_loaded
