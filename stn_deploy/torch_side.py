@@ -26,9 +26,14 @@ class TorchSide:
 
     Attributes:
         input_shape: per-image input shape ``(C, H, W)`` of the model.
-        open_session: ``open_session(output_names=None, threads=None)`` -> torch eager as a
-            :class:`~stn_deploy.runtimes.RuntimeSession` answering with those output names
-            (default ``log_probs``): verify's reference, bench's ``torch`` baseline.
+        open_session: ``open_session(output_names=None, threads=None, input_names=None)`` ->
+            torch eager as a :class:`~stn_deploy.runtimes.RuntimeSession` taking inputs under
+            ``input_names`` (the ONNX file's, fed to the model by position; default
+            ``image``) and answering with those output names (default ``log_probs``): verify's
+            reference, bench's ``torch`` baseline. A session with ``run_float64(feeds)`` (the
+            model in float64) lets verify gate on float32's inherent error
+            (:mod:`stn_deploy.verify.inherent`); ``input_names`` may be left out of a
+            hand-written ``open_session``.
         export: ``export(path, **export_args)`` writes our export of the model (the keywords of
             ``export_model``: ``target``, ``lowering``, ``opset``, ``inline``, ...) with a small
             golden bundle; bench's lowering sweep and :meth:`reexport` use it.

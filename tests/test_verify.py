@@ -57,8 +57,29 @@ def copy_with_bundle(tmp: Path, proto: onnx.ModelProto, name: str = "m", bundle_
     return path
 
 
-def tampered_conv(factor: float = 1.5, which: int = 2) -> tuple[onnx.ModelProto, str]:
-    m = onnx.load(str(model("native")))
+@pytest.fixture(scope="module")
+def fresh_native(tmp_path_factory) -> Path:
+    """The checkpoint exported now (native, TorchScript exporter, as exported/ was made): the
+    re-export --bisect compares a file with matches it node for node, whatever exported/ was
+    made with."""
+    import warnings
+
+    from stn_deploy.pytorch.exporter import export_model
+    from stn_deploy.pytorch.models.loading import load_model
+
+    path = tmp_path_factory.mktemp("fresh") / "native.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        export_model(
+            load_model(str(CKPT)), path, lowering="native", exporter="torchscript", golden_count=1
+        )
+    return path
+
+
+def tampered_conv(
+    factor: float = 1.5, which: int = 2, source: Path | None = None
+) -> tuple[onnx.ModelProto, str]:
+    m = onnx.load(str(source or model("native")))
     conv = [n for n in m.graph.node if n.op_type == "Conv"][which]
     init = next(i for i in m.graph.initializer if i.name == conv.input[1])
     w = numpy_helper.to_array(init).copy()
@@ -139,8 +160,8 @@ def test_torch_reference_and_stress_reaches_outside_the_image():
 
 
 # --------------------------------------------------------------------------- broken models, bisect
-def test_tampered_conv_weight_is_caught_and_bisected_to_the_conv(tmp_path):
-    m, conv = tampered_conv()
+def test_tampered_conv_weight_is_caught_and_bisected_to_the_conv(tmp_path, fresh_native):
+    m, conv = tampered_conv(source=fresh_native)
     path = tmp_path / "bad.onnx"  # no bundle beside it: the torch model is the reference
     onnx.save(m, str(path))
     rep = verify_model(
@@ -153,8 +174,8 @@ def test_tampered_conv_weight_is_caught_and_bisected_to_the_conv(tmp_path):
     assert conv in format_table(rep)
 
 
-def test_wrong_gridsample_mode_is_bisected_to_the_gridsample(tmp_path):
-    m = onnx.load(str(model("native")))
+def test_wrong_gridsample_mode_is_bisected_to_the_gridsample(tmp_path, fresh_native):
+    m = onnx.load(str(fresh_native))
     gs = next(n for n in m.graph.node if n.op_type == "GridSample")
     next(a for a in gs.attribute if a.name == "mode").s = b"nearest"
     path = tmp_path / "gs.onnx"

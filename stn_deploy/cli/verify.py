@@ -48,8 +48,9 @@ from stn_deploy.verify.tolerances import HELP as TOLERANCE_HELP
 )
 @runtimes_option(
     "Runtimes to verify, comma-separated: cpu, cuda, tensorrt (any ONNX Runtime EP), "
-    "openvino, reference (the onnx reference evaluator) [default: all; those not available "
-    "here are skipped with the reason]."
+    "openvino, reference (the onnx reference evaluator), and the edge runtimes litert, ncnn, "
+    "mnn, iree (the file converted first, cached by its sha256) [default: the ORT EPs, "
+    "openvino and reference; those not available here are skipped with the reason]."
 )
 @click.option(
     "--strict",
@@ -101,6 +102,20 @@ from stn_deploy.verify.tolerances import HELP as TOLERANCE_HELP
     show_default=True,
     help="Images per random/mnist/stress set.",
 )
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Seconds of running per runtime; a runtime that would take longer runs on the first "
+    "images of each input set that fit, with a note [default: 20 for the runtimes verified by "
+    "default, no limit for runtimes named in --runtimes].",
+)
+@click.option(
+    "--quiet",
+    is_flag=True,
+    help="No progress lines on stderr (one per runtime x input set; none with --json either).",
+)
 @seed_option(0, "Seed of generated inputs.")
 @threads_option("Threads per runtime.")
 @json_option("Print the report as JSON (schema stn-deploy/verify-v1).")
@@ -120,6 +135,7 @@ def verify_cmd(
     runtimes: str | None,
     as_json: bool,
     plot: Path | None,
+    quiet: bool,
     **kw,
 ) -> None:
     """Run the ONNX file on several runtimes and compare every output with the reference: error
@@ -146,7 +162,12 @@ def verify_cmd(
 
         side = torch_side(loaded)
     report = verify_model(
-        model, torch_side=side, runtimes=runtimes, reference_model=reference_onnx, **kw
+        model,
+        torch_side=side,
+        runtimes=runtimes,
+        reference_model=reference_onnx,
+        progress=None if quiet or as_json else (lambda line: click.echo(line, err=True)),
+        **kw,
     )
     d = report.to_dict()
     if plot is not None:

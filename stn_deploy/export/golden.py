@@ -6,6 +6,10 @@ readable with ``np.load(path, allow_pickle=False)``::
 
     input/<name>    one array per model input, e.g. input/image (8, 1, 42, 42) float32
     output/<name>   one array per reference output (and exposed intermediates)
+    output64/<name> optional: the same outputs from the model in float64 (``model.double()``),
+                    so that verify without torch knows float32's own error on the golden
+                    inputs (:mod:`stn_deploy.verify.inherent`); bundles written before it
+                    existed have none, and readers that predate it ignore it
     meta            0-d unicode array: JSON with "format", "model_sha256", "source", ...
 
 Example:
@@ -43,6 +47,8 @@ class GoldenBundle:
     inputs: dict[str, np.ndarray]
     outputs: dict[str, np.ndarray]
     meta: dict[str, Any] = field(default_factory=dict)
+    #: the reference outputs computed in float64 (``{}``: not stored)
+    outputs64: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def bundle_path(model_path: str | Path) -> Path:
@@ -65,12 +71,18 @@ def encode_bundle(
     inputs: dict[str, np.ndarray],
     outputs: dict[str, np.ndarray],
     meta: dict[str, Any] | None = None,
+    outputs64: dict[str, np.ndarray] | None = None,
 ) -> bytes:
     """The bytes of a bundle file (same arrays and meta give the same bytes)."""
     _check_arrays("input", inputs)
     _check_arrays("output", outputs)
+    if outputs64:
+        _check_arrays("output", outputs64)
     payload = {f"input/{k}": np.ascontiguousarray(v) for k, v in sorted(inputs.items())}
     payload.update({f"output/{k}": np.ascontiguousarray(v) for k, v in sorted(outputs.items())})
+    payload.update(
+        {f"output64/{k}": np.ascontiguousarray(v) for k, v in sorted((outputs64 or {}).items())}
+    )
     payload["meta"] = np.array(json.dumps({"format": FORMAT, **(meta or {})}, sort_keys=True))
     buf = io.BytesIO()
     # np.savez stamps the current time into the zip entries; write the zip ourselves with a
@@ -89,9 +101,10 @@ def write_bundle(
     inputs: dict[str, np.ndarray],
     outputs: dict[str, np.ndarray],
     meta: dict[str, Any] | None = None,
+    outputs64: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """Write a bundle atomically (same arrays and meta give the same bytes)."""
-    write_bytes_atomic(path, encode_bundle(inputs, outputs, meta))
+    write_bytes_atomic(path, encode_bundle(inputs, outputs, meta, outputs64))
     return Path(path)
 
 
@@ -101,8 +114,10 @@ def write_model_with_bundle(
     inputs: dict[str, np.ndarray],
     outputs: dict[str, np.ndarray],
     meta: dict[str, Any] | None = None,
+    outputs64: dict[str, np.ndarray] | None = None,
 ) -> Path:
-    """Write the model bytes ``data`` to ``model_path`` and its bundle beside it, as a pair.
+    """Write the model bytes ``data`` to ``model_path`` and its bundle beside it, as a pair
+    (``outputs64``: the reference outputs in float64, optional).
 
     One writer at a time (:func:`~stn_deploy.io.locks.destination_lock` on the model path; a
     second one fails at once). Both files are written in full before either is renamed in, the
@@ -114,7 +129,7 @@ def write_model_with_bundle(
     golden = bundle_path(model_path)
     meta = {**(meta or {}), "model_sha256": hashlib.sha256(data).hexdigest()}
     meta.setdefault("model", model_path.name)
-    blob = encode_bundle(inputs, outputs, meta)
+    blob = encode_bundle(inputs, outputs, meta, outputs64)
     with destination_lock(model_path):
         replace_together([(golden, blob), (model_path, data)])
     return golden
@@ -144,9 +159,10 @@ def read_bundle(path: str | Path) -> GoldenBundle:
         )
     inputs = {k[len("input/") :]: v for k, v in arrays.items() if k.startswith("input/")}
     outputs = {k[len("output/") :]: v for k, v in arrays.items() if k.startswith("output/")}
+    out64 = {k[len("output64/") :]: v for k, v in arrays.items() if k.startswith("output64/")}
     if not inputs or not outputs:
         raise StnDeployError(f"{path}: the bundle holds no {'inputs' if not inputs else 'outputs'}")
-    return GoldenBundle(inputs, outputs, meta)
+    return GoldenBundle(inputs, outputs, meta, out64)
 
 
 def check_bundle_matches(bundle: GoldenBundle, model_path: str | Path) -> None:
@@ -196,7 +212,14 @@ def check_bundle(
             f"the golden bundle {name} has no reference for the model's outputs {missing} "
             f"(it holds {sorted(bundle.outputs)})"
         )
-    for kind, arrays in (("input", bundle.inputs), ("output", bundle.outputs)):
+    for key, arr in list(bundle.outputs64.items()):
+        if key not in bundle.outputs or arr.shape != bundle.outputs[key].shape:
+            del bundle.outputs64[key]  # not this output's: unusable, ignored
+    for kind, arrays in (
+        ("input", bundle.inputs),
+        ("output", bundle.outputs),
+        ("float64 output", bundle.outputs64),
+    ):
         for key, arr in arrays.items():
             if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
                 nan, inf = int(np.isnan(arr).sum()), int(np.isinf(arr).sum())

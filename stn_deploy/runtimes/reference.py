@@ -15,6 +15,14 @@ Two corrections are loaded with it:
   opset 19 and later, which compute the same thing for per-tensor and per-axis scales.
 
 Model-local functions are inlined first so the corrections apply inside them too.
+
+onnx's GridSample loops over the output pixels in Python (about 0.4 ms per bilinear point on a
+2-core EPYC: minutes for one 224x224 RGB image), so verify asks
+:meth:`ReferenceSession.estimate_seconds_per_image` before the first call and runs what fits its
+time budget (:mod:`stn_deploy.verify.budget`). The estimate times onnx's GridSample here on a
+small 2x16x16 input in the file's mode and scales by the sampled points of every GridSample,
+times a safety factor of 2 (the per-point cost grows with the image: 3x32x32 costs about 1.1x
+the probe's per point, and the machine's load changes between the probe and the run).
 """
 
 from __future__ import annotations
@@ -107,6 +115,7 @@ class ReferenceSession(RuntimeSession):
                 f"the onnx reference evaluator cannot load the model: {one_line(exc)}"
             ) from exc
         self.primary = "numpy"
+        self._samplers = _sampler_points(proto)
         self.info = RuntimeInfo(
             name=name,
             library="onnx.reference",
@@ -114,6 +123,13 @@ class ReferenceSession(RuntimeSession):
             device="CPU (numpy)",
             providers=("numpy",),
         )
+
+    def estimate_seconds_per_image(self) -> float:
+        """Seconds the GridSample nodes of the file take per image on this evaluator: the
+        points each samples (C x H_out x W_out, from shape inference; the first input's size
+        when unknown) times onnx's measured cost per point in that mode here."""
+        cost = sum(points * _seconds_per_point(attrs) for points, attrs in self._samplers)
+        return ESTIMATE_SAFETY * cost
 
     def run(self, feeds, output_names=None):
         self.check_feeds(feeds)
@@ -123,3 +139,86 @@ class ReferenceSession(RuntimeSession):
         except Exception as exc:
             raise StnDeployError(f"the onnx reference evaluator failed: {one_line(exc)}") from exc
         return {n: np.asarray(o) for n, o in zip(names, outs, strict=True)}
+
+
+def _sampler_points(proto) -> list[tuple[int, tuple[str, str, int]]]:
+    """``(points per image, (mode, padding_mode, align_corners))`` of every GridSample node."""
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto)
+        shapes = {
+            v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]
+        }
+    except Exception:  # shape inference is a convenience here: fall back to the input's size
+        shapes = {}
+    first = onnx_specs(graph_inputs(proto))
+    fallback = 1
+    for d in (first[0].shape or ())[1:] if first else ():
+        fallback *= d if isinstance(d, int) and d > 0 else 1
+    out = []
+    for node in proto.graph.node:
+        if node.op_type != "GridSample":
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        key = (
+            _text(attrs.get("mode", "bilinear")),
+            _text(attrs.get("padding_mode", "zeros")),
+            int(attrs.get("align_corners", 0)),
+        )
+        dims = shapes.get(node.output[0]) or []
+        points = 1
+        for d in dims[1:]:
+            points *= d
+        out.append((points if len(dims) >= 3 and all(dims[1:]) else fallback, key))
+    return out
+
+
+def _text(v) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+_COST: dict[tuple[str, str, int], float] = {}
+#: the estimate's margin over the probe's measured cost
+ESTIMATE_SAFETY = 2.0
+_PROBE = 16
+
+
+def _seconds_per_point(key: tuple[str, str, int]) -> float:
+    """onnx's GridSample time per output point in ``(mode, padding, align_corners)``, timed
+    here once per process on a 1x2x16x16 input, the grid inside the image (0 when it cannot be
+    timed)."""
+    if key not in _COST:
+        import time
+
+        from onnx import TensorProto, helper
+
+        mode, padding, align = key
+        node = helper.make_node(
+            "GridSample", ["x", "g"], ["y"], mode=mode, padding_mode=padding, align_corners=align
+        )
+        graph = helper.make_graph(
+            [node],
+            "probe",
+            [
+                helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, _PROBE, _PROBE]),
+                helper.make_tensor_value_info("g", TensorProto.FLOAT, [1, _PROBE, _PROBE, 2]),
+            ],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        )
+        opset = 20 if mode in ("linear", "cubic") else 16
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+        rng = np.random.default_rng(0)
+        feeds = {
+            "x": rng.random((1, 2, _PROBE, _PROBE), dtype=np.float32),
+            "g": rng.random((1, _PROBE, _PROBE, 2), dtype=np.float32) * 1.8 - 0.9,
+        }
+        try:
+            sess = ReferenceSession(model)
+            t0 = time.perf_counter()
+            sess.run(feeds)
+            _COST[key] = (time.perf_counter() - t0) / (2 * _PROBE * _PROBE)
+        except StnDeployError:
+            _COST[key] = 0.0
+    return _COST[key]

@@ -14,6 +14,10 @@ Split the way Polygraphy splits its comparator:
 - :mod:`.compare`: error statistics of one output against its reference
   (:class:`OutputComparison`, true when it passed);
 - :mod:`.tolerances`: default tolerances per precision;
+- :mod:`.inherent`: float32's own error on an input (the reference in float64), the second gate
+  of fp32 files: an element passes within atol/rtol or within ``K`` times it;
+- :mod:`.outputs`: what each output is (class scores, image, theta, tensor), from the model;
+- :mod:`.budget`: each runtime's time budget, the subsets that fit it, progress lines;
 - :mod:`.runner`: :func:`verify_model`, the entry point;
 - :mod:`.report`: :class:`VerifyReport` (JSON schema in its docstring) and :func:`format_table`;
 - :mod:`.bisect` / :mod:`.expose`: the first diverging node of a failing runtime;

@@ -137,19 +137,22 @@ def bisect_runtime(
     if res.first is None:
         res.note = (
             f"{candidate} and {oracle} agree on all {res.compared} intermediate tensors: the "
-            "divergence is in a graph output or inside a function body"
+            "divergence is in a graph output"
         )
     return res
 
 
 def export_args_from(meta: dict[str, str], model: onnx.ModelProto) -> dict[str, Any]:
     """``export_model`` keyword arguments that make ``model`` again: the ``export_args``
-    metadata, or (files written before it was recorded) lowering, target, opset and outputs."""
+    metadata, or (files written before it was recorded) lowering, target, opset and outputs.
+    A file that does not record its exporter was written by the TorchScript exporter, the
+    default until the dynamo exporter became it (tensor names differ between the two)."""
     if "export_args" in meta:
         try:
-            return dict(json.loads(meta["export_args"]))
+            args = dict(json.loads(meta["export_args"]))
         except (json.JSONDecodeError, TypeError, ValueError) as exc:
             raise StnDeployError("the model's export_args metadata is not a JSON object") from exc
+        return {"exporter": "torchscript", **args}
     lowering = meta.get("lowering")
     if not lowering:
         raise StnDeployError(
@@ -171,6 +174,7 @@ def export_args_from(meta: dict[str, str], model: onnx.ModelProto) -> dict[str, 
         "expose_stn": "theta" in outputs,
         "dynamic_batch": dynamic,
         "separable": True,
+        "exporter": "torchscript",
     }
 
 
@@ -251,6 +255,21 @@ def bisect_model(
 
 
 # ---------------------------------------------------------------------------- one failing runtime
+def inline_functions(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with its model-local functions written in place (``onnx.inliner``), so that
+    bisect walks the nodes inside them (a custom lowering's sampler is a function call);
+    ``model`` itself when it has none. Inlining is deterministic: a file and its re-export get
+    the same tensor names."""
+    if not model.functions:
+        return model
+    from stn_deploy.runtimes.base import load_inlined
+
+    try:
+        return load_inlined(model)
+    except Exception as exc:  # onnx.inliner on a malformed function
+        raise StnDeployError(f"cannot inline the model's functions: {exc}") from exc
+
+
 def worst_rows(ref: dict[str, np.ndarray], out: dict[str, np.ndarray], k: int) -> list[int]:
     """The ``k`` rows (sorted) whose first output is furthest from the reference's."""
     name = next(iter(ref))
@@ -292,10 +311,10 @@ def bisect_failure(
         return all(compare.tolerance_for(k).compare(v, out[k]) for k, v in ref_rows.items())
 
     where = {"open_fn": open_fn, "input_set": s.input_set, "rows": rows}
-    tol, proto = compare.tolerance, subject.proto
+    tol, proto = compare.tolerance, inline_functions(subject.proto)
     try:
         if reexport is not None:
-            re = reexport(export_args_from(subject.meta, proto))
+            re = inline_functions(reexport(export_args_from(subject.meta, subject.proto)))
             if agrees(open_fn(result.name, re).run(feeds)):
                 res = bisect_model(proto, re, result.name, feeds, tol, **where)
                 return {**res.to_dict(), "summary": res.summary()}

@@ -34,10 +34,19 @@ import numpy as np
 
 from stn_deploy.errors import StnDeployError
 from stn_deploy.runtimes import RuntimeUnavailable
+from stn_deploy.verify.budget import RuntimeClock, TimeBudget, rows_of, run_within
 from stn_deploy.verify.compare import OutputComparison, is_classifier_output
+from stn_deploy.verify.inherent import K as INHERENT_K
 from stn_deploy.verify.inputs import InputSet
 from stn_deploy.verify.report import RuntimeResult, SetResult
-from stn_deploy.verify.sessions import Runner, first_batch, placement, run_batched
+from stn_deploy.verify.sessions import (
+    PhaseError,
+    Runner,
+    first_batch,
+    guarded,
+    placement,
+    run_batched,
+)
 from stn_deploy.verify.tolerances import Tolerance
 
 if TYPE_CHECKING:
@@ -62,11 +71,31 @@ class SimpleCompare:
     per_output: Mapping[str, Tolerance] = field(default_factory=dict)
     num_classes: int | None = None
     min_accuracy_images: int = MIN_ACCURACY_IMAGES
+    #: output name -> kind (:mod:`.outputs`: class-scores, image, theta, tensor); an output
+    #: not listed is class scores when its shape says so (:func:`is_classifier_output`)
+    kinds: Mapping[str, str] = field(default_factory=dict)
+    #: an element also passes within ``k`` times its inherent float32 error (when the
+    #: reference knows it, :mod:`.inherent`); None: the tolerance alone (fp16/int8 files)
+    k: float | None = INHERENT_K
 
     def tolerance_for(self, output: str) -> Tolerance:
         return self.per_output.get(output, self.tolerance)
 
-    def __call__(self, ref: Outputs, out: Outputs, s: InputSet, ref_label: str) -> SetResult:
+    def is_classifier(self, name: str, shape: tuple[int, ...]) -> bool:
+        if name in self.kinds:
+            return self.kinds[name] == "class-scores" and len(shape) == 2
+        return is_classifier_output(name, shape, self.num_classes)
+
+    def __call__(
+        self,
+        ref: Outputs,
+        out: Outputs,
+        s: InputSet,
+        ref_label: str,
+        inherent: Outputs | None = None,
+    ) -> SetResult:
+        """``out`` against ``ref`` on input set ``s``; ``inherent``: float32's own error per
+        output and element (:mod:`.inherent`), when the reference knows it."""
         res = SetResult(s.name, ref_label, True)
         reasons = []
         for name, r in ref.items():
@@ -74,7 +103,7 @@ class SimpleCompare:
                 res.passed = False
                 reasons.append(f"no output {name!r}")
                 continue
-            comp = self.compare_output(name, r, out[name], s, res)
+            comp = self.compare_output(name, r, out[name], s, res, (inherent or {}).get(name))
             res.outputs.append(comp)
             if not comp:
                 res.passed = False
@@ -82,11 +111,16 @@ class SimpleCompare:
         res.reason = "; ".join(reasons)
         return res
 
-    def compare_output(self, name, r, o, s: InputSet, res: SetResult) -> OutputComparison:
+    def compare_output(
+        self, name, r, o, s: InputSet, res: SetResult, inh: np.ndarray | None = None
+    ) -> OutputComparison:
         """One output; the first classifier output of a labelled set also sets ``res.accuracy``."""
         tol = self.tolerance_for(name)
-        classifier = is_classifier_output(name, tuple(np.shape(r)), self.num_classes)
-        comp = tol.compare(r, o, name=name, classifier=classifier)
+        classifier = self.is_classifier(name, tuple(np.shape(r)))
+        if self.k is None or np.shape(inh) != np.shape(r):
+            inh = None
+        extra = {"inherent": inh, "k": self.k} if inh is not None else {}
+        comp = tol.compare(r, o, name=name, classifier=classifier, **extra)
         _gate_argmax(comp, tol, int(np.shape(r)[0]))
         if classifier and s.labels is not None and res.accuracy is None:
             res.accuracy = self._accuracy(r, o, s.labels, tol)
@@ -134,9 +168,14 @@ class CompareFunc:
         *,
         per_output: Mapping[str, Tolerance] | None = None,
         num_classes: int | None = None,
+        kinds: Mapping[str, str] | None = None,
+        k: float | None = INHERENT_K,
     ) -> SimpleCompare:
-        """Hold each output to ``per_output[name]``, else ``tolerance``."""
-        return SimpleCompare(tolerance, dict(per_output or {}), num_classes)
+        """Hold each output to ``per_output[name]``, else ``tolerance``, or within ``k``
+        times its inherent error (None: not)."""
+        return SimpleCompare(
+            tolerance, dict(per_output or {}), num_classes, kinds=dict(kinds or {}), k=k
+        )
 
 
 # ---------------------------------------------------------------------------- run, then compare
@@ -145,13 +184,18 @@ class RunResult:
     """One runtime over the input sets: its raw outputs per set, or why it did not run."""
 
     name: str
-    status: str = "ran"  # ran | unavailable | error
+    status: str = "ran"  # ran | unavailable | error | skipped (the time budget ran out)
     reason: str = ""
     info: dict[str, Any] | None = None
     outputs: dict[str, Outputs] = field(default_factory=dict)
     #: input sets it could not run: why
     errors: dict[str, str] = field(default_factory=dict)
     placement: dict[str, Any] | None = None
+    #: input sets run on their first rows only (the time budget): how many
+    rows: dict[str, int] = field(default_factory=dict)
+    #: what the time budget cut, and seconds per input set
+    notes: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 class Comparator:
@@ -162,11 +206,15 @@ class Comparator:
         *,
         skip: Mapping[str, set[str]] | None = None,
         strict_placement: bool = False,
+        budget: TimeBudget | None = None,
     ) -> list[RunResult]:
         """Each runner over every input set but ``skip[runner name]`` (those it is the
-        reference of); placement is asked on the first set."""
+        reference of), within ``budget`` (:mod:`.budget`); placement is asked on the first
+        set. A runtime that fails to load, run or answer the placement probe is an ``error``
+        whose reason names the phase."""
+        budget = budget or TimeBudget()
         return [
-            _run_one(r, input_sets, (skip or {}).get(r.name, set()), strict_placement)
+            _run_one(r, input_sets, (skip or {}).get(r.name, set()), strict_placement, budget)
             for r in runners
         ]
 
@@ -187,39 +235,86 @@ class Comparator:
         ]
 
 
-def _run_one(runner: Runner, sets, skip: set[str], strict_placement: bool) -> RunResult:
+def _run_one(runner: Runner, sets, skip: set[str], strict_placement: bool, budget) -> RunResult:
     if runner.unavailable:
         return RunResult(runner.name, "unavailable", runner.unavailable)
     try:
-        session = runner.activate()
+        session = guarded(runner.name, "load", runner.activate)
     except RuntimeUnavailable as exc:
         return RunResult(runner.name, "unavailable", str(exc))
-    except StnDeployError as exc:
+    except PhaseError as exc:
         return RunResult(runner.name, "error", str(exc))
+    except StnDeployError as exc:
+        return RunResult(runner.name, "error", f"load failed: {exc}")
     run = RunResult(runner.name, info=session.info.to_dict())
-    for s in sets:
-        if s.name in skip:
-            continue
+    clock = RuntimeClock(budget.limit_for(runner.name))
+    estimate = getattr(session, "estimate_seconds_per_image", None)
+    if clock.limit is not None and callable(estimate):
+        clock.estimate = estimate() or None  # 0: nothing slow known, the first call tells
+    todo = [s for s in sets if s.name not in skip]
+    batch = session.inputs[0].fixed_batch() if session.inputs else None
+    for i, s in enumerate(todo):
+        phase = f"run on the {s.name} inputs"
         try:
-            run.outputs[s.name] = run_batched(session, s.feeds)
+            got = run_within(
+                clock,
+                lambda f, phase=phase: guarded(runner.name, phase, run_batched, session, f),
+                s.feeds,
+                s.count,
+                batch,
+                len(todo) - i,
+            )
         except StnDeployError as exc:
-            run.errors[s.name] = str(exc)
-    run.placement = placement(session, first_batch(session, sets[0].feeds), strict_placement)
+            run.errors[s.name] = str(exc) if isinstance(exc, PhaseError) else f"{phase}: {exc}"
+            continue
+        run.seconds[s.name] = got.seconds
+        if got.outputs is not None:
+            run.outputs[s.name] = got.outputs
+        if got.rows < s.count:
+            run.rows[s.name] = got.rows
+            run.notes.append(f"{s.name} inputs: {got.note}")
+        budget.say(
+            f"verify: {runner.name:<10} {s.name:<7} {got.rows}/{s.count} images "
+            f"{got.seconds:6.2f} s"
+        )
+    if run.errors:
+        run.status, run.reason = "error", next(iter(run.errors.values()))
+        return run
+    if not run.outputs and todo:  # the budget did not pay for one image
+        run.status, run.reason = "skipped", run.notes[0].split(": ", 1)[-1] if run.notes else ""
+        return run
+    try:
+        run.placement = placement(session, first_batch(session, sets[0].feeds), strict_placement)
+    except PhaseError as exc:
+        run.status, run.reason = "error", str(exc)
     return run
 
 
 def _judge(run: RunResult, sets, references: References, compare, strict_placement: bool):
-    if run.status != "ran":
-        return RuntimeResult(run.name, run.status, run.reason)
+    if run.status in ("unavailable", "skipped") or (run.status == "error" and not run.outputs):
+        return RuntimeResult(run.name, run.status, run.reason, info=run.info)
     r = RuntimeResult(run.name, "passed", info=run.info, placement=run.placement)
+    r.notes = list(run.notes)
     for s in sets:
         label = references.labels[s.name]
         if s.name in run.errors:
             r.sets.append(SetResult(s.name, label, False, run.errors[s.name]))
         elif s.name in run.outputs:
-            res = compare(references.outputs[s.name], run.outputs[s.name], s, label)
+            rows = run.rows.get(s.name)
+            ref = references.outputs[s.name]
+            sub = s if rows is None else s.first(rows)
+            extra = references.extras(s.name) if hasattr(references, "extras") else {}
+            if rows is not None:
+                ref, extra = rows_of(ref, rows), rows_of(extra, rows) if extra else extra
+            res = compare(
+                ref, run.outputs[s.name], sub, label, **({"inherent": extra} if extra else {})
+            )
             res.gated = s.name in references.gated
+            res.rows = rows
             r.sets.append(res)
+    if run.status == "error":
+        r.status, r.reason = "error", run.reason
+        return r
     reasons = [f"{s.input_set} inputs: {s.reason}" for s in r.sets if not s.passed and s.gated]
     fallbacks = (r.placement or {}).get("fallbacks")
     if fallbacks and strict_placement:

@@ -11,6 +11,11 @@ With ``abs = |out - ref|`` and ``rel = abs / |ref|`` (``0`` where both are 0, ``
 - ``max`` / ``mean`` / ``median`` / ``quantile``: that statistic of ``abs`` exceeds ``atol``
   *and* the same statistic of ``rel`` exceeds ``rtol`` (``quantile`` at ``quantile``, 0.99).
 
+With ``inherent`` (float32's own error on this input per element, :mod:`.inherent`), an element
+also passes when ``abs <= k * inherent``; for the statistics other than ``elemwise`` the
+statistic is taken over the error left beyond ``k * inherent``. The largest inherent error is
+reported beside the runtime's (``inherent_max``).
+
 NaN or Inf in the candidate (or the reference) is reported as such and never passes.
 
 Example:
@@ -52,6 +57,10 @@ class ErrorStats:
     #: elements beyond tolerance under the element-wise rule (reported for every check)
     mismatches: int
     elements: int
+    #: float32's own error on this input (largest per-element estimate; None: not known)
+    inherent_max: float | None = None
+    #: elements within atol/rtol only thanks to k * their inherent error
+    passed_by_inherent: int = 0
 
 
 @dataclass
@@ -143,7 +152,8 @@ def argmax_agreement(ref: np.ndarray, out: np.ndarray) -> float:
 
 def is_classifier_output(name: str, shape: tuple[int, ...], num_classes: int | None) -> bool:
     """``(N, K)`` scores: K equals the model's class count (or K > 1 when unknown) and the
-    output is not an STN parameter tensor."""
+    output is not an STN parameter tensor (a guess by shape: verify itself takes the kinds
+    from the model, :mod:`.outputs`)."""
     if len(shape) != 2 or shape[1] < 2 or name == "theta":
         return False
     return num_classes is None or shape[1] == num_classes
@@ -159,6 +169,8 @@ def compare_arrays(
     quantile: float = 0.99,
     name: str = "output",
     classifier: bool = False,
+    inherent: np.ndarray | None = None,
+    k: float = 4.0,
 ) -> OutputComparison:
     """Compare candidate ``out`` with ``ref`` (same shape, any dtype); see the module doc."""
     if check_error_stat not in ERROR_STATS:
@@ -175,20 +187,17 @@ def compare_arrays(
         return OutputComparison(
             name, shape, False, f"shape {shape} differs from the reference's {list(ref.shape)}"
         )
-    nonfinite = {}
-    problems = []
-    for who, arr in (("candidate", out), ("reference", ref)):
-        if arr.dtype.kind not in "fc":
-            continue
-        nan, inf = int(np.isnan(arr).sum()), int(np.isinf(arr).sum())
-        if nan or inf:
-            nonfinite[f"{who}_nan"], nonfinite[f"{who}_inf"] = nan, inf
-            what = " and ".join(
-                s for s in (f"{nan} NaN" if nan else "", f"{inf} Inf" if inf else "") if s
-            )
-            problems.append(f"{who} has {what}")
+    nonfinite, problems = _nonfinite(ref, out)
     absdiff, rel = abs_rel_error(ref, out)
     finite = np.isfinite(absdiff)
+    within = np.zeros(absdiff.shape, bool)
+    if inherent is not None:
+        inh = np.broadcast_to(np.asarray(inherent, np.float64), absdiff.shape)
+        within = absdiff <= k * inh
+    beyond = (absdiff > atol) & (rel > rtol)
+    if inherent is not None and check_error_stat != "elemwise":
+        absdiff = np.where(within, 0.0, absdiff)  # the statistic of the error beyond k * inherent
+        rel = np.where(within, 0.0, rel)
     a, r = absdiff[finite], rel[finite]
     stats = ErrorStats(
         max_abs=_stat(a, "max", quantile),
@@ -201,8 +210,10 @@ def compare_arrays(
         p99_rel=_stat(r, "quantile", 0.99),
         quantile_abs=_stat(a, "quantile", quantile),
         quantile_rel=_stat(r, "quantile", quantile),
-        mismatches=int(np.sum((absdiff > atol) & (rel > rtol)) + np.sum(~finite)),
+        mismatches=int(np.sum(beyond & ~within) + np.sum(~finite)),
         elements=int(absdiff.size),
+        inherent_max=None if inherent is None or not inh.size else float(np.max(inh)),
+        passed_by_inherent=int(np.sum(beyond & within & finite)),
     )
     comp = OutputComparison(name, shape, True, stats=stats, histogram=text_histogram(a))
     comp.nonfinite = nonfinite
@@ -211,14 +222,49 @@ def compare_arrays(
     if problems:
         comp.passed, comp.reason = False, "; ".join(problems)
         return comp
+    _verdict(comp, check_error_stat, atol, rtol, quantile, inherent is not None, k)
+    return comp
+
+
+def _nonfinite(ref: np.ndarray, out: np.ndarray) -> tuple[dict[str, int], list[str]]:
+    """NaN/Inf counts of each float array, and the problems they make."""
+    nonfinite: dict[str, int] = {}
+    problems = []
+    for who, arr in (("candidate", out), ("reference", ref)):
+        if arr.dtype.kind not in "fc":
+            continue
+        nan, inf = int(np.isnan(arr).sum()), int(np.isinf(arr).sum())
+        if nan or inf:
+            nonfinite[f"{who}_nan"], nonfinite[f"{who}_inf"] = nan, inf
+            what = " and ".join(
+                s for s in (f"{nan} NaN" if nan else "", f"{inf} Inf" if inf else "") if s
+            )
+            problems.append(f"{who} has {what}")
+    return nonfinite, problems
+
+
+def _verdict(
+    comp: OutputComparison,
+    check_error_stat: str,
+    atol: float,
+    rtol: float,
+    quantile: float,
+    grounded: bool,
+    k: float,
+) -> None:
+    """Set ``comp.passed`` / ``comp.reason`` from its statistics under the chosen rule."""
+    stats = comp.stats
     if check_error_stat == "elemwise":
         if stats.mismatches:
             comp.passed = False
             comp.reason = (
                 f"{stats.mismatches} of {stats.elements} elements beyond atol={atol:g} and "
-                f"rtol={rtol:g} (max abs {stats.max_abs:.3g})"
+                f"rtol={rtol:g}"
+                + (f" and {k:g} x the inherent error" if grounded else "")
+                + f" (max abs {stats.max_abs:.3g}"
+                + (f", inherent {stats.inherent_max:.3g})" if grounded else ")")
             )
-        return comp
+        return
     key = "quantile" if check_error_stat == "quantile" else check_error_stat
     sa = getattr(stats, f"{key}_abs")
     sr = getattr(stats, f"{key}_rel")
@@ -226,4 +272,3 @@ def compare_arrays(
         comp.passed = False
         label = f"q{quantile:g}" if key == "quantile" else key
         comp.reason = f"{label} abs error {sa:.3g} > atol={atol:g} and {label} rel error {sr:.3g} > rtol={rtol:g}"
-    return comp

@@ -53,6 +53,16 @@ class InputSet:
     def count(self) -> int:
         return int(next(iter(self.feeds.values())).shape[0])
 
+    def first(self, rows: int) -> InputSet:
+        """This set cut to its first ``rows`` (what a runtime ran within its time budget)."""
+        return InputSet(
+            self.name,
+            {k: v[:rows] for k, v in self.feeds.items()},
+            f"{self.description} (first {rows})",
+            None if self.labels is None else self.labels[:rows],
+            self.kinds[:rows],
+        )
+
 
 def parse_kinds(spec: str | None) -> list[str] | None:
     """``"golden,stress"`` -> ``["golden", "stress"]``; None/'all' -> None (the default sets);

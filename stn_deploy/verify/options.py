@@ -7,7 +7,7 @@ the torch side's ``torch_side(loaded)`` and passes it in as ``torch_side``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,11 @@ class VerifyOptions:
     #: the torch model as reference (else the golden bundle); its ``reexport`` for ``--bisect``
     #: and its training distortion for the ``mnist`` input set
     torch_side: TorchSide | None = None
+    #: seconds of running per runtime (:mod:`.budget`); None: 20 s for runtimes verified by
+    #: default, no limit for runtimes named in ``runtimes``
+    timeout: float | None = None
+    #: called with one line per runtime x input set as they run (the CLI: stderr)
+    progress: Callable[[str], None] | None = None
 
     @classmethod
     def of(cls, options: VerifyOptions | None = None, **kw: Any) -> VerifyOptions:
@@ -67,6 +72,10 @@ class VerifyOptions:
         """Arguments that are wrong whatever the model."""
         if self.count < 1:
             raise StnDeployError(f"{{count}} must be at least 1, got {self.count}", param="count")
+        if self.timeout is not None and not self.timeout > 0:
+            raise StnDeployError(
+                f"{{timeout}} must be a number of seconds > 0, got {self.timeout}", param="timeout"
+            )
         if self.reference_model is not None and self.torch_side is not None:
             raise StnDeployError(
                 "give a torch reference ({torch_side}) or {reference_model}, not both",

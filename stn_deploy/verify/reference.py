@@ -25,9 +25,10 @@ from stn_deploy.runtimes import load_onnx
 from stn_deploy.torch_side import TorchSide
 from stn_deploy.verify import sessions
 from stn_deploy.verify.compare import compare_arrays
+from stn_deploy.verify.inherent import inherent_outputs
 from stn_deploy.verify.inputs import InputSet
 from stn_deploy.verify.options import VerifyOptions
-from stn_deploy.verify.sessions import SECONDARY, run_batched
+from stn_deploy.verify.sessions import SECONDARY, PhaseError, align_feeds, guarded, run_batched
 from stn_deploy.verify.subject import Subject
 from stn_deploy.verify.tolerances import Tolerance
 
@@ -49,6 +50,13 @@ class References:
     #: input sets whose failure fails a runtime (the others are reported only)
     gated: set[str] = field(default_factory=set)
     warnings: list[str] = field(default_factory=list)
+    #: input set -> output -> float32's own error per element (:mod:`.inherent`), where the
+    #: reference knows it (torch in float64, or a golden bundle holding float64 outputs)
+    inherent: dict[str, Outputs] = field(default_factory=dict)
+
+    def extras(self, input_set: str) -> Outputs:
+        """The inherent error of ``input_set``'s reference outputs (``{}``: not known)."""
+        return self.inherent.get(input_set, {})
 
     def skip_for(self, runtime: str) -> set[str]:
         """Input sets ``runtime`` is not verified on: those it is the reference of."""
@@ -63,6 +71,7 @@ class References:
             "description": s.description,
             "count": s.count,
             "reference": self.labels[s.name],
+            "inherent": sorted(self.inherent.get(s.name, {})),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -85,7 +94,10 @@ def resolve_references(
     """The reference of every input set that can have one (the others are added to
     ``skipped``); raises when none is left or a reference output is not finite."""
     if opts.torch_side is not None:
-        refs = _torch_references(subject, sets, opts.torch_side, tol, opts.threads)
+        try:
+            refs = _torch_references(subject, sets, opts.torch_side, tol, opts.threads)
+        except PhaseError as exc:
+            raise StnDeployError(f"the torch reference: {exc}") from exc
     else:
         refs = _golden_references(subject, sets, skipped, opts)
     if not refs.sets:
@@ -102,14 +114,32 @@ def resolve_references(
 def _torch_references(
     subject, sets, side: TorchSide, tol: Tolerance, threads: int | None
 ) -> References:
-    session = side.open_session(output_names=list(subject.out_names), threads=threads)
+    names = {"input_names": [t.name for t in subject.in_specs]}
+    session = guarded(
+        "torch",
+        "load",
+        side.open_session,
+        output_names=list(subject.out_names),
+        threads=threads,
+        **(names if _takes(side.open_session, "input_names") else {}),
+    )
     name = session.info.name
     source = side.source or (session.info.extra or {}).get("source")
     refs = References(name, f"{name} eager ({source})" if source else f"{name} eager")
     refs.sets = list(sets)
+    run64 = getattr(session, "run_float64", None)
     for s in sets:
-        refs.outputs[s.name] = run_batched(session, s.feeds)
+        phase = f"run on the {s.name} inputs"
+        refs.outputs[s.name] = guarded(name, phase, run_batched, session, s.feeds)
         refs.labels[s.name] = name
+        ref64 = guarded(name, f"float64 {phase}", run64, s.feeds) if run64 else None
+        if ref64:
+            refs.inherent[s.name] = inherent_outputs(refs.outputs[s.name], ref64)
+    if run64 and not refs.inherent:
+        refs.warnings.append(
+            "the torch model cannot run in float64: no inherent-error estimate, outputs are "
+            "held to atol/rtol alone"
+        )
     if subject.bundle is not None and "golden" in refs.outputs:
         for name in subject.out_names:
             c = compare_arrays(
@@ -117,6 +147,7 @@ def _torch_references(
                 refs.outputs["golden"][name],
                 atol=tol.atol,
                 rtol=tol.rtol,
+                inherent=refs.extras("golden").get(name),
             )
             if not c:
                 refs.warnings.append(
@@ -127,6 +158,17 @@ def _torch_references(
     return refs
 
 
+def _takes(fn, keyword: str) -> bool:
+    """Whether ``fn`` accepts ``keyword`` (a TorchSide written before ``input_names`` may not)."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == keyword or p.kind is p.VAR_KEYWORD for p in params)
+
+
 def _golden_references(subject: Subject, sets, skipped, opts: VerifyOptions) -> References:
     refs = References(
         "golden", f"golden bundle {subject.bundle_path.name} (torch's outputs at export)"
@@ -135,6 +177,15 @@ def _golden_references(subject: Subject, sets, skipped, opts: VerifyOptions) -> 
     for s in refs.sets:
         refs.outputs[s.name] = {n: subject.bundle.outputs[n] for n in subject.out_names}
         refs.labels[s.name] = "golden bundle"
+        out64 = getattr(subject.bundle, "outputs64", None) or {}
+        if out64:
+            refs.inherent[s.name] = inherent_outputs(refs.outputs[s.name], out64)
+        else:
+            refs.warnings.append(
+                f"{subject.bundle_path.name} holds no float64 reference (written before "
+                "stn-deploy stored one): the golden inputs are held to atol/rtol alone; "
+                "export again, or give --reference, for the inherent-error gate"
+            )
     others = [s for s in sets if s.name != "golden"]
     if not others:
         return refs
@@ -148,7 +199,9 @@ def _golden_references(subject: Subject, sets, skipped, opts: VerifyOptions) -> 
     if opts.reference_model is not None:
         label = f"{Path(opts.reference_model).name} on {secondary}"
         refs.outputs.update(
-            reference_model_outputs(opts.reference_model, secondary, subject, others, opts.threads)
+            reference_model_outputs(
+                opts.reference_model, secondary, subject, others, opts.threads, refs.warnings
+            )
         )
         refs.labels.update({s.name: label for s in others})
         if subject.bundle is None:  # no golden set: the reference model is the reference
@@ -158,10 +211,16 @@ def _golden_references(subject: Subject, sets, skipped, opts: VerifyOptions) -> 
         )
         refs.secondary = label  # not one of the runtimes verified: none is skipped
         return refs
-    sec = sessions.open_runtime(secondary, subject.proto, threads=opts.threads)
-    for s in others:
-        refs.outputs[s.name] = run_batched(sec, s.feeds)
-        refs.labels[s.name] = f"{secondary} (secondary)"
+    try:
+        sec = guarded(
+            secondary, "load", sessions.open_runtime, secondary, subject.proto, threads=opts.threads
+        )
+        for s in others:
+            phase = f"run on the {s.name} inputs"
+            refs.outputs[s.name] = guarded(secondary, phase, run_batched, sec, s.feeds)
+            refs.labels[s.name] = f"{secondary} (secondary)"
+    except StnDeployError as exc:
+        raise StnDeployError(f"the secondary reference ({secondary}): {exc}") from exc
     refs.secondary = secondary
     refs.note = (
         f"no torch here: the {which} inputs are compared with {secondary} (secondary reference), "
@@ -181,24 +240,36 @@ def reference_model_outputs(
     subject: Subject,
     sets: list[InputSet],
     threads: int | None,
+    note_to: list[str] | None = None,
 ) -> dict[str, Outputs]:
     """The outputs of ``reference_model`` (``--reference-onnx``) on ``runtime`` for each of
     ``sets``: the reference of those sets without torch."""
     ref_path = Path(reference_model)
-    sec = sessions.open_runtime(runtime, load_onnx(ref_path), threads=threads)
-    theirs, ours = sorted(t.name for t in sec.inputs), sorted(t.name for t in subject.in_specs)
-    if theirs != ours:
-        raise StnDeployError(
-            f"the reference model {ref_path.name} takes inputs {theirs}, "
-            f"{subject.path.name} takes {ours}"
+    what = f"the reference model {ref_path.name}"
+    try:
+        sec = guarded(
+            runtime, "load", sessions.open_runtime, runtime, load_onnx(ref_path), threads=threads
         )
-    references = {}
+    except PhaseError as exc:
+        raise StnDeployError(f"{what} on {runtime}: {exc}") from exc
+    theirs = [t.name for t in sec.inputs]
+    references, notes = {}, []
     for s in sets:
-        out = run_batched(sec, s.feeds)
-        missing = sorted(set(subject.out_names) - set(out))
-        if missing:
-            raise StnDeployError(f"the reference model {ref_path.name} has no outputs {missing}")
+        feeds, note = align_feeds(s.feeds, theirs, what)
+        notes += [note] if note and note not in notes else []
+        try:
+            out = guarded(runtime, f"run on the {s.name} inputs", run_batched, sec, feeds)
+        except PhaseError as exc:
+            raise StnDeployError(f"{what} on {runtime}: {exc}") from exc
+        mine = [n for n in subject.out_names if n in out]
+        if len(mine) < len(subject.out_names):
+            if len(out) != len(subject.out_names):
+                missing = sorted(set(subject.out_names) - set(out))
+                raise StnDeployError(f"{what} has no outputs {missing} (it has {sorted(out)})")
+            out = dict(zip(subject.out_names, out.values(), strict=True))  # by position
         references[s.name] = {n: out[n] for n in subject.out_names}
+    if note_to is not None:
+        note_to.extend(notes)
     return references
 
 

@@ -5,16 +5,20 @@ JSON schema ``stn-deploy/verify-v1`` (:meth:`VerifyReport.to_dict`)::
     schema        "stn-deploy/verify-v1"
     passed        true only when every requested runtime passed (and at least one ran)
     model         {path, sha256, precision, lowering, opset, inputs: [{name, dtype, shape}],
-                   outputs: [...]}
+                   outputs: [...], output_kinds: {output: class-scores | image | theta |
+                   tensor}}
     reference     {kind: "torch" | "golden" | "reference-model", description, secondary: runtime name | null,
                    note}
     tolerance     {atol, rtol, check_error_stat, quantile, min_argmax_agreement,
-                   max_accuracy_drop, per_output: {output: {atol, ...}} (only when given)}
-    input_sets    [{name, description, count, reference}]   reference: what it is compared with
+                   max_accuracy_drop, inherent_k: k | null,
+                   per_output: {output: {atol, ...}} (only when given)}
+    input_sets    [{name, description, count, reference, inherent: [output, ...]}]
+                  reference: what it is compared with; inherent: outputs whose float32 error
+                  on these inputs is known (the reference in float64)
     skipped_input_sets  {name: why}
-    runtimes      [{name, status: passed | failed | error | unavailable, reason,
+    runtimes      [{name, status: passed | failed | error | unavailable | skipped, reason,
                     info: {name, library, version, device, providers, extra} | null,
-                    sets: [{input_set, reference, passed, gated, reason,
+                    sets: [{input_set, reference, passed, gated, rows (null: all), reason,
                             accuracy: {reference, candidate, delta, images, gated} | null  (percent)
                             outputs: [{output, shape, passed, reason, argmax_agreement,
                                        nonfinite: {candidate_nan, ...},
@@ -22,7 +26,9 @@ JSON schema ``stn-deploy/verify-v1`` (:meth:`VerifyReport.to_dict`)::
                                        stats: {max_abs, mean_abs, median_abs, p99_abs,
                                                max_rel, mean_rel, median_rel, p99_rel,
                                                quantile_abs, quantile_rel, mismatches,
-                                               elements}}]}],
+                                               elements, inherent_max,
+                                               passed_by_inherent}}]}],
+                    notes: [str]   (what the time budget cut),
                     placement: {reported, primary, nodes, fallbacks: [{node, op_type,
                                 provider}], strict} | null,
                     bisect: {kind, candidate, oracle, input_set, rows, compared, first:
@@ -57,6 +63,8 @@ class SetResult:
     accuracy: dict[str, float] | None = None
     #: False: reported only (out-of-distribution inputs of an fp16/int8 file vs fp32)
     gated: bool = True
+    #: compared on the first ``rows`` only (the time budget cut the set short); None: all
+    rows: int | None = None
 
     def __bool__(self) -> bool:
         """True when every output passed on this input set."""
@@ -68,6 +76,7 @@ class SetResult:
             "reference": self.reference,
             "passed": self.passed,
             "gated": self.gated,
+            "rows": self.rows,
             "reason": self.reason,
             "accuracy": self.accuracy,
             "outputs": [o.to_dict() for o in self.outputs],
@@ -77,12 +86,14 @@ class SetResult:
 @dataclass
 class RuntimeResult:
     name: str
-    status: str  # passed | failed | error | unavailable
+    status: str  # passed | failed | error | unavailable | skipped (its time budget ran out)
     reason: str = ""
     info: dict[str, Any] | None = None
     sets: list[SetResult] = field(default_factory=list)
     placement: dict[str, Any] | None = None
     bisect: dict[str, Any] | None = None
+    #: what its time budget cut (input sets run on a subset, or not at all)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -113,6 +124,7 @@ class RuntimeResult:
             "sets": [s.to_dict() for s in self.sets],
             "placement": self.placement,
             "bisect": self.bisect,
+            "notes": self.notes,
         }
 
 
@@ -132,7 +144,7 @@ class VerifyReport:
 
     @property
     def passed(self) -> bool:
-        ran = [r for r in self.runtimes if r.status != "unavailable"]
+        ran = [r for r in self.runtimes if r.status not in ("unavailable", "skipped")]
         return bool(ran) and all(r.passed for r in ran)
 
     def failures(self) -> list[str]:
@@ -142,8 +154,8 @@ class VerifyReport:
             for r in self.runtimes
             if r.status in ("failed", "error")
         ]
-        if not any(r.status != "unavailable" for r in self.runtimes):
-            out.append("no runtime could run here")
+        if not any(r.status not in ("unavailable", "skipped") for r in self.runtimes):
+            out.append("no runtime could run here (or within its time budget)")
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -212,6 +224,9 @@ def _header_lines(d: dict[str, Any]) -> list[str]:
         f"{m.get('opset') or '?'}, {m.get('precision') or 'fp32'})",
         f"reference: {ref['description']}",
     ]
+    kinds = m.get("output_kinds") or {}
+    if kinds:
+        lines.insert(1, "outputs:   " + ", ".join(f"{n} ({k})" for n, k in kinds.items()))
     if ref.get("note"):
         lines.append(f"           {ref['note']}")
     gates = [f"atol {tol['atol']:g}", f"rtol {tol['rtol']:g}", tol["check_error_stat"]]
@@ -221,6 +236,8 @@ def _header_lines(d: dict[str, Any]) -> list[str]:
         gates.append(f"argmax agreement >= {tol['min_argmax_agreement']:.0%}")
     if tol.get("max_accuracy_drop") is not None:
         gates.append(f"accuracy drop <= {tol['max_accuracy_drop']:g} pt")
+    if tol.get("inherent_k") is not None:
+        gates.append(f"or <= {tol['inherent_k']:g} x the inherent float32 error (where known)")
     lines.append(f"tolerance: {', '.join(gates)}")
     for name, t in (tol.get("per_output") or {}).items():
         lines.append(
@@ -233,15 +250,16 @@ def _header_lines(d: dict[str, Any]) -> list[str]:
     lines.append("")
     head = (
         f"{'runtime':<10}{'inputs':<8}{'output':<10}{'max abs':>9}{'mean abs':>10}"
-        f"{'median':>10}{'p99 abs':>10}{'max rel':>10}{'argmax':>8}{'acc %':>13}  result"
+        f"{'median':>10}{'p99 abs':>10}{'max rel':>10}{'inherent':>10}{'argmax':>8}"
+        f"{'acc %':>13}  result"
     )
     return lines + [head, "-" * len(head)]
 
 
 def _runtime_rows(r: dict[str, Any], notes: list[str]) -> list[str]:
     """The table's rows of one runtime (why a set failed goes to ``notes``)."""
-    if r["status"] in ("unavailable", "error") and not r["sets"]:
-        word = "not available" if r["status"] == "unavailable" else "ERROR"
+    if r["status"] in ("unavailable", "error", "skipped") and not r["sets"]:
+        word = {"unavailable": "not available", "skipped": "skipped"}.get(r["status"], "ERROR")
         return [f"{r['name']:<10}{'':<8}{'':<10}  {word}: {r['reason']}"]
     lines = []
     for s in r["sets"]:
@@ -257,8 +275,14 @@ def _runtime_rows(r: dict[str, Any], notes: list[str]) -> list[str]:
                 f"{r['name']:<10}{s['input_set']:<8}{o['output'][:9]:<10}"
                 f"{_g(st.get('max_abs')):>9}{_g(st.get('mean_abs')):>10}"
                 f"{_g(st.get('median_abs')):>10}{_g(st.get('p99_abs')):>10}"
-                f"{_g(st.get('max_rel')):>10}"
+                f"{_g(st.get('max_rel')):>10}{_g(st.get('inherent_max')):>10}"
                 f"{(f'{agree:.1%}' if agree is not None else '-'):>8}{acc_s:>13}  {ok}"
+                + (
+                    f" ({st['passed_by_inherent']} within k x inherent)"
+                    if st.get("passed_by_inherent")
+                    else ""
+                )
+                + (f" [first {s['rows']}]" if s.get("rows") is not None else "")
             )
         if s["outputs"] and not s["passed"] and s["reason"]:
             info = "" if s.get("gated", True) else " (reported, not gated)"
@@ -268,9 +292,11 @@ def _runtime_rows(r: dict[str, Any], notes: list[str]) -> list[str]:
 
 def _runtime_notes(r: dict[str, Any]) -> list[str]:
     """Placement, bisect and the verdict of one runtime (that ran)."""
-    if r["status"] in ("unavailable", "error") and not r["sets"]:
+    if r["status"] in ("unavailable", "error", "skipped") and not r["sets"]:
         return []
-    notes = []
+    notes = [f"{r['name']}: {n}" for n in r.get("notes") or []]
+    if r["status"] == "error":
+        notes.append(f"{r['name']}: ERROR: {r['reason']}")
     pl = r.get("placement")
     if pl and pl.get("reported"):
         if pl["fallbacks"]:

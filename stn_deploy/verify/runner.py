@@ -25,7 +25,9 @@ from stn_deploy.errors import StnDeployError
 from stn_deploy.runtimes import default_names, parse_names
 from stn_deploy.verify import sessions
 from stn_deploy.verify.bisect import bisect_failure
+from stn_deploy.verify.budget import DEFAULT_SECONDS, TimeBudget
 from stn_deploy.verify.comparator import Comparator, CompareFunc, RunResult
+from stn_deploy.verify.inherent import K as INHERENT_K
 from stn_deploy.verify.inputs import INPUT_KINDS, InputSet, load_input_sets, parse_kinds
 from stn_deploy.verify.options import VerifyOptions
 from stn_deploy.verify.reference import resolve_references
@@ -55,17 +57,27 @@ def verify_model(
     sets, skipped = input_sets(opts, subject)
     refs = resolve_references(subject, sets, skipped, opts, tol)
     compare = CompareFunc.simple(
-        tol, per_output=opts.per_output(subject.precision), num_classes=subject.num_classes
+        tol,
+        per_output=opts.per_output(subject.precision),
+        num_classes=subject.num_classes,
+        kinds=subject.kinds,
+        k=INHERENT_K if subject.precision == "fp32" else None,
     )
     skip = {r.name: refs.skip_for(r.name) for r in runners}
-    runs = Comparator.run(runners, refs.sets, skip=skip, strict_placement=opts.strict_placement)
+    runs = Comparator.run(
+        runners,
+        refs.sets,
+        skip=skip,
+        strict_placement=opts.strict_placement,
+        budget=time_budget(opts, runners),
+    )
     results = Comparator.compare_accuracy(
         runs, refs.sets, refs, compare, strict_placement=opts.strict_placement
     )
     report = VerifyReport(
         model=subject.to_dict(),
         reference=refs.to_dict(),
-        tolerance=_tolerance_dict(tol, compare.per_output),
+        tolerance=_tolerance_dict(tol, compare),
         input_sets=[refs.input_set_dict(s) for s in refs.sets],
         runtimes=results,
         skipped_input_sets=skipped,
@@ -129,11 +141,21 @@ def input_sets(opts: VerifyOptions, subject: Subject) -> tuple[list[InputSet], d
     return sets, skipped
 
 
-def _tolerance_dict(tol, per_output) -> dict[str, Any]:
+def _tolerance_dict(tol, compare) -> dict[str, Any]:
     d = tol.to_dict()
-    if per_output:
-        d["per_output"] = {name: t.to_dict() for name, t in per_output.items()}
+    d["inherent_k"] = compare.k
+    if compare.per_output:
+        d["per_output"] = {name: t.to_dict() for name, t in compare.per_output.items()}
     return d
+
+
+def time_budget(opts: VerifyOptions, runners: list[Runner]) -> TimeBudget:
+    """Each runtime's seconds (:mod:`.budget`): ``timeout`` when given; else the default for
+    runtimes verified by default, none for runtimes named in ``runtimes``."""
+    if opts.timeout is not None:
+        return TimeBudget(opts.timeout, opts.progress)
+    named = frozenset(r.name for r in runners) if opts.runtimes is not None else frozenset()
+    return TimeBudget(DEFAULT_SECONDS, opts.progress, unlimited=named)
 
 
 def _bisect_failures(report: VerifyReport, runs: list[RunResult], subject, refs, compare, opts):

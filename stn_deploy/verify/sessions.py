@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from stn_deploy.errors import StnDeployError
+from stn_deploy.errors import StnDeployError, one_line
 from stn_deploy.runtimes import Availability, RuntimeSession, open_session
 from stn_deploy.runtimes import availability as _availability
 
@@ -52,6 +52,25 @@ class Runner:
         return open_runtime(self.name, self.model, threads=self.threads)
 
 
+def align_feeds(
+    feeds: dict[str, np.ndarray], names: list[str], what: str
+) -> tuple[dict[str, np.ndarray], str]:
+    """``feeds`` under ``names`` (a model's inputs): by name when the names are the same, else
+    by position with a one-line note saying so; a different number of inputs is an error."""
+    if sorted(feeds) == sorted(names):
+        return feeds, ""
+    if len(feeds) != len(names):
+        raise StnDeployError(
+            f"{what} takes {len(names)} inputs {names}, the input sets have {len(feeds)} "
+            f"{sorted(feeds)}"
+        )
+    pairs = list(zip(feeds, names, strict=True))
+    note = (
+        f"{what}: inputs matched by position (" + ", ".join(f"{a} -> {b}" for a, b in pairs) + ")"
+    )
+    return {b: feeds[a] for a, b in pairs}, note
+
+
 def run_batched(session: RuntimeSession, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run ``feeds`` ``(N, ...)``; a model with a fixed batch size is run in chunks of it."""
     dtypes = {t.name: t.dtype for t in session.inputs}
@@ -79,13 +98,33 @@ def first_batch(session: RuntimeSession, feeds: dict[str, np.ndarray]) -> dict[s
     return {k: v[:batch] for k, v in feeds.items()} if batch else feeds
 
 
+class PhaseError(StnDeployError):
+    """A runtime failed in one phase (``load``, ``placement probe``, ``run``): one line naming
+    the runtime and the phase, whatever the runtime raised."""
+
+    def __init__(self, runtime: str, phase: str, exc: BaseException) -> None:
+        self.runtime, self.phase = runtime, phase
+        super().__init__(f"{phase} failed: {one_line(exc)}")
+
+
+def guarded(runtime: str, phase: str, fn, *args: Any, **kw: Any) -> Any:
+    """``fn(*args, **kw)``; anything it raises (a runtime's own exception types included, but
+    not RuntimeUnavailable) becomes a :class:`PhaseError` naming ``runtime`` and ``phase``."""
+    from stn_deploy.runtimes import RuntimeUnavailable
+
+    try:
+        return fn(*args, **kw)
+    except (RuntimeUnavailable, PhaseError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # onnxruntime, openvino and numpy raise their own types
+        raise PhaseError(runtime, phase, exc) from exc
+
+
 def placement(session: RuntimeSession, feeds, strict: bool) -> dict[str, Any] | None:
     """The report's ``placement`` of ``session`` on ``feeds``: nodes not on its primary
-    provider (``reported: False`` when the runtime does not say)."""
-    try:
-        placed = session.placement(feeds)
-    except StnDeployError as exc:
-        return {"reported": False, "error": str(exc)}
+    provider (``reported: False`` when the runtime does not say). A probe that fails raises
+    :class:`PhaseError` (phase ``placement probe``)."""
+    placed = guarded(session.info.name, "placement probe", session.placement, feeds)
     if placed is None:
         return {"reported": False, "primary": session.primary}
     fallbacks = [p for p in placed if p.provider != session.primary]

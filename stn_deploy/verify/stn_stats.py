@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import onnx
 
-from stn_deploy.errors import StnDeployError
 from stn_deploy.verify import sessions
 from stn_deploy.verify.expose import with_outputs
 from stn_deploy.verify.inputs import InputSet
@@ -121,5 +120,5 @@ def stn_report(
             runtime,
             theta,
         )
-    except StnDeployError:
+    except Exception:  # statistics only: a runtime that fails here has its own verdict
         return {}

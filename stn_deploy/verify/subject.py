@@ -42,6 +42,13 @@ class Subject:
         return bundle_path(self.path)
 
     @property
+    def kinds(self) -> dict[str, str]:
+        """``{output: kind}`` from the model (:mod:`.outputs`)."""
+        from stn_deploy.verify.outputs import output_kinds
+
+        return output_kinds(self.proto, self.meta)
+
+    @property
     def precision(self) -> str:
         return self.meta.get("precision", "fp32")
 
@@ -83,4 +90,5 @@ class Subject:
                 for t in self.in_specs
             ],
             "outputs": self.out_names,
+            "output_kinds": self.kinds,
         }
