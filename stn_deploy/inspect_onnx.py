@@ -22,7 +22,17 @@ from stn_deploy.export.metadata import read_metadata, stn_metadata
 CUSTOM_DOMAIN = "stn_deploy"
 MS_DOMAIN = "com.microsoft"
 SAMPLER_OPS = ("GridSample", "AffineGrid")
-TARGETS = ("ort-cpu", "ort-cuda", "tensorrt", "openvino", "tflite", "ncnn", "generic")
+TARGETS = (
+    "ort-cpu",
+    "ort-cuda",
+    "tensorrt",
+    "openvino",
+    "tflite",
+    "ncnn",
+    "mnn",
+    "iree",
+    "generic",
+)
 
 
 def _shape(vi: onnx.ValueInfoProto) -> tuple[str, list[Any]]:
@@ -108,6 +118,10 @@ class _Facts:
     ms_gs: bool  # com.microsoft GridSample
     modes: set[str]  # GridSample modes
     common: list[str]  # problems on every target (custom ops without a function body)
+    custom_gs: bool = False  # stn_deploy GridSample: every converter reads it as GridSample
+    graph_ops: frozenset = frozenset()  # op types of the main graph (not function bodies)
+    lowering: str = ""  # as detect_lowering says
+    pad_value: bool = False  # a main-graph Pad with a constant_value input
 
 
 def _facts(model: onnx.ModelProto) -> _Facts:
@@ -123,6 +137,12 @@ def _facts(model: onnx.ModelProto) -> _Facts:
         ms_gs=(MS_DOMAIN, "GridSample") in ops,
         modes=_gridsample_modes(model),
         common=[f"{CUSTOM_DOMAIN}::{op} has no function body" for op in sorted(custom_no_body)],
+        custom_gs=(CUSTOM_DOMAIN, "GridSample") in ops,
+        graph_ops=frozenset(op for _, op in ops),
+        lowering=detect_lowering(model)[0],
+        pad_value=any(
+            n.op_type == "Pad" and len(n.input) > 2 and n.input[2] for n in model.graph.node
+        ),
     )
 
 
@@ -133,7 +153,8 @@ def target_support(model: onnx.ModelProto) -> dict[str, dict[str, Any]]:
         **_ort_verdicts(f),
         "tensorrt": _tensorrt_verdict(f),
         "openvino": _openvino_verdict(f),
-        **{t: _no_gridsample_verdict(f, t) for t in ("tflite", "ncnn", "generic")},
+        **{t: _edge_verdict(f, t) for t in ("tflite", "ncnn", "mnn", "iree")},
+        "generic": _no_gridsample_verdict(f, "generic"),
     }
     return {
         target: {"ok": not problems, "why": "; ".join(problems or notes or ["standard ops only"])}
@@ -184,8 +205,76 @@ def _openvino_verdict(f: _Facts) -> tuple[list[str], list[str]]:
     return ov, notes
 
 
+#: measured with benchmarks/runtime_matrix.py (results/runtime_matrix.md): onnx2tf 1.29 ->
+#: LiteRT 2.3, pnnx -> ncnn 1.0.2026, MNN 3.6.1, IREE 3.13 llvm-cpu
+_EDGE_NAMES = {
+    "tflite": "onnx2tf/LiteRT",
+    "ncnn": "pnnx/ncnn",
+    "mnn": "MNN",
+    "iree": "IREE",
+}
+
+
+def _edge_verdict(f: _Facts, target: str) -> tuple[list[str], list[str]]:
+    """The edge runtimes, from what their converters were measured to do with each form."""
+    who = _EDGE_NAMES[target]
+    probs = list(f.common)
+    if f.ms_gs or MS_DOMAIN in f.foreign:
+        probs.append("com.microsoft ops are ONNX Runtime only")
+    if f.has_ag:
+        probs.append(f"AffineGrid was not measured on {who}: lower it (stn-deploy lower)")
+    sampler = f.has_gs or f.custom_gs  # every converter reads stn_deploy.GridSample as GridSample
+    if sampler:
+        probs += _edge_sampler_problems(f, target)
+    else:
+        probs += _edge_decomposed_problems(f, target)
+    notes = {
+        "tflite": ["input becomes NHWC; measured 4e-5 off torch"]
+        if sampler
+        else ["converts with a static input shape: batch 1 only"],
+        "ncnn": ["one image per call (no batch dimension); fp16 storage off for fp32"],
+        "mnn": ["Winograd off (runtime hint) for fp32"],
+        "iree": ["imported at opset 17"],
+    }[target]
+    return probs, notes
+
+
+def _edge_sampler_problems(f: _Facts, target: str) -> list[str]:
+    if target == "iree":
+        return [
+            "IREE 3.13 miscompiles GridSample where the grid leaves [-1, 1] (silently wrong): "
+            "use the portable lowering"
+        ]
+    probs = []
+    if target == "tflite" and f.opset >= 20:
+        probs.append("onnx2tf rejects the opset-20 GridSample spelling: export at opset 16-19")
+    if target == "tflite" and f.modes - {"bilinear"}:
+        probs.append("onnx2tf decomposes bilinear GridSample only")
+    if target == "ncnn" and f.custom_gs:
+        probs.append("pnnx expands the local function into ops ncnn has no layer for (torch.lt)")
+    return probs
+
+
+def _edge_decomposed_problems(f: _Facts, target: str) -> list[str]:
+    probs = []
+    if target == "ncnn" and "GatherElements" in f.graph_ops:
+        probs.append(
+            "the portable sampler's ops have no ncnn layer after pnnx (torch.lt, GatherElements)"
+        )
+    if target == "mnn" and "IsNaN" in f.graph_ops:
+        probs.append("MNN has no IsNaN (the portable sampler's NaN guard)")
+    if target == "tflite" and f.pad_value:
+        probs.append(
+            "onnx2tf leaves Flex ops LiteRT cannot run for a Pad with a constant_value input "
+            "(older portable files): lower the file again (stn-deploy lower)"
+        )
+    if target == "tflite" and f.lowering == "custom-inline":
+        probs.append("onnx2tf fails on the inlined custom sampler (shape errors): use portable")
+    return probs
+
+
 def _no_gridsample_verdict(f: _Facts, target: str) -> tuple[list[str], list[str]]:
-    """tflite, ncnn and a generic runtime: no GridSample/AffineGrid, no functions."""
+    """A generic runtime: no GridSample/AffineGrid, no functions."""
     probs = list(f.common)
     if f.has_gs or f.has_ag or f.ms_gs:
         probs.append(

@@ -41,7 +41,8 @@ def test_native_opset16_runs_everywhere_with_gridsample(tmp_path):
     assert info["op_histogram"] == {"GridSample": 1}
     t = info["targets"]
     assert t["ort-cpu"]["ok"] and t["tensorrt"]["ok"] and t["openvino"]["ok"]
-    assert not t["tflite"]["ok"] and "portable" in t["tflite"]["why"]
+    assert t["tflite"]["ok"] and t["ncnn"]["ok"] and t["mnn"]["ok"]  # measured: runtime_matrix
+    assert not t["iree"]["ok"] and "portable" in t["iree"]["why"]  # IREE's GridSample miscompile
     assert "CPU" in t["ort-cuda"]["why"]
 
 
@@ -87,7 +88,12 @@ def test_portable_model_suits_runtimes_without_gridsample(tmp_path):
     info = inspect_model(_save(tmp_path, model))
     assert info["lowering"] == "portable" and "declared" in info["lowering_reason"]
     assert "GridSample" not in info["op_histogram"]
-    assert all(t["ok"] for t in info["targets"].values()), info["targets"]
+    t = info["targets"]
+    # measured (benchmarks/results/runtime_matrix.md): ncnn has no GatherElements layer and MNN
+    # no IsNaN, both of which the portable sampler uses; every other target reads it
+    assert not t["ncnn"]["ok"] and "GatherElements" in t["ncnn"]["why"]
+    assert not t["mnn"]["ok"] and "IsNaN" in t["mnn"]["why"]
+    assert all(v["ok"] for k, v in t.items() if k not in ("ncnn", "mnn")), t
     assert info["metadata"]["stn_deploy.class_labels"] == '["a", "b"]'
     assert stn_metadata(model)["lowering"] == "portable"
 

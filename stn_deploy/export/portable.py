@@ -276,7 +276,8 @@ def _sample(s: _Sampler, x: str, index: str, lo: int, hi: int) -> str:
     if lo or hi:
         axes = 3 if s.d else 2
         pads = _i64(g, [0, 0] + [lo] * axes + [0, 0] + [hi] * axes, "gs_pads")
-        x = g.node("Pad", [x, pads, s.f(0.0, "zero")], name="gs_xpad", mode="constant")
+        # constant_value left out: it defaults to 0, and onnx2tf cannot convert the Pad with it
+        x = g.node("Pad", [x, pads], name="gs_xpad", mode="constant")
     plane = (s.h + lo + hi) * (s.w + lo + hi) * ((s.d + lo + hi) if s.d else 1)
     table = s.reshape(x, ("N", "C", plane), "gs_table")
     idx = g.node("Cast", [index], name="gs_idx_i", to=onnx.TensorProto.INT32)

@@ -1,6 +1,7 @@
 """Target profiles: the opset and grid-sample lowering known to work on each runtime (no torch).
 
-Each profile's reason is what ../shared/BASELINES.md measured or upstream issues report.
+Each profile's reason is what ../shared/BASELINES.md or benchmarks/runtime_matrix.py measured,
+or upstream issues report.
 ``stn-deploy export --target T`` uses the profile; ``--lowering`` and ``--opset`` override it.
 A profile's lowering must be one of the registry's (:mod:`stn_deploy.export.lowerings`) that
 can be written into a file, and its opset at least that lowering's minimum.
@@ -60,12 +61,37 @@ TARGETS: dict[str, Target] = {
         ),
         Target(
             "tflite",
-            11,
+            17,
+            "native",
+            False,
+            "onnx2tf decomposes ONNX GridSample (bilinear, zeros; opset 16-19, not the opset-20 "
+            "'linear') into TFLite builtins: 4e-5 off torch at any batch on LiteRT 2.3; the "
+            "portable file converts for batch 1 only (benchmarks/results/runtime_matrix.md)",
+        ),
+        Target(
+            "ncnn",
+            17,
+            "native",
+            False,
+            "pnnx maps ONNX GridSample to ncnn's GridSample layer: 2.5e-5 off torch with fp32 "
+            "settings; the portable sampler's ops (torch.lt, GatherElements) have no ncnn layer",
+        ),
+        Target(
+            "mnn",
+            17,
+            "native",
+            False,
+            "MNNConvert reads ONNX GridSample: 2.5e-5 off torch (Winograd off); MNN has no IsNaN, "
+            "which the portable lowering uses",
+        ),
+        Target(
+            "iree",
+            17,
             "portable",
             False,
-            "TFLite converters have no GridSample: standard opset-11 ops",
+            "IREE 3.13 miscompiles GridSample for grid points outside [-1, 1] (silently wrong): "
+            "the portable file at opset 17 (the importer rejects opset-11 MaxPool) is 5.5e-5 off",
         ),
-        Target("ncnn", 11, "portable", False, "onnx2ncnn has no GridSample: standard opset-11 ops"),
         Target("generic", 11, "portable", False, "any runtime that reads standard opset-11 ONNX"),
     ]
 }

@@ -2,7 +2,8 @@
 
 Names: ``cpu``, ``cuda``, ``tensorrt``, ... (ONNX Runtime execution providers, short or full
 EP name), ``openvino`` (the OpenVINO runtime, CPU), ``reference`` (onnx's reference evaluator),
-``torch`` (PyTorch eager; needs a checkpoint or factory). The torch session is not made here
+``torch`` (PyTorch eager; needs a checkpoint or factory), and the edge runtimes that run a
+converted model (:mod:`.converted`): ``litert``, ``ncnn``, ``mnn``, ``iree``. The torch session is not made here
 (nothing here imports the torch side): the torch side registers its factory with
 :func:`register_session_factory` when its package is imported, and a caller may also give one
 (``open_session("torch", ..., session_factory=...)``).
@@ -10,6 +11,7 @@ EP name), ``openvino`` (the OpenVINO runtime, CPU), ``reference`` (onnx's refere
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +23,14 @@ from stn_deploy.names import unique_names
 from stn_deploy.runtimes import ort as ort_rt
 from stn_deploy.runtimes.base import RuntimeSession, RuntimeUnavailable
 
-NON_ORT = ("openvino", "reference", "torch")
+#: runtimes running a converted model -> module and session class (see :mod:`.converted`)
+EDGE = {
+    "litert": ("litert_rt", "LiteRtSession"),
+    "ncnn": ("ncnn_rt", "NcnnSession"),
+    "mnn": ("mnn_rt", "MnnSession"),
+    "iree": ("iree_rt", "IreeSession"),
+}
+NON_ORT = ("openvino", "reference", "torch", *EDGE)
 
 #: runtime name -> ``factory(loaded, **options)`` opening a session of a runtime that lives
 #: outside this package (``torch``: registered by the torch side)
@@ -72,6 +81,8 @@ def availability(name: str) -> Availability:
             check_available()
         elif name == "reference":
             import onnx.reference  # noqa: F401  (ships with onnx)
+        elif name in EDGE:
+            importlib.import_module(f"stn_deploy.runtimes.{EDGE[name][0]}").check_available()
         elif name == "torch":
             if importlib.util.find_spec("torch") is None:
                 raise RuntimeUnavailable("torch is not installed")
@@ -123,6 +134,10 @@ def open_session(
         from stn_deploy.runtimes.openvino_rt import OpenVinoSession
 
         return OpenVinoSession(model, threads=threads, **options)
+    if name in EDGE:
+        module, cls = EDGE[name]
+        session = getattr(importlib.import_module(f"stn_deploy.runtimes.{module}"), cls)
+        return session(model, name=name, threads=threads, **options)
     if name == "reference":
         from stn_deploy.runtimes.reference import ReferenceSession
 
