@@ -168,3 +168,78 @@ def test_loc_lr_scale_gives_the_localisation_net_its_own_rate(tmp_path):
         train(_opts(model="mnist-cnn", epochs=1, loc_lr_scale=0.1), tmp_path / "cnn", **QUIET)
     with pytest.raises(StnDeployError, match="loc_lr_scale must"):
         train(_opts(epochs=1, loc_lr_scale=0.0), tmp_path / "zero", **QUIET)
+
+
+RECIPES = [
+    {"theta_reg": 0.5},
+    {"freeze_loc_epochs": 1},
+    {"freeze_classifier_epochs": 1},
+    {"loc_lr_scale": 0.1, "padding_mode": "border", "theta_reg": 0.1},
+    {"epoch_images": 70},
+]
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_recipe_options_are_deterministic_for_a_seed(tmp_path, recipe):
+    kw = dict(model="paper-st-cnn", limit_train=128, limit_test=32, epochs=2, **recipe)
+    train(_opts(**kw), tmp_path / "a", **QUIET)
+    train(_opts(**kw), tmp_path / "b", **QUIET)
+    train(_opts(seed=8, **kw), tmp_path / "c", **QUIET)
+    a, b, c = (_weights(tmp_path / n / "checkpoint.pt") for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def _changed(before: dict, after: dict) -> set[str]:
+    return {k for k in before if not torch.equal(before[k], after[k])}
+
+
+@pytest.mark.parametrize("frozen", ["loc", "classifier"])
+def test_warm_up_freezes_one_part_for_its_epochs(tmp_path, frozen):
+    from stn_deploy.pytorch.models import build_model
+
+    torch.manual_seed(7)  # train() seeds the same way before building the model
+    init = build_model("paper-st-cnn", in_size=42).state_dict()
+    kw = dict(model="paper-st-cnn", limit_train=128, limit_test=32, schedule="none")
+    train(_opts(epochs=1, **{f"freeze_{frozen}_epochs": 1}, **kw), tmp_path / "one", **QUIET)
+    one = _weights(tmp_path / "one" / "checkpoint.pt")
+    loc = {k for k in init if k.startswith("stn.")}
+    assert _changed(init, one) == (set(init) - loc if frozen == "loc" else loc)
+    train(_opts(epochs=2, **{f"freeze_{frozen}_epochs": 1}, **kw), tmp_path / "two", **QUIET)
+    assert _changed(one, _weights(tmp_path / "two" / "checkpoint.pt")) == set(init)
+
+
+def test_theta_reg_penalises_the_distance_from_identity():
+    from stn_deploy.pytorch.models import build_model
+    from stn_deploy.pytorch.train import ThetaRecorder
+
+    model = build_model("mnist-affine-series", in_size=42).train()
+    recorder = ThetaRecorder(model, 2.0)
+    x = torch.rand(3, 1, 42, 42)
+    with torch.no_grad():
+        model(x)
+        assert float(recorder.penalty()) == 0.0  # both STNs start at the identity
+        model.stn.stns[1].fc_loc[-1].bias.add_(torch.tensor([0.5, 0, 0, 0, 0, 0]))
+        model(x)
+        # second STN: mean over its 6 parameters of (0.5^2, 0, ...) = 0.25 / 6; times the weight
+        assert float(recorder.penalty()) == pytest.approx(2.0 * 0.25 / 6)
+        model.eval()(x)
+        assert recorder.penalty() == 0.0  # nothing recorded outside training
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"model": "paper-cnn", "theta_reg": 0.1}, "theta_reg: this model has no spatial"),
+        ({"model": "mnist-cnn", "freeze_loc_epochs": 1}, "freeze_loc_epochs: this model has no"),
+        ({"theta_reg": -1.0}, "theta_reg must"),
+        ({"freeze_loc_epochs": -1}, "freeze_loc_epochs must"),
+        ({"freeze_loc_epochs": 1, "freeze_classifier_epochs": 1}, "exclude each other"),
+        ({"epoch_images": 10**6}, "epoch_images is 1000000, the training set has 256"),
+        ({"epoch_images": 0}, "epoch_images must"),
+    ],
+)
+def test_bad_recipe_options(tmp_path, kw, match):
+    with pytest.raises(StnDeployError, match=match):
+        train(_opts(epochs=1, **kw), tmp_path / "run", **QUIET)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()

@@ -86,6 +86,27 @@ _D = TrainOptions()  # the CLI's defaults are the API's
     help="Learning rate of the STN localisation nets relative to --lr (the paper trains them slower).",
 )
 @click.option(
+    "--theta-reg",
+    type=click.FloatRange(0.0),
+    default=_D.theta_reg,
+    show_default=True,
+    help="Identity regularisation: adds this times mean((theta - identity)^2) to the loss.",
+)
+@click.option(
+    "--freeze-loc-epochs",
+    type=click.IntRange(0),
+    default=_D.freeze_loc_epochs,
+    show_default=True,
+    help="Warm-up: keep the localisation nets frozen (STN at identity) for the first N epochs.",
+)
+@click.option(
+    "--freeze-classifier-epochs",
+    type=click.IntRange(0),
+    default=_D.freeze_classifier_epochs,
+    show_default=True,
+    help="Warm-up: train only the localisation nets for the first N epochs.",
+)
+@click.option(
     "--dropout",
     type=click.FloatRange(0.0, 1.0, max_open=True),
     default=None,
@@ -121,6 +142,13 @@ _D = TrainOptions()  # the CLI's defaults are the API's
 @synthetic_option
 @limit_train_option
 @limit_test_option
+@click.option(
+    "--epoch-images",
+    type=click.IntRange(1),
+    default=None,
+    help="Images per epoch, drawn anew from the training set each epoch [default: all]; "
+    "finer epochs fit a schedule to a time budget.",
+)
 @click.option(
     "--max-minutes",
     type=float,

@@ -44,6 +44,7 @@ from stn_deploy.pytorch.models.loading import (
     model_from_config,
     zoo_config,
 )
+from stn_deploy.pytorch.models.stn import SpatialTransformer
 from stn_deploy.pytorch.models.zoo import ZOO, count_parameters
 from stn_deploy.pytorch.train_options import DEFAULT_EPOCHS, TrainOptions
 from stn_deploy.report.png import save_rectification_png
@@ -120,15 +121,23 @@ def _build(opts: TrainOptions, canvas: int) -> LoadedModel:
     return loaded
 
 
+def _is_loc(name: str) -> bool:
+    return "localization." in name or "fc_loc." in name
+
+
+def _loc_parameters(model: torch.nn.Module, param: str) -> list[torch.nn.Parameter]:
+    """The localisation nets' parameters; an error naming ``param`` when there are none."""
+    loc = [p for n, p in model.named_parameters() if _is_loc(n)]
+    if not loc:
+        raise StnDeployError(f"{{{param}}}: this model has no localisation net", param=param)
+    return loc
+
+
 def _param_groups(opts: TrainOptions, model: torch.nn.Module):
     """One group, or two when the localisation nets train at ``loc_lr_scale`` times the lr."""
     if opts.loc_lr_scale == 1.0:
         return model.parameters()
-    loc = [p for n, p in model.named_parameters() if "localization." in n or "fc_loc." in n]
-    if not loc:
-        raise StnDeployError(
-            "{loc_lr_scale}: this model has no localisation net", param="loc_lr_scale"
-        )
+    loc = _loc_parameters(model, "loc_lr_scale")
     ids = {id(p) for p in loc}
     rest = [p for p in model.parameters() if id(p) not in ids]
     return [{"params": rest, "lr": opts.lr}, {"params": loc, "lr": opts.lr * opts.loc_lr_scale}]
@@ -267,6 +276,51 @@ class TrainResult:
         return d
 
 
+class ThetaRecorder:
+    """Identity regularisation: records every spatial transformer's θ during a training forward
+    pass and gives ``weight * mean((θ - θ_identity)²)`` over all of them (0 with no weight)."""
+
+    def __init__(self, model: torch.nn.Module, weight: float) -> None:
+        self.weight = float(weight)
+        self.thetas: list[tuple[torch.Tensor, torch.Tensor]] = []
+        stns = [m for m in model.modules() if isinstance(m, SpatialTransformer)]
+        if self.weight and not stns:
+            raise StnDeployError(
+                "{theta_reg}: this model has no spatial transformer", param="theta_reg"
+            )
+        if self.weight:
+            for stn in stns:
+                stn.fc_loc.register_forward_hook(self._hook(stn.transform.identity()))
+
+    def _hook(self, identity: torch.Tensor):
+        def record(module, inputs, theta):
+            if module.training:
+                self.thetas.append((theta, identity))
+
+        return record
+
+    def penalty(self) -> torch.Tensor | float:
+        """The penalty of the forward pass just run; clears the record."""
+        if not self.thetas:
+            return 0.0
+        total = sum(((t - i.to(t.dtype)) ** 2).mean() for t, i in self.thetas)
+        self.thetas = []
+        return self.weight * total
+
+
+def _set_trainable(opts: TrainOptions, model: torch.nn.Module, epoch: int) -> None:
+    """Warm-up: freeze the localisation nets (or the rest) for the first epochs."""
+    if not (opts.freeze_loc_epochs or opts.freeze_classifier_epochs):
+        return
+    param = "freeze_loc_epochs" if opts.freeze_loc_epochs else "freeze_classifier_epochs"
+    _loc_parameters(model, param)  # an error if there is nothing to freeze
+    for name, p in model.named_parameters():
+        if _is_loc(name):
+            p.requires_grad_(epoch >= opts.freeze_loc_epochs)
+        else:
+            p.requires_grad_(epoch >= opts.freeze_classifier_epochs)
+
+
 @dataclass
 class _Run:
     """A training run being set up or under way."""
@@ -283,6 +337,7 @@ class _Run:
     optimizer: Any
     scheduler: Any
     steps_per_epoch: int
+    theta: ThetaRecorder
 
 
 @removes_new_folder("out")  # a run that fails before writing anything leaves no empty folder
@@ -370,7 +425,12 @@ def _set_up(
     tx, ty = make_split(test_images, test_labels, kind, opts.seed, split="test")
     x_test, y_test = norm(tx), torch.from_numpy(ty).long()
     config.extra = {"trained_on": {"distortion": kind, "seed": opts.seed, "data": data.source}}
-    steps_per_epoch = math.ceil(len(train_images) / opts.batch_size)
+    if opts.epoch_images is not None and opts.epoch_images > len(train_images):
+        raise StnDeployError(
+            f"{{epoch_images}} is {opts.epoch_images}, the training set has {len(train_images)}",
+            param="epoch_images",
+        )
+    steps_per_epoch = math.ceil((opts.epoch_images or len(train_images)) / opts.batch_size)
     optimizer, scheduler = _make_optimizer(opts, model, steps_per_epoch)
     if train_state is not None:
         model.load_state_dict(resumed.model.state_dict())
@@ -395,6 +455,7 @@ def _set_up(
         optimizer,
         scheduler,
         steps_per_epoch,
+        ThetaRecorder(model, opts.theta_reg),
     )
 
 
@@ -402,11 +463,15 @@ def _train_epoch(run: _Run, epoch: int, progress: bool | None) -> dict[str, Any]
     """One epoch on its freshly distorted training set, then the test set: the history record."""
     opts, model, optimizer, scheduler = run.opts, run.loaded.model, run.optimizer, run.scheduler
     t_epoch = time.perf_counter()
-    x_np, y_np = make_split(
-        run.train_images, run.train_labels, run.kind, opts.seed, split="train", epoch=epoch
-    )
+    images, labels = run.train_images, run.train_labels
+    if opts.epoch_images is not None:  # a fresh subset of the training set every epoch
+        pick = np.random.default_rng([opts.seed, epoch, 1]).permutation(len(images))
+        pick = np.sort(pick[: opts.epoch_images])
+        images, labels = images[pick], labels[pick]
+    x_np, y_np = make_split(images, labels, run.kind, opts.seed, split="train", epoch=epoch)
     order = np.random.default_rng([opts.seed, epoch]).permutation(len(x_np))
     x_all, y_all = run.norm(x_np), torch.from_numpy(y_np).long()
+    _set_trainable(opts, model, epoch)
     model.train()
     seen, loss_sum, correct = 0, 0.0, 0
     bar = tqdm(
@@ -427,7 +492,7 @@ def _train_epoch(run: _Run, epoch: int, progress: bool | None) -> dict[str, Any]
                 f"training diverged at epoch {epoch + 1}: loss is {loss.item()}; lower {{lr}}",
                 param="lr",
             )
-        loss.backward()
+        (loss + run.theta.penalty()).backward()
         optimizer.step()
         if scheduler is not None:
             scheduler.step()

@@ -20,6 +20,10 @@ ZOO_NAMES = (
     "mnist-affine-series",
     "mnist-affine-parallel",
     "mnist-cnn",
+    "paper-cnn",
+    "paper-st-cnn",
+    "paper-st-cnn-projective",
+    "paper-st-cnn-tps",
 )
 
 
@@ -44,9 +48,13 @@ class TrainOptions:
     align_corners: bool | None = None
     dropout: float | None = None  # None: the model's default (0.5, the tutorial's)
     loc_lr_scale: float = 1.0  # the localisation nets' lr relative to lr
+    theta_reg: float = 0.0  # weight of the mean squared distance of θ from the identity
+    freeze_loc_epochs: int = 0  # first epochs with the localisation nets frozen (STN = identity)
+    freeze_classifier_epochs: int = 0  # first epochs with only the localisation nets training
     data_dir: str | None = None
     synthetic: bool = False
     limit_train: int | None = None
+    epoch_images: int | None = None  # images per epoch, a fresh subset each epoch (None: all)
     limit_test: int | None = None
     max_minutes: float | None = None
     threads: int | None = None
@@ -68,6 +76,27 @@ class TrainOptions:
             raise StnDeployError(
                 f"{{loc_lr_scale}} must be a positive number, got {self.loc_lr_scale}",
                 param="loc_lr_scale",
+            )
+        if self.epoch_images is not None and self.epoch_images < 1:
+            raise StnDeployError(
+                f"{{epoch_images}} must be at least 1, got {self.epoch_images}",
+                param="epoch_images",
+            )
+        if not (self.theta_reg >= 0 and math.isfinite(self.theta_reg)):
+            raise StnDeployError(
+                f"{{theta_reg}} must be a non-negative number, got {self.theta_reg}",
+                param="theta_reg",
+            )
+        for name in ("freeze_loc_epochs", "freeze_classifier_epochs"):
+            if getattr(self, name) < 0:
+                raise StnDeployError(
+                    f"{{{name}}} must be 0 or more, got {getattr(self, name)}", param=name
+                )
+        if self.freeze_loc_epochs and self.freeze_classifier_epochs:
+            raise StnDeployError(
+                "{freeze_loc_epochs} and {freeze_classifier_epochs} exclude each other: "
+                "a warm-up trains one part while the other waits",
+                param=("freeze_loc_epochs", "freeze_classifier_epochs"),
             )
         if self.optimizer not in OPTIMIZERS:
             raise StnDeployError(

@@ -13,6 +13,7 @@ from torch import nn
 
 from stn_deploy.errors import StnDeployError
 from stn_deploy.pytorch.models.classifier import STNClassifier, flat_features, tutorial_localization
+from stn_deploy.pytorch.models.paper import LOC_HIDDEN, PaperClassifier, paper_localization
 from stn_deploy.pytorch.models.sampler import SamplerConfig
 from stn_deploy.pytorch.models.stn import SpatialTransformer, STNParallel, STNSeries
 from stn_deploy.pytorch.models.transforms import make_transform
@@ -61,6 +62,34 @@ def _parallel(args: dict) -> nn.Module:
 def _cnn(args: dict) -> nn.Module:
     in_shape = (args["in_channels"], args["in_size"], args["in_size"])
     return STNClassifier(None, in_shape, args["num_classes"], args["dropout"])
+
+
+def _paper_single(transform: str, **extra) -> Callable[[dict], nn.Module]:
+    """The paper's ST-CNN: its localisation net and baseline CNN around ``transform``."""
+
+    def build(args: dict) -> nn.Module:
+        in_shape = (args["in_channels"], args["in_size"], args["in_size"])
+        pool = args["loc_pool"] or (2 if args["in_size"] > 28 else 1)
+        loc = paper_localization(in_shape[0], pool)
+        stn = SpatialTransformer(
+            loc,
+            flat_features(loc, in_shape),
+            make_transform(transform, **{k: args[k] for k in extra}),
+            _sampler(args, args["out_size"]),
+            hidden=LOC_HIDDEN,
+        )
+        return PaperClassifier(stn, in_shape, args["num_classes"], args["dropout"])
+
+    return build
+
+
+def _paper_cnn(args: dict) -> nn.Module:
+    in_shape = (args["in_channels"], args["in_size"], args["in_size"])
+    return PaperClassifier(None, in_shape, args["num_classes"], args["dropout"])
+
+
+_PAPER = (("dropout", 0.0),)
+_PAPER_ST = (*_PAPER, ("loc_pool", None))
 
 
 COMMON_ARGS = {
@@ -125,6 +154,34 @@ ZOO: dict[str, ZooEntry] = {
             _parallel,
         ),
         ZooEntry("mnist-cnn", "none", "CNN baseline without an STN (the paper's comparison)", _cnn),
+        ZooEntry(
+            "paper-cnn",
+            "none",
+            "the paper's distorted-MNIST CNN: conv9-32, pool, conv7-32, pool, fc",
+            _paper_cnn,
+            _PAPER,
+        ),
+        ZooEntry(
+            "paper-st-cnn",
+            "affine",
+            "the paper's ST-CNN (Aff): conv localisation net, 28x28 output, paper CNN",
+            _paper_single("affine"),
+            _PAPER_ST,
+        ),
+        ZooEntry(
+            "paper-st-cnn-projective",
+            "projective",
+            "the paper's ST-CNN (Proj): homography, 8 params",
+            _paper_single("projective"),
+            _PAPER_ST,
+        ),
+        ZooEntry(
+            "paper-st-cnn-tps",
+            "tps",
+            "the paper's ST-CNN (TPS): thin-plate spline, 3x3 control points",
+            _paper_single("tps", grid_size=None),
+            (*_PAPER_ST, ("grid_size", (3, 3))),
+        ),
     ]
 }
 
