@@ -9,10 +9,11 @@ from stn_deploy.errors import StnDeployError
 
 
 def parse_shape(
-    text: str | Sequence[int] | None, *, ndim: int | None = 3
+    text: str | Sequence[int] | None, *, ndim: int | None = 3, drop_batch: bool = True
 ) -> tuple[int, ...] | None:
     """``"1,28,28"``, ``"1x28x28"`` or ``(1, 28, 28)`` -> ``(C, H, W)``; a leading batch
-    dimension (``N,C,H,W``) is dropped. ``ndim=None`` accepts any number of dimensions.
+    dimension (``N,C,H,W``) is dropped unless ``drop_batch`` is False. ``ndim=None`` accepts
+    any number of dimensions.
 
     >>> parse_shape("1x42x42"), parse_shape("8,3,224,224")
     ((1, 42, 42), (3, 224, 224))
@@ -29,7 +30,7 @@ def parse_shape(
             ) from exc
     else:
         dims = tuple(int(v) for v in text)
-    if len(dims) == (ndim or 3) + 1:
+    if drop_batch and len(dims) == (ndim or 3) + 1:
         dims = dims[1:]
     if not dims or (ndim is not None and len(dims) != ndim) or any(d <= 0 for d in dims):
         raise StnDeployError(

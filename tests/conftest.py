@@ -44,3 +44,18 @@ class FakeClock:
 @pytest.fixture
 def fake_clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture(scope="session")
+def plain_native(tmp_path_factory):
+    """The committed checkpoint (exported/mnist-affine-rts.pt) exported in the native lowering
+    with no graph rewrites (``optimize="none"``; the committed ort-cpu files carry the exact
+    ones), with its golden bundle beside it: what the optimize tests rewrite."""
+    pytest.importorskip("torch")
+    from stn_deploy.pytorch.exporter import export_model
+    from stn_deploy.pytorch.models import load_checkpoint
+
+    out = tmp_path_factory.mktemp("plain") / "mnist-affine-native.onnx"
+    loaded = load_checkpoint("exported/mnist-affine-rts.pt")
+    export_model(loaded, out, lowering="native", optimize="none")
+    return out

@@ -47,7 +47,7 @@ def _loaded(tmp_path, name, **args):
 
 def _run(path, x):
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return sess.run(None, {"image": x})
+    return sess.run(None, {sess.get_inputs()[0].name: x})
 
 
 @pytest.mark.parametrize("sampler,opset,inline", SAMPLERS, ids=lambda v: str(v))

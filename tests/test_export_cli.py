@@ -132,9 +132,16 @@ def test_bad_output_names_are_one_line_usage_errors(factories, value, message):
 
 
 def test_self_check_failure_is_one_line_naming_no_check(factories):
-    """Traced at batch 1, the branch is baked: the file would be wrong at batch > 1."""
+    """A branch on the batch size: torch.export specialises it to the traced batch (2), so the
+    file is wrong at batch 1; TorchScript traces at batch 1, so its file is wrong at batch 8.
+    Either way: one line and no file."""
     path, out = factories
     r = _export(path, "batch_branch", out)
+    assert r.exit_code == 1, r.output
+    line = _error_line(r)
+    assert line.startswith("Error: self-check failed: ") and "at batch 1 " in line
+    assert "specialises it to the traced batch" in line and "--no-check skips the check" in line
+    r = _export(path, "batch_branch", out, "--exporter", "torchscript")
     assert r.exit_code == 1, r.output
     line = _error_line(r)
     assert line.startswith("Error: self-check failed: ") and "at batch 8" in line
@@ -152,28 +159,66 @@ def test_no_check_keeps_the_file_and_says_so(factories):
     assert "--no-check" in stn_metadata(onnx.load(str(out / "b.onnx")))["self_check"]
 
 
-def test_exporter_choice(factories):
+def test_exporter_choice(factories, monkeypatch):
     path, out = factories
+    monkeypatch.setattr("stn_deploy.pytorch.tracing._warned_torchscript", False)
     r = _export(path, "tuple_out", out / "t.onnx", "--exporter", "torchscript")
     assert r.exit_code == 0, r.output
-    assert "exporter" not in stn_metadata(onnx.load(str(out / "t.onnx")))["export_args"]
+    assert r.output.count("Warning: the torchscript exporter") == 1  # one line, not Python's two
+    assert (
+        '"exporter": "torchscript"' in stn_metadata(onnx.load(str(out / "t.onnx")))["export_args"]
+    )
     r = _export(path, "tuple_out", out, "--exporter", "onnxscript")
     assert r.exit_code == 2 and "--exporter" in _error_line(r)
-    r = _export(path, "tuple_out", out / "o.onnx", "--exporter", "dynamo", "--opset", "17")
+    r = _export(
+        path,
+        "tuple_out",
+        out / "o.onnx",
+        "--exporter",
+        "dynamo",
+        "--opset",
+        "15",
+        "--lowering",
+        "portable",
+    )
     assert r.exit_code == 1, r.output
     line = _error_line(r)
-    assert "opset 18 or newer" in line and "--opset=18 or --exporter='torchscript'" in line
+    assert "opset 16 or newer" in line and "--opset=16 or --exporter='torchscript'" in line
     assert not (out / "o.onnx").exists()
 
 
-def test_exporter_dynamo(factories):
-    """One dynamo export (~10 s on two cores): opset 18, recorded in export_args, and
-    ``--output-names`` applies to it too."""
+def test_exporter_dynamo_is_the_default(factories):
+    """The default export goes through torch.export at the target's opset (17 for ort-cpu,
+    down-converted from the exporter's 18), recorded in export_args; ``--output-names``
+    applies to it too."""
     pytest.importorskip("onnxscript")
     path, out = factories
-    r = _export(path, "tuple_out", out / "d.onnx", "--exporter", "dynamo", "--output-names", "y,t")
+    r = _export(path, "tuple_out", out / "d.onnx", "--output-names", "y,t")
     assert r.exit_code == 0, r.output
-    assert "opset 18" in r.output
-    meta = stn_metadata(onnx.load(str(out / "d.onnx")))
-    assert '"exporter": "dynamo"' in meta["export_args"]
+    assert "opset 17" in r.output and "Warning" not in r.output
+    model = onnx.load(str(out / "d.onnx"))
+    assert '"exporter": "dynamo"' in stn_metadata(model)["export_args"]
     assert _outputs(out / "d.onnx") == ["y", "t"]
+    assert [i.name for i in model.graph.input] == ["x"]  # forward(self, x)
+
+
+def test_optimize_default_exact_for_ort_cpu_and_none_on_request(factories):
+    """ort-cpu exports run the exact rewrites (stn_deploy.optimize) by default and record them;
+    --optimize none writes the plain lowering; both are self-checked against torch."""
+    import json
+
+    path, out = factories
+    r = _export(path, "tuple_out", out / "e.onnx")
+    assert r.exit_code == 0, r.output
+    meta = stn_metadata(onnx.load(str(out / "e.onnx")))
+    assert json.loads(meta["optimize"])["mode"] == "exact"
+    assert '"optimize": "exact"' in meta["export_args"]
+    r = _export(path, "tuple_out", out / "n.onnx", "--optimize", "none")
+    assert r.exit_code == 0, r.output
+    meta = stn_metadata(onnx.load(str(out / "n.onnx")))
+    assert "optimize" not in meta and '"optimize": "none"' in meta["export_args"]
+    r = _export(path, "tuple_out", out / "x.onnx", "--optimize", "fast")
+    assert r.exit_code == 2 and "--optimize" in _error_line(r)
+    r = _export(path, "tuple_out", out / "o.onnx", "--target", "openvino")
+    assert r.exit_code == 0, r.output
+    assert "optimize" not in stn_metadata(onnx.load(str(out / "o.onnx")))

@@ -11,6 +11,10 @@ a one-line ``Error: ...`` and exit status 1; a bad option or argument is one lin
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from pathlib import Path
+
 import click
 
 from stn_deploy import __version__
@@ -59,7 +63,8 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with _one_line_warnings():
+                return super().invoke(ctx)
         except click.UsageError as exc:
             if isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())):
                 raise  # `stn-deploy data` alone shows its help
@@ -83,6 +88,26 @@ class _Group(click.Group):
             ) from None
 
 
+@contextlib.contextmanager
+def _one_line_warnings():
+    """While a command runs, a warning that stn-deploy itself issues (a deprecation, a note)
+    is one ``Warning: ...`` line on stderr instead of Python's two-line source excerpt."""
+    original = warnings.showwarning
+    package = str(Path(__file__).resolve().parent.parent)
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if str(filename).startswith(package):
+            click.echo(f"Warning: {message}", err=True)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = original
+
+
 #: optional dependency (top-level module) -> the extra that installs it
 _EXTRA_FOR = {"torch": "torch", "onnxruntime": "cpu", "openvino": "openvino", "matplotlib": "plots"}
 
@@ -97,12 +122,14 @@ def main() -> None:
 
 # --------------------------------------------------------------------------- the commands
 from stn_deploy.cli.bench import bench_cmd  # noqa: E402
+from stn_deploy.cli.convert import convert_cmd  # noqa: E402
 from stn_deploy.cli.data import data_group  # noqa: E402
 from stn_deploy.cli.evaluate import evaluate_cmd  # noqa: E402
 from stn_deploy.cli.export import export_cmd  # noqa: E402
 from stn_deploy.cli.inspect import inspect_cmd  # noqa: E402
 from stn_deploy.cli.lower import lower_cmd  # noqa: E402
 from stn_deploy.cli.models import models_cmd  # noqa: E402
+from stn_deploy.cli.optimize import optimize_cmd  # noqa: E402
 from stn_deploy.cli.quantize import quantize_cmd  # noqa: E402
 from stn_deploy.cli.run import run_cmd  # noqa: E402
 from stn_deploy.cli.train import train_cmd  # noqa: E402
@@ -116,6 +143,8 @@ for _cmd in (
     export_cmd,
     inspect_cmd,
     lower_cmd,
+    optimize_cmd,
+    convert_cmd,
     quantize_cmd,
     verify_cmd,
     bench_cmd,

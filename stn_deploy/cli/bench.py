@@ -95,7 +95,8 @@ def _check_outputs(paths: list[Path | None], plot: Path | None) -> None:
 @click.argument("model", metavar="ONNX", type=click.Path(dir_okay=False, path_type=Path))
 @runtimes_option(
     "Runtimes, comma-separated: cpu, cuda, tensorrt (ORT providers), openvino, "
-    "openvino-bf16 (OpenVINO in its default bf16 on CPUs that have it), torch "
+    "openvino-bf16 (OpenVINO in its default bf16 on CPUs that have it), litert, ncnn, mnn, "
+    "iree (converted first), torch "
     "[default: every available one but the slow reference].",
     bench=True,
 )

@@ -60,16 +60,24 @@ from stn_deploy.export.targets import TARGETS as TARGET_NAMES
 )
 @click.option(
     "--exporter",
-    type=click.Choice(["torchscript", "dynamo"]),
+    type=click.Choice(["dynamo", "torchscript"]),
     default=None,
-    help="torch's exporter: torchscript (default; dynamo=False, deprecated upstream) or dynamo "
-    "(torch.export with stn-deploy's translation table; opset 18+).",
+    help="torch's exporter: dynamo (torch.export with stn-deploy's translation table; the "
+    "default at opset 16+) or torchscript (dynamo=False, deprecated upstream; the default "
+    "below opset 16).",
 )
 @click.option(
     "--output-names",
     default=None,
     metavar="A,B,...",
     help="Graph output names [default: dict keys, output_0..n for tuples, log_probs].",
+)
+@click.option(
+    "--optimize",
+    type=click.Choice(["none", "exact", "auto"]),
+    default=None,
+    help="Graph rewrites (as `stn-deploy optimize`): exact passes, auto (timed on the target's "
+    "runtime, kept where faster) or none [default: exact for fp32 ort-cpu files, else none].",
 )
 @click.option(
     "--check/--no-check",
@@ -108,6 +116,7 @@ def export_cmd(
     static_batch,
     exporter,
     output_names,
+    optimize,
     check,
     golden_count,
     seed,
@@ -147,6 +156,7 @@ def export_cmd(
         check=check,
         exporter=exporter,
         output_names=names,
+        optimize=optimize,
     )
     try:
         s = export_model(loaded, out, opts)

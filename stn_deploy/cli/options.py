@@ -118,11 +118,16 @@ FLAGS: dict[str, str] = {
     "keep_fp32": "--keep-fp32",
     "loaded": "--reference",
     "loc_lr_scale": "--loc-lr-scale",
+    "freeze_loc_epochs": "--freeze-loc-epochs",
+    "epoch_images": "--epoch-images",
+    "freeze_classifier_epochs": "--freeze-classifier-epochs",
+    "theta_reg": "--theta-reg",
     "lowering": "--lowering",
     "lowering_sweep": "--lowering-sweep",
     "lr": "--lr",
     "model": "MODEL",
     "opset": "--opset",
+    "optimize": "--optimize",
     "output_names": "--output-names",
     "providers": "--runtimes",
     "quantile": "--quantile",
@@ -147,7 +152,9 @@ FLAGS: dict[str, str] = {
 #: command -> the entries of :data:`FLAGS` that differ there
 COMMAND_FLAGS: dict[str, dict[str, str]] = {
     "bench": {"strict": "--fail-on-error"},
+    "convert": {"to": "--to", "out": "--out", "onnx2tf": "--onnx2tf"},
     "lower": {"dst": "OUT"},
+    "optimize": {"dst": "OUT", "mode": "--mode", "runtime": "--runtime", "passes": "--passes"},
 }
 
 

@@ -46,6 +46,8 @@ OPTIONAL_KEYS = {
     "the provider timed on and the lowering chosen",
     SEPARABLE_KEY: "how many attention STNs were sampled in the exact separable form "
     "(two MatMuls); absent when none",
+    "optimize": "JSON: the graph rewrites applied (stn_deploy.optimize: mode, runtime, passes "
+    "and sites, notes; auto also every candidate's timings); absent when none ran",
     SELF_CHECK_KEY: "why the self-check (the written file on ONNX Runtime CPU against torch "
     "before it is kept) did not gate the file: check=False / --no-check, onnxruntime not "
     "installed, or an fp16/int8 file whose golden inputs are noise; absent when it passed",

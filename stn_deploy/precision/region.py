@@ -68,18 +68,36 @@ def float_region(model: onnx.ModelProto) -> set[int]:
         for name in n.input:
             if name:
                 consumers[name].append(i)
-    region: set[int] = set()
-    for i, n in enumerate(nodes):
-        if n.domain not in ("", "ai.onnx") or n.op_type not in WEIGHTED:
-            continue
+
+    def walk(i: int, through: set[int]) -> set[int]:
+        """The nodes after ``i`` up to the next weighted node (not one of ``through``)."""
         seen: set[int] = set()
-        stack = [o for out in n.output for o in consumers[out]]
+        stack = [o for out in nodes[i].output for o in consumers[out]]
         while stack:
             j = stack.pop()
-            if j in seen or nodes[j].op_type in WEIGHTED:
+            if j in seen or (nodes[j].op_type in WEIGHTED and j not in through):
                 continue
             seen.add(j)
             stack.extend(o for out in nodes[j].output for o in consumers[out])
+        return seen
+
+    starts = [
+        i for i, n in enumerate(nodes) if n.domain in ("", "ai.onnx") and n.op_type in WEIGHTED
+    ]
+    walks = {i: walk(i, set()) for i in starts}
+    # a grid generator written as one Gemm (stn-deploy optimize's affine-grid-gemm: θ x M):
+    # weighted, but it feeds a sampler directly, so the walk from θ goes through it
+    constants = constant_names(model)
+    grid_gemms = {
+        i
+        for i in starts
+        if nodes[i].op_type == "Gemm"
+        and any(x in constants for x in nodes[i].input[1:2])
+        and any(nodes[j].op_type in SAMPLER_OPS for j in walks[i])
+    }
+    region: set[int] = set()
+    for i in starts:
+        seen = walk(i, grid_gemms) if grid_gemms else walks[i]
         if any(nodes[j].op_type in SAMPLER_OPS for j in seen):
             region |= seen | {i}
     # the sampler's other inputs: what it reads the image through (the portable form's Pad,

@@ -16,12 +16,19 @@ never silently baked at 1.
 What the exporter's ``optimize()`` does here: onnxscript's optimizer folds constants, removes
 dead nodes and unused initializers; it leaves nodes of unknown domains (our placeholder) alone
 and is what makes adaptive pooling at a non-factor size one GatherND + ReduceMean.
-The dynamo exporter's own opset is 18 and torch's down-conversion fails on this graph
-(``Reshape`` / ``ReduceMean`` have no ONNX down-adapters), so this path writes opset 18 or newer.
+The dynamo exporter's own opset is 18 (torch's own down-conversion fails on this graph, and
+onnx's C++ version converter has no adapter for ``Pad`` 18 -> 17 or ``Relu`` 14 -> 13). Opsets
+16 and 17 are reached by :mod:`stn_deploy.export.downgrade`, which rewrites the few ops that
+changed in between; lower opsets are the TorchScript exporter's.
+
+torchlib's op registry, which ``torch.onnx.export`` rebuilds on every call (about a third of
+an export's time), is built once per process and opset here and copied for each export.
 """
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import io
 import logging
 import re
@@ -35,8 +42,10 @@ from stn_deploy.errors import StnDeployError, one_line
 
 TRACE_DOMAIN = "stn_deploy.trace"
 MS_DOMAIN = "com.microsoft"
-#: the dynamo exporter's opset (what it implements; it cannot convert this graph lower)
-MIN_OPSET = 18
+#: the dynamo exporter's own opset (what torchlib implements)
+TRACE_OPSET = 18
+#: the lowest opset the trace is brought down to (stn_deploy.export.downgrade)
+MIN_OPSET = 16
 _MODES = ("bilinear", "nearest", "bicubic")
 _PADDINGS = ("zeros", "border", "reflection")
 _registered = False
@@ -89,10 +98,48 @@ def _translation_table() -> dict:
             align_corners=int(align_corners),
         )
 
-    table = {torch.ops.aten.grid_sampler_2d.default: grid_sampler}
+    table = {
+        torch.ops.aten.grid_sampler_2d.default: grid_sampler,
+        torch.ops.aten.grid_sampler_3d.default: grid_sampler,
+    }
     if hasattr(torch.ops.aten, "grid_sampler"):
         table[torch.ops.aten.grid_sampler.default] = grid_sampler
     return table
+
+
+_REGISTRIES: dict[int, object] = {}
+
+
+@contextlib.contextmanager
+def _cached_registry():
+    """While exporting: ``ONNXRegistry.from_torchlib`` answers with a copy of the registry built
+    once per opset in this process (the same torchlib, so the same content); the exporter's
+    ``register_op`` then adds our translations to the copy only."""
+    try:
+        from torch.onnx._internal.exporter import _registration
+    except ImportError:  # another torch layout: export uncached
+        yield
+        return
+    cls = _registration.ONNXRegistry
+    original = cls.__dict__.get("from_torchlib")
+    if not isinstance(original, classmethod):
+        yield
+        return
+
+    def from_torchlib(klass, opset_version=TRACE_OPSET):
+        if opset_version not in _REGISTRIES:
+            _REGISTRIES[opset_version] = original.__func__(klass, opset_version=opset_version)
+        cached = _REGISTRIES[opset_version]
+        copy = klass()
+        copy._opset_version = cached._opset_version
+        copy.functions = {k: list(v) for k, v in cached.functions.items()}
+        return copy
+
+    cls.from_torchlib = classmethod(from_torchlib)
+    try:
+        yield
+    finally:
+        cls.from_torchlib = original
 
 
 def _first_construct(exc: BaseException) -> str:
@@ -102,6 +149,53 @@ def _first_construct(exc: BaseException) -> str:
     text = one_line(exc)
     text = re.sub(r"\x1b\[[0-9;]*m", "", text)
     return text[:300]
+
+
+def _unqualified(scope: str) -> str:
+    """``stn.localization.0`` -> ``localization.0``: the last non-numeric atom and what
+    follows it (the TorchScript exporter's node-scope convention)."""
+    atoms = scope.split(".")
+    i = len(atoms) - 1
+    while i > 0 and atoms[i].isdigit():
+        i -= 1
+    return ".".join(atoms[i:])
+
+
+def _scope_names(graph: onnx.GraphProto) -> None:
+    """Nodes named after the module that made them, as TorchScript names them
+    (``/stn/fc_loc/fc_loc.2/Gemm``), instead of ``node_linear_1``; and the exporter's per-node
+    metadata (stack traces with this machine's file paths, fx node text) dropped, so the file
+    is the same wherever it is exported and carries no local paths."""
+    taken: dict[str, int] = {}
+    for node in graph.node:
+        props = {p.key: p.value for p in node.metadata_props}
+        scopes = props.get("pkg.torch.onnx.name_scopes")
+        try:
+            parts = [_unqualified(x) for x in ast.literal_eval(scopes)[1:-1]] if scopes else []
+        except (ValueError, SyntaxError):
+            parts = []
+        base = "/" + "/".join([*parts, node.op_type])
+        count = taken.get(base, 0)
+        taken[base] = count + 1
+        node.name = base if count == 0 else f"{base}_{count}"
+        del node.metadata_props[:]
+    _output_names_after_nodes(graph)
+
+
+def _output_names_after_nodes(graph: onnx.GraphProto) -> None:
+    """Intermediate tensors named ``<node name>_output_<i>`` (TorchScript's convention), so a
+    tensor says which layer made it; graph inputs, outputs and initializers keep theirs."""
+    fixed = {v.name for v in (*graph.input, *graph.output)} | {i.name for i in graph.initializer}
+    renamed: dict[str, str] = {}
+    for node in graph.node:
+        for k, out in enumerate(node.output):
+            if out and out not in fixed:
+                renamed[out] = f"{node.name}_output_{k}"
+    for node in graph.node:
+        node.input[:] = [renamed.get(i, i) for i in node.input]
+        node.output[:] = [renamed.get(o, o) for o in node.output]
+    for vi in graph.value_info:
+        vi.name = renamed.get(vi.name, vi.name)
 
 
 def _placeholders_to_contrib(model: onnx.ModelProto) -> None:
@@ -126,8 +220,8 @@ def dynamo_trace(
     dynamic_batch: bool,
 ) -> onnx.ModelProto:
     """torch.onnx.export(dynamo=True) of ``model`` with the sampler placeholder (the caller
-    holds the F.affine_grid / separable contexts); a one-line error when torch.export cannot
-    trace it."""
+    holds the F.affine_grid / separable contexts), at ``opset``; a one-line error when
+    torch.export cannot trace it or the file cannot be brought to ``opset``."""
     if opset < MIN_OPSET:
         raise StnDeployError(
             f"the dynamo exporter writes opset {MIN_OPSET} or newer, asked for {opset}: use "
@@ -144,13 +238,13 @@ def dynamo_trace(
     try:
         for lg in loggers:
             lg.setLevel(logging.ERROR)
-        with warnings.catch_warnings(), torch.inference_mode(False), _quiet():
+        with warnings.catch_warnings(), torch.inference_mode(False), _quiet(), _cached_registry():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 model,
                 example,
                 dynamo=True,
-                opset_version=opset,
+                opset_version=max(opset, TRACE_OPSET),
                 input_names=input_names,
                 output_names=output_names,
                 dynamic_shapes=shapes,
@@ -172,9 +266,19 @@ def dynamo_trace(
             lg.setLevel(level)
     proto = program.model_proto
     _placeholders_to_contrib(proto)
+    _scope_names(proto.graph)
     # drop the exporter's value_info / doc strings / names that vary from run to run
     proto.producer_name, proto.producer_version = "", ""
-    return onnx.load_from_string(proto.SerializeToString())
+    proto = onnx.load_from_string(proto.SerializeToString())
+    return _down_converted(proto, opset) if opset < TRACE_OPSET else proto
+
+
+def _down_converted(proto: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    """The opset-18 trace at ``opset`` (16 or 17): :func:`stn_deploy.export.downgrade.downgrade`,
+    op by op; one line naming the first op that has no form there."""
+    from stn_deploy.export.downgrade import downgrade
+
+    return downgrade(proto, opset)
 
 
 class _quiet:

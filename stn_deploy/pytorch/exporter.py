@@ -1,13 +1,17 @@
 """``stn-deploy export``: a torch model -> ``NAME.onnx`` with our grid-sample lowering + ``NAME.io.npz``.
 
-How the exporter owns the lowering (torch's TorchScript exporter, ``dynamo=False``):
+How the exporter owns the lowering (torch.export through ``torch.onnx.export(dynamo=True)``
+by default, :mod:`stn_deploy.pytorch.dynamo_trace`; torch's deprecated TorchScript exporter
+below opset 16 or on request):
 
 1. ``F.affine_grid`` is replaced, for the duration of the trace, by one MatMul of θ against a
-   constant ``(H*W, 3)`` base grid (the projective and TPS transforms are MatMuls already), so
-   no AffineGrid (opset 20, CPU-only in ORT) and no broadcast Mul+ReduceSum (the dynamo
-   exporter's form) reach the file. A user's own module calling ``F.affine_grid`` gets the same.
-2. ``aten::grid_sampler`` is exported at any opset >= 11 as a ``com.microsoft::GridSample``
-   placeholder carrying mode, padding_mode and align_corners.
+   constant ``(H*W, 3)`` (or ``(D*H*W, 4)``) base grid (the projective and TPS transforms are
+   MatMuls already), so no AffineGrid (opset 20, CPU-only in ORT) and no broadcast
+   Mul+ReduceSum (the dynamo exporter's own form) reach the file. A user's own module calling
+   ``F.affine_grid`` gets the same (:mod:`stn_deploy.pytorch.grid_generators`).
+2. ``aten::grid_sampler`` (2-D and 3-D) is exported as a GridSample placeholder carrying mode,
+   padding_mode and align_corners (a translation-table entry on the dynamo path, a symbolic on
+   the TorchScript path).
 3. :func:`stn_deploy.export.lower.lower_model` rewrites every placeholder into the chosen form
    (native / portable / custom / ort-contrib), the same code ``stn-deploy lower`` runs.
 
@@ -17,10 +21,7 @@ golden bundle beside the model.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import re
-import warnings
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -28,121 +29,48 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import stn_deploy
 from stn_deploy.errors import StnDeployError, one_line
 from stn_deploy.export.golden import bundle_path, write_model_with_bundle
 from stn_deploy.export.lower import _lowering_arg, lower_model
-from stn_deploy.export.lowerings import get_lowering, lowering_names
+from stn_deploy.export.lowerings import get_lowering
 from stn_deploy.export.metadata import SELF_CHECK_KEY, write_metadata
 from stn_deploy.export.targets import get_target
+from stn_deploy.pytorch import tracing
+from stn_deploy.pytorch.auto_lowering import (  # noqa: F401  (re-exported)
+    AUTO_CANDIDATES,
+    AUTO_PROVIDERS,
+    choose_lowering,
+    choose_sampler,
+)
+from stn_deploy.pytorch.export_io import (  # noqa: F401  (golden_inputs etc. re-exported)
+    flatten_outputs,
+    golden_batch,
+    golden_inputs,
+    input_layout,
+    input_names_for,
+    is_zoo,
+    model_dtype,
+    output_names_for,
+    torch_reference,
+)
 from stn_deploy.pytorch.models.loading import LoadedModel
-from stn_deploy.pytorch.models.separable import separable_attention_sample
 from stn_deploy.pytorch.models.stn import SpatialTransformer
-from stn_deploy.pytorch.models.transforms import AttentionTransform, base_grid
 from stn_deploy.pytorch.self_check import (
     check_batches,
     ort_available,
     run_self_check,
     skip_note,
 )
-from stn_deploy.pytorch.train import Normalizer
+from stn_deploy.pytorch.tracing import (  # noqa: F401  (re-exported)
+    DYNAMO_MIN_OPSET,
+    EXPORTERS,
+    default_exporter,
+    trace,
+)
 from stn_deploy.runtimes.base import default_opset
-from stn_deploy.timing import median_us
-
-_MODES = {0: "bilinear", 1: "nearest", 2: "bicubic"}
-_PADDINGS = {0: "zeros", 1: "border", 2: "reflection"}
-
-
-def _grid_sampler_symbolic(g, x, grid, mode, padding, align_corners):
-    from torch.onnx import symbolic_helper as sh
-
-    out = g.op(
-        "com.microsoft::GridSample",
-        x,
-        grid,
-        mode_s=_MODES[sh._maybe_get_const(mode, "i")],
-        padding_mode_s=_PADDINGS[sh._maybe_get_const(padding, "i")],
-        align_corners_i=int(sh._maybe_get_const(align_corners, "b")),
-    )
-    xs, gs = sh._get_tensor_sizes(x), sh._get_tensor_sizes(grid)
-    if xs and gs and len(xs) == 4 and len(gs) == 4:  # (N, C, H_out, W_out): keeps shapes known
-        out.setType(x.type().with_sizes([xs[0], xs[1], gs[1], gs[2]]))
-    return out
-
-
-def matmul_affine_grid(
-    theta: torch.Tensor, size, align_corners: bool | None = None
-) -> torch.Tensor:
-    """``F.affine_grid`` as one MatMul against a constant base grid: ``(N, 2, 3)`` -> ``(N, H, W, 2)``."""
-    if len(size) != 4:
-        raise StnDeployError(f"only 2-D affine grids can be exported, got size {list(size)}")
-    h, w = int(size[-2]), int(size[-1])
-    base = base_grid(h, w, bool(align_corners), dtype=theta.dtype, device=theta.device)
-    return torch.matmul(base, theta.transpose(1, 2)).reshape(-1, h, w, 2)
-
-
-_OPSETS = range(11, 21)
-
-
-def _separable_applies(stn: SpatialTransformer) -> bool:
-    cfg = stn.sampler
-    attention = isinstance(stn.transform, AttentionTransform)
-    return attention and (cfg.mode, cfg.padding_mode) == ("bilinear", "zeros")
-
-
-@contextlib.contextmanager
-def _separable_attention(applied: list):
-    """For one export: attention STNs with bilinear/zeros sample through two MatMuls (each
-    use is appended to ``applied``)."""
-    original = SpatialTransformer.sample
-
-    def sample(self, x, theta):
-        if not _separable_applies(self):
-            return original(self, x, theta)
-        applied.append(self)
-        out_hw = self.sampler.out_hw(tuple(int(v) for v in x.shape[-2:]))
-        return separable_attention_sample(x, theta, out_hw, self.sampler.align_corners)
-
-    SpatialTransformer.sample = sample
-    try:
-        yield
-    finally:
-        SpatialTransformer.sample = original
-
-
-@contextlib.contextmanager
-def _matmul_affine_grid():
-    """For one export only: F.affine_grid as a MatMul against a constant base grid."""
-    original = F.affine_grid
-    F.affine_grid = matmul_affine_grid
-    try:
-        yield
-    finally:
-        F.affine_grid = original
-
-
-@contextlib.contextmanager
-def _lowered_grid_generators():
-    """For one export only: F.affine_grid as a MatMul, aten::grid_sampler as the placeholder.
-
-    Both are restored afterwards, so the user's own later ``torch.onnx.export`` calls behave
-    as stock.
-    """
-    from torch.onnx import register_custom_op_symbolic, unregister_custom_op_symbolic
-
-    original = F.affine_grid
-    F.affine_grid = matmul_affine_grid
-    for opset in _OPSETS:
-        register_custom_op_symbolic("aten::grid_sampler", _grid_sampler_symbolic, opset)
-    try:
-        yield
-    finally:
-        F.affine_grid = original
-        for opset in _OPSETS:
-            unregister_custom_op_symbolic("aten::grid_sampler", opset)
 
 
 class _ExposeSTN(nn.Module):
@@ -155,177 +83,6 @@ class _ExposeSTN(nn.Module):
     def forward(self, x):
         rect, theta = self.model.stn.forward_with_theta(x)
         return self.model.classify(rect), theta, rect
-
-
-def golden_inputs(loaded: LoadedModel, count: int, seed: int) -> tuple[np.ndarray, str]:
-    """``(count, C, H, W)`` normalised inputs: real distorted MNIST test images when the cache
-    holds MNIST and the model was trained on it, else seeded uniform noise."""
-    shape = tuple(loaded.config.input_shape)
-    trained = loaded.config.extra.get("trained_on", {})
-    norm = loaded.config.normalization
-    kind = trained.get("distortion")
-    pixels, source = None, f"seeded uniform noise (seed {seed})"
-    if kind and shape[0] == 1:
-        from stn_deploy.data import CANVAS, load_mnist, make_split
-
-        if CANVAS.get(kind) == shape[1] == shape[2]:
-            try:
-                data = load_mnist()
-            except StnDeployError:
-                data = None
-            if data is not None:
-                tseed = trained.get("seed", 0)
-                pixels, _ = make_split(
-                    data.test_images[:count], data.test_labels[:count], kind, tseed, split="test"
-                )
-                source = (
-                    f"the first {count} MNIST test images, {kind.upper()}-distorted (seed {tseed})"
-                )
-    if pixels is None:
-        pixels = np.random.default_rng(seed).random((count, *shape), dtype=np.float32)
-    return Normalizer.from_config(norm)(pixels).numpy(), source
-
-
-EXPORTERS = ("torchscript", "dynamo")
-_warned_torchscript = False
-
-
-def _warn_torchscript_once() -> None:
-    global _warned_torchscript
-    if not _warned_torchscript:
-        _warned_torchscript = True
-        warnings.warn(
-            "the torchscript exporter (exporter='torchscript', --exporter torchscript) uses "
-            "torch's TorchScript ONNX exporter (dynamo=False), deprecated upstream since torch 2.9",
-            FutureWarning,
-            stacklevel=3,
-        )
-
-
-def _trace(
-    model: nn.Module,
-    shape,
-    names: list[str],
-    opset: int,
-    dynamic_batch: bool,
-    separable: bool = True,
-    exporter: str = "torchscript",
-) -> tuple[onnx.ModelProto, int]:
-    """torch.onnx.export with our grid generators and the sampler placeholder; also returns
-    how many samplers were written in the separable form."""
-    applied: list = []
-    separable_ctx = _separable_attention(applied) if separable else contextlib.nullcontext()
-    if exporter == "dynamo":
-        from stn_deploy.pytorch.dynamo_trace import dynamo_trace
-
-        batch = 2 if dynamic_batch else 1
-        with _matmul_affine_grid(), separable_ctx:
-            traced = dynamo_trace(
-                model, (torch.zeros(batch, *shape),), ["image"], names, opset, dynamic_batch
-            )
-        return traced, len(applied)
-    buf = io.BytesIO()
-    axes = {n: {0: "N"} for n in ["image", *names]} if dynamic_batch else None
-    try:
-        with (
-            _lowered_grid_generators(),
-            separable_ctx,
-            warnings.catch_warnings(),
-            torch.inference_mode(False),
-        ):
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model,
-                (torch.zeros(1, *shape),),
-                buf,
-                opset_version=opset,
-                dynamo=False,
-                input_names=["image"],
-                output_names=names,
-                dynamic_axes=axes,
-                do_constant_folding=True,
-            )
-    except StnDeployError:
-        raise
-    except Exception as exc:  # the exporter's own errors: one line naming the op
-        raise StnDeployError(
-            f"torch.onnx.export failed at opset {opset}: {one_line(exc)} "
-            "(the dynamo exporter, {exporter}='dynamo', may export it)",
-            param="exporter",
-        ) from None
-    return onnx.load_from_string(buf.getvalue()), len(applied)
-
-
-AUTO_PROVIDERS = {"ort-cpu": "CPUExecutionProvider", "ort-cuda": "CUDAExecutionProvider"}
-#: ``--lowering auto``'s candidates, in the registry's order
-AUTO_CANDIDATES = lowering_names(auto=True)
-
-
-def _auto_provider(target: str) -> tuple[Any, str]:
-    """onnxruntime and the provider ``auto`` times on for ``target``, or a one-line error."""
-    if target not in AUTO_PROVIDERS:
-        raise StnDeployError(
-            f"--lowering auto times the candidates on the target runtime, which stn-deploy can do "
-            f"for {', '.join(AUTO_PROVIDERS)}; for {target} pick --lowering"
-        )
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise StnDeployError(
-            "--lowering auto needs onnxruntime: pip install 'stn-deploy[cpu]'"
-        ) from None
-    provider = AUTO_PROVIDERS[target]
-    if provider not in ort.get_available_providers():
-        raise StnDeployError(
-            f"--lowering auto for {target} needs {provider}, which this onnxruntime lacks"
-        )
-    return ort, provider
-
-
-def choose_lowering(
-    traced: onnx.ModelProto,
-    target: str,
-    opset: int,
-    x: np.ndarray,
-    reference: np.ndarray,
-    seed: int,
-) -> tuple[str, dict[str, Any]]:
-    """Lower ``traced`` to each candidate, keep those at parity with torch on ``x`` (max abs
-    difference <= 1e-4 on the first output) and return the fastest (median µs at batch 1 +
-    batch 64 on the target's ONNX Runtime provider) with every candidate's figures."""
-    ort, provider = _auto_provider(target)
-    rng = np.random.default_rng(seed)
-    feeds = {b: rng.standard_normal((b, *x.shape[1:])).astype(np.float32) for b in (1, 64)}
-    figures: dict[str, Any] = {}
-    for cand in AUTO_CANDIDATES:
-        need = get_lowering(cand).min_opset
-        if opset < need:
-            figures[cand] = {"skipped": f"{cand} needs opset {need}, the export uses {opset}"}
-            continue
-        sess = ort.InferenceSession(
-            lower_model(traced, cand).SerializeToString(), providers=[provider]
-        )
-        diff = float(np.abs(sess.run(None, {"image": x})[0] - reference).max())
-        row = {"max_abs_diff": diff, "at_parity": bool(diff <= 1e-4)}
-        if row["at_parity"]:
-            for b, feed in feeds.items():
-                row[f"batch{b}_us"] = round(
-                    median_us(lambda feed=feed, sess=sess: sess.run(None, {"image": feed})), 1
-                )
-        figures[cand] = row
-    timed = {c: r["batch1_us"] + r["batch64_us"] for c, r in figures.items() if "batch1_us" in r}
-    if not timed:
-        raise StnDeployError(f"--lowering auto: no candidate is at parity with torch: {figures}")
-    chosen = min(timed, key=timed.get)
-    return chosen, {
-        "provider": provider,
-        "chosen": chosen,
-        "score": "median us at batch 1 + batch 64",
-        "candidates": figures,
-    }
-
-
-choose_sampler = choose_lowering  # the former name
 
 
 def _apply_precision(
@@ -433,7 +190,6 @@ def _file_metadata(
     """The ``stn_deploy.*`` metadata of an export (``extra``: auto figures, separable count)."""
     transform = getattr(getattr(loaded.model, "stn", None), "transform", None)
     norm = loaded.config.normalization
-    shape = list(loaded.config.input_shape)
     return {
         "version": stn_deploy.__version__,
         "torch_version": torch.__version__,
@@ -444,7 +200,7 @@ def _file_metadata(
         "lowering": lowering,
         "target": s.target,
         "opset": str(s.opset),
-        "input_layout": f"image: NCHW float32 {shape}, pixels in 0..1 then (x - mean) / std",
+        "input_layout": input_layout(loaded),
         "normalization_mean": norm["mean"],
         "normalization_std": norm["std"],
         "class_labels": loaded.config.class_labels,
@@ -463,68 +219,6 @@ def _check_exported(onnx_model: onnx.ModelProto) -> None:
         onnx.shape_inference.infer_shapes(onnx_model, strict_mode=True)
     except Exception as exc:
         raise StnDeployError(f"the exported model fails onnx.checker: {one_line(exc)}") from None
-
-
-def flatten_outputs(outs: Any) -> tuple[list[str] | None, list[torch.Tensor]]:
-    """A forward's result as (its own names: dict keys, else None) and its tensors in graph
-    order; tensors, tuples/lists of tensors and dicts of tensors, else a one-line error."""
-    if isinstance(outs, torch.Tensor):
-        return None, [outs]
-    if isinstance(outs, dict):
-        keys, values = [str(k) for k in outs], list(outs.values())
-    elif isinstance(outs, (tuple, list)):
-        keys, values = None, list(outs)
-    else:
-        raise StnDeployError(
-            f"the model returns {type(outs).__name__}: export needs a tensor, or a tuple, list "
-            "or dict of tensors"
-        )
-    bad = [type(v).__name__ for v in values if not isinstance(v, torch.Tensor)]
-    if bad or not values:
-        raise StnDeployError(
-            f"the model returns a {type(outs).__name__} holding {bad[0] if bad else 'nothing'}: "
-            "export needs tensors (no nesting)"
-        )
-    return keys, values
-
-
-def output_names_for(outs: Any, expose_stn: bool, override: list[str] | None = None) -> list[str]:
-    """Graph output names: ``override``, else dict keys, ``output_0..n`` for a tuple/list,
-    ``log_probs`` for one tensor (``log_probs, theta, rectified`` with ``--expose-stn``)."""
-    keys, values = flatten_outputs(outs)
-    if override:
-        if len(override) != len(values):
-            raise StnDeployError(
-                f"{{output_names}} gives {len(override)} names, the model has {len(values)} "
-                "outputs",
-                param="output_names",
-            )
-        names = list(override)
-    elif expose_stn:
-        names = ["log_probs", "theta", "rectified"]
-    elif keys is not None:
-        names = keys
-    elif isinstance(outs, torch.Tensor):
-        names = ["log_probs"]
-    else:
-        names = [f"output_{i}" for i in range(len(values))]
-    if len(set(names)) != len(names) or any(not n or "/" in n or n == "image" for n in names):
-        what = "{output_names}" if override else "the model's output names"
-        raise StnDeployError(
-            f"{what} must be distinct, non-empty, without '/', not 'image': {names}",
-            param="output_names",
-        )
-    return names
-
-
-def _golden(
-    loaded: LoadedModel, model: nn.Module, count: int, seed: int
-) -> tuple[np.ndarray, str, Any]:
-    """The golden inputs, what they are, and torch's outputs on them (as the model returns)."""
-    x, source = golden_inputs(loaded, count, seed)
-    with torch.inference_mode():
-        outs = model(torch.from_numpy(x))
-    return x, source, outs
 
 
 def _lower_traced(
@@ -546,26 +240,21 @@ def _lower_traced(
         **({"auto": auto_figures} if auto_figures else {}),
         **({"separable": str(n_separable)} if n_separable else {}),
     }
+    mode = export_args.get("optimize", "none")
+    if mode != "none":
+        from stn_deploy.optimize import optimize_model
+
+        runtime = "openvino" if s.target == "openvino" else "cpu"
+        try:
+            onnx_model, record = optimize_model(onnx_model, mode, runtime=runtime)
+            extra.update(record.metadata())
+        except StnDeployError as exc:  # the runtime cannot run the file (a float64 Conv)
+            if mode != "exact":  # asked for by name: say why it cannot
+                raise
+            extra["optimize"] = {"mode": mode, "skipped": one_line(exc)}
     write_metadata(onnx_model, _file_metadata(loaded, s, written, export_args, extra))
     _check_exported(onnx_model)
     return onnx_model, written, samplers
-
-
-def _torch_reference(model: nn.Module, x: np.ndarray, outs: list[torch.Tensor]):
-    """torch's outputs for a self-check batch: the golden batch ``x`` already has them
-    (``outs``); any other batch is run once and kept, so the fp32 and the fp16/int8 checks
-    share it."""
-    done: dict[int, list[np.ndarray]] = {id(x): [o.detach().float().numpy() for o in outs]}
-
-    def reference(arrays: list[np.ndarray]) -> list[np.ndarray]:
-        (a,) = arrays
-        if id(a) not in done:
-            with torch.inference_mode():
-                got = flatten_outputs(model(torch.from_numpy(a)))[1]
-            done[id(a)] = [o.detach().float().numpy() for o in got]
-        return done[id(a)]
-
-    return reference
 
 
 def _self_check(
@@ -574,7 +263,7 @@ def _self_check(
     batches: list[list[np.ndarray]],
     reference,
     precision: str,
-    exporter: str = "torchscript",
+    exporter: str = "dynamo",
 ) -> None:
     """The serialized ``onnx_model`` on ORT CPU against ``reference`` (torch) on ``batches``
     (batch 1 and the golden batch), or a one-line error."""
@@ -584,7 +273,9 @@ def _self_check(
         else "A batch-dependent branch baked by the trace (batch 1)? Try {exporter}='dynamo'"
     )
     data = onnx_model.SerializeToString()
-    run_self_check(data, ["image"], names, batches, reference, precision, hint)
+    initializers = {i.name for i in onnx_model.graph.initializer}
+    inputs = [i.name for i in onnx_model.graph.input if i.name not in initializers]
+    run_self_check(data, inputs, names, batches, reference, precision, hint)
 
 
 @dataclass(frozen=True)
@@ -603,9 +294,11 @@ class ExportOptions:
     (:mod:`stn_deploy.pytorch.self_check`); a mismatch raises and leaves no file. A skipped
     check is recorded in the ``stn_deploy.self_check`` metadata.
 
-    ``exporter``: ``torchscript`` (default: torch's TorchScript exporter, ``dynamo=False``) or
-    ``dynamo`` (torch.export + our translation table, opset 18+,
-    :mod:`stn_deploy.pytorch.dynamo_trace`). Tuple/list outputs are named ``output_0..n``,
+    ``exporter``: ``dynamo`` (torch.export + our translation table,
+    :mod:`stn_deploy.pytorch.dynamo_trace`; the default at opset 16 and above) or
+    ``torchscript`` (torch's deprecated TorchScript exporter, ``dynamo=False``; the default
+    below opset 16). The graph input is ``image`` for zoo models, else named after the
+    first parameter of the module's ``forward``. Tuple/list outputs are named ``output_0..n``,
     dict outputs by their keys, unless ``output_names`` says otherwise.
     """
 
@@ -622,8 +315,18 @@ class ExportOptions:
     precision_options: dict[str, Any] | None = None  #: apply_precision's options
     sampler: str | None = None  #: deprecated name of ``lowering``
     check: bool = True  #: the self-check on ONNX Runtime CPU before the file is kept
-    exporter: str | None = None  #: torchscript (None: default) or dynamo
+    exporter: str | None = None  #: dynamo or torchscript (None: by opset, default_exporter)
     output_names: list[str] | None = None  #: graph output names (None: from the model)
+    #: graph rewrites (stn_deploy.optimize): none, exact or auto; None: the target's default
+    #: (exact for fp32 ort-cpu files, where the exact passes were measured to win; else none)
+    optimize: str | None = None
+
+
+def default_optimize(target: str, precision: str = "fp32") -> str:
+    """The ``optimize`` mode an export uses when none is named: ``exact`` for an fp32 ort-cpu
+    file (its passes measured faster there, benchmarks/results/optimize.md), else ``none``
+    (other targets, and fp16/int8 files, whose quantised graphs were not measured)."""
+    return "exact" if target == "ort-cpu" and precision == "fp32" else "none"
 
 
 def _checked_options(o: ExportOptions) -> ExportOptions:
@@ -633,16 +336,19 @@ def _checked_options(o: ExportOptions) -> ExportOptions:
     lowering = _lowering_arg(o.lowering, o.sampler) if o.sampler is not None else o.lowering
     if o.golden_count < 1:
         raise StnDeployError(f"--golden-count must be at least 1, got {o.golden_count}")
-    exporter = o.exporter or "torchscript"
-    if exporter not in EXPORTERS:
+    if o.exporter is not None and o.exporter not in EXPORTERS:
         raise StnDeployError(
-            f"unknown {{exporter}} {exporter!r}: choose from {', '.join(EXPORTERS)}",
+            f"unknown {{exporter}} {o.exporter!r}: choose from {', '.join(EXPORTERS)}",
             param="exporter",
         )
+    if o.optimize is not None and o.optimize not in ("none", "exact", "auto"):
+        raise StnDeployError(
+            f"unknown {{optimize}} {o.optimize!r}: choose from none, exact, auto", param="optimize"
+        )
     if o.exporter == "torchscript":
-        _warn_torchscript_once()
+        tracing.warn_torchscript_once()
     precision = check_precision(o.precision)
-    return replace(o, lowering=lowering, sampler=None, exporter=exporter, precision=precision)
+    return replace(o, lowering=lowering, sampler=None, precision=precision)
 
 
 def _export_args(o: ExportOptions, s: _Settings, names: list[str]) -> dict[str, Any]:
@@ -652,7 +358,8 @@ def _export_args(o: ExportOptions, s: _Settings, names: list[str]) -> dict[str, 
         **{"target": o.target, "sampler": s.lowering, "opset": s.opset, "inline": s.inline},
         **{"expose_stn": o.expose_stn, "dynamic_batch": o.dynamic_batch},
         "separable": o.separable,
-        **({"exporter": o.exporter} if o.exporter != "torchscript" else {}),
+        "exporter": o.exporter,
+        "optimize": o.optimize,
         **({"output_names": names} if o.output_names else {}),
     }
 
@@ -662,7 +369,7 @@ def _checked_forms(
     model: nn.Module,
     onnx_model: onnx.ModelProto,
     names: list[str],
-    x: np.ndarray,
+    xs: list[np.ndarray],
     outs: list[torch.Tensor],
     real_inputs: bool,
     o: ExportOptions,
@@ -671,10 +378,12 @@ def _checked_forms(
     is always checked (the trace is what a check catches), an fp16/int8 form when its golden
     inputs are real; a skipped check is noted in the metadata."""
     note = skip_note(o.check, o.precision, real_inputs)
-    batches = [[b] for b in check_batches(x, o.dynamic_batch)]  # the same arrays for both checks
-    reference = _torch_reference(model, x, outs)
+    # one list of arrays per checked batch (batch 1, the golden batch): the same for both checks
+    batches = [list(b) for b in zip(*(check_batches(x, o.dynamic_batch) for x in xs), strict=True)]
+    reference = torch_reference(model, xs, outs)
     if o.check and ort_available():
-        _self_check(onnx_model, names, batches, reference, "fp32", o.exporter)
+        own = "fp16" if model_dtype(model) in (torch.float16, torch.bfloat16) else "fp32"
+        _self_check(onnx_model, names, batches, reference, own, o.exporter)
     precision_metadata: dict[str, Any] = {"precision": "fp32"}
     if o.precision != "fp32":
         onnx_model, precision_metadata = _apply_precision(
@@ -701,21 +410,32 @@ def export_model(
         raise TypeError(f"export_model() got unexpected keyword arguments: {', '.join(unknown)}")
     o = _checked_options(replace(options or ExportOptions(), **kw))
     s = _resolve(o.target, o.lowering, o.opset, o.inline)
-    if o.exporter == "dynamo" and o.opset is None:
-        s = replace(s, opset=max(s.opset, 18))
+    o = replace(
+        o,
+        exporter=o.exporter or default_exporter(s.opset),
+        optimize=o.optimize or default_optimize(o.target, o.precision),
+    )
     out = _out_dir(Path(out))
     model = _export_module(loaded, o.expose_stn)
-    x, source, raw_outs = _golden(loaded, model, o.golden_count, o.seed)
-    names = output_names_for(raw_outs, o.expose_stn, o.output_names)
+    xs, source, raw_outs = golden_batch(loaded, model, o.golden_count, o.seed)
+    input_names = input_names_for(loaded)
+    single = "log_probs" if is_zoo(loaded) else "output"
+    names = output_names_for(raw_outs, o.expose_stn, o.output_names, input_names, single)
     outs = flatten_outputs(raw_outs)[1]
-    shape = tuple(loaded.config.input_shape)
-    traced, n_separable = _trace(
-        model, shape, names, s.opset, o.dynamic_batch, o.separable, o.exporter
+    traced, n_separable = trace(
+        model,
+        loaded.input_shapes,
+        names,
+        s.opset,
+        o.dynamic_batch,
+        o.separable,
+        o.exporter,
+        tuple(input_names),
     )
     auto_figures = None
     if s.auto:
         ref = outs[0].numpy()
-        chosen, auto_figures = choose_lowering(traced, o.target, s.opset, x, ref, o.seed)
+        chosen, auto_figures = choose_lowering(traced, o.target, s.opset, xs, ref, o.seed)
         s = replace(s, lowering=chosen)
     suffix = "" if o.precision == "fp32" else f"-{o.precision}"
     name = f"{default_name(loaded, s.lowering)}{suffix}.onnx"
@@ -725,12 +445,16 @@ def export_model(
     )
     real_inputs = not source.startswith("seeded")
     onnx_model, precision_metadata = _checked_forms(
-        loaded, model, onnx_model, names, x, outs, real_inputs, o
+        loaded, model, onnx_model, names, xs, outs, real_inputs, o
     )
     data = onnx_model.SerializeToString()
     reference = {n: t.detach().numpy() for n, t in zip(names, outs, strict=True)}
     meta = {"model": path.name, "source": source, "seed": o.seed}
-    write_model_with_bundle(path, data, {"image": x}, reference, meta)
+    from stn_deploy.pytorch.reference64 import bundle_outputs64  # float32's own error, for verify
+
+    out64 = bundle_outputs64(model, xs, names)
+    inputs = dict(zip(input_names, xs, strict=True))
+    write_model_with_bundle(path, data, inputs, reference, meta, outputs64=out64)
     return ExportResult(
         path=str(path),
         golden_path=str(bundle_path(path)),

@@ -36,7 +36,7 @@ class Entry(NamedTuple):
     # in sys.modules, where dataclasses with string annotations fail (see test_corpus)
     name: str  # the corpus name (also the factory's name with '-' for '_')
     factory: str  # the callable in this file
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]  # (C, H, W), or (C, D, H, W) for a volume
     family: str  # "kornia" or "hand-written"
     what: str
 
@@ -304,6 +304,35 @@ class FixedAffine(nn.Module):
         )
 
 
+class VolumeSTN(nn.Module):
+    """A volumetric STN: a 3-D affine θ (N, 3, 4) from a small 3-D localisation net, a 3-D
+    affine grid and trilinear 5-D ``grid_sample`` (zeros padding)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv3d(1, 4, 3, padding=1), nn.ReLU(), nn.AvgPool3d((3, 2, 2))
+        )
+        self.fc = nn.Linear(4 * 2 * 5 * 6, 12)
+        nn.init.normal_(self.fc.weight, std=0.02)
+        with torch.no_grad():
+            rot = torch.tensor(_rotation(15.0, 0.9, 0.1, -0.05)).view(2, 3)
+            theta = torch.eye(3, 4)
+            theta[:2, :2], theta[:2, 3] = rot[:, :2], rot[:, 2]
+            theta[2, 3] = 0.05
+            self.fc.bias.copy_(theta.flatten())
+
+    def forward(self, x):
+        theta = self.fc(self.features(x).flatten(1)).view(-1, 3, 4)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, align_corners=False)
+
+
+def stn_volumetric() -> nn.Module:
+    torch.manual_seed(6)
+    return VolumeSTN().eval()
+
+
 def stn_pool_7to3() -> nn.Module:
     torch.manual_seed(2)
     return PoolSTN().eval()
@@ -415,6 +444,13 @@ CORPUS: list[Entry] = [
         (1, 28, 28),
         "hand-written",
         "two cascaded samplers (zeros, then border)",
+    ),
+    Entry(
+        "stn-volumetric",
+        "stn_volumetric",
+        (1, 6, 10, 12),
+        "hand-written",
+        "volumetric STN: 3-D affine grid, trilinear 5-D grid_sample",
     ),
 ]
 

@@ -33,7 +33,14 @@ class LoadedModel:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        """The (first) input's per-sample shape."""
         return tuple(self.config.input_shape)
+
+    @property
+    def input_shapes(self) -> list[tuple[int, ...]]:
+        """Every input's per-sample shape, in ``forward``'s order (one for most models)."""
+        more = self.config.extra.get("input_shapes")
+        return [tuple(s) for s in more] if more else [self.input_shape]
 
 
 @contextmanager
@@ -94,15 +101,27 @@ def _import_factory(ref: str):
     return obj
 
 
-def check_input_shape(model: nn.Module, shape: tuple[int, int, int], origin: str) -> None:
-    """Run ``model`` once on zeros of ``(2, *shape)``; a failure is a one-line error naming the shape."""
+def float_dtype(model: nn.Module) -> torch.dtype:
+    """The float dtype ``model`` computes in: its first floating parameter's (else buffer's),
+    float32 for a model with neither."""
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return torch.float32
+
+
+def check_input_shape(model: nn.Module, shape, origin: str) -> None:
+    """Run ``model`` once on zeros of ``(2, *shape)`` in its float dtype (a list of shapes:
+    one tensor each); a failure is a one-line error naming the shape."""
     model.eval()
+    shapes = shape if shape and isinstance(shape[0], (tuple, list)) else [shape]
     try:
         with torch.inference_mode():
-            out = model(torch.zeros(2, *shape))
+            out = model(*(torch.zeros(2, *s, dtype=float_dtype(model)) for s in shapes))
     except Exception as exc:
+        shown = "; ".join(str(tuple(s)) for s in shapes)
         raise StnDeployError(
-            f"{origin} does not accept input shape {tuple(shape)}: {one_line(exc)}"
+            f"{origin} does not accept input shape {shown}: {one_line(exc)}"
         ) from exc
     values = list(out.values()) if isinstance(out, dict) else out
     if isinstance(values, (tuple, list)) and values:
@@ -115,20 +134,31 @@ def check_input_shape(model: nn.Module, shape: tuple[int, int, int], origin: str
         )
 
 
-def load_factory(
-    ref: str, input_shape, *, check: bool = True, cwd_on_path: bool = True
-) -> LoadedModel:
-    """Call a user's ``module:callable`` (no arguments) and check it runs on ``input_shape``.
+def _per_sample_shape(
+    model: nn.Module, dims: tuple[int, ...], origin: str, check: bool
+) -> tuple[int, ...]:
+    """The per-sample input shape from the dims given: ``C,H,W``; ``N,C,H,W`` or a volume's
+    ``C,D,H,W`` (four dims: the image reading first, the volume when the model refuses it);
+    ``N,C,D,H,W``. Unchecked (a stored config), the dims are the per-sample shape already."""
+    if not check:
+        return dims
+    if len(dims) == 5:
+        dims = dims[1:]
+    if len(dims) != 4:
+        check_input_shape(model, dims, origin)
+        return dims
+    try:
+        check_input_shape(model, dims[1:], origin)
+        return dims[1:]
+    except StnDeployError as image_error:
+        try:
+            check_input_shape(model, dims, origin)
+        except StnDeployError:
+            raise image_error from None
+        return dims
 
-    ``cwd_on_path``: while importing and calling it, the current directory is importable (as
-    for ``python -m``), as a user typing ``my_pkg.nets:make`` in their project expects; off for
-    a factory named by a file rather than by the user.
-    """
-    shape = parse_shape(input_shape)
-    if shape is None:
-        raise StnDeployError(
-            f"factory {ref!r} needs an input shape ({{input_shape}} C,H,W)", param="input_shape"
-        )
+
+def _call_factory(ref: str, cwd_on_path: bool) -> nn.Module:
     with _cwd_importable(cwd_on_path):
         fn = _import_factory(ref)
         try:
@@ -139,8 +169,54 @@ def load_factory(
         raise StnDeployError(
             f"factory {ref!r} returned {type(model).__name__}, expected a torch.nn.Module"
         )
-    if check:
-        check_input_shape(model, shape, f"factory model {ref!r}")
+    return model
+
+
+def _load_multi_input_factory(ref: str, input_shape: str, cwd_on_path: bool) -> LoadedModel:
+    """A factory whose ``forward`` takes several tensors: ``--input-shape "3,32,32;2,3"`` gives
+    each one's per-sample shape (no batch), in order."""
+    shapes = [parse_shape(p, ndim=None, drop_batch=False) for p in input_shape.split(";")]
+    if any(s is None for s in shapes):
+        raise StnDeployError(
+            f"input shapes must be ';'-separated per-sample shapes like 3,32,32;2,3, got "
+            f"{input_shape!r}",
+            param="input_shape",
+        )
+    model = _call_factory(ref, cwd_on_path)
+    check_input_shape(model, shapes, f"factory model {ref!r}")
+    config = ModelConfig(
+        arch=ref,
+        args={},
+        input_shape=list(shapes[0]),
+        extra={"input_shapes": [list(s) for s in shapes]},
+    )
+    return LoadedModel(model.eval(), config, source=ref)
+
+
+def load_factory(
+    ref: str, input_shape, *, check: bool = True, cwd_on_path: bool = True
+) -> LoadedModel:
+    """Call a user's ``module:callable`` (no arguments) and check it runs on ``input_shape``.
+
+    ``cwd_on_path``: while importing and calling it, the current directory is importable (as
+    for ``python -m``), as a user typing ``my_pkg.nets:make`` in their project expects; off for
+    a factory named by a file rather than by the user.
+    """
+    if isinstance(input_shape, str) and ";" in input_shape:
+        return _load_multi_input_factory(ref, input_shape, cwd_on_path)
+    dims = parse_shape(input_shape, ndim=None, drop_batch=False)
+    if dims is None:
+        raise StnDeployError(
+            f"factory {ref!r} needs an input shape ({{input_shape}} C,H,W)", param="input_shape"
+        )
+    if len(dims) not in (3, 4, 5):
+        raise StnDeployError(
+            f"input shape must be C,H,W (or N,C,H,W; C,D,H,W or N,C,D,H,W for a volume), got "
+            f"{input_shape!r}",
+            param="input_shape",
+        )
+    model = _call_factory(ref, cwd_on_path)
+    shape = _per_sample_shape(model, dims, f"factory model {ref!r}", check)
     config = ModelConfig(arch=ref, args={}, input_shape=list(shape))
     return LoadedModel(model.eval(), config, source=ref)
 
