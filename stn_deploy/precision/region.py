@@ -30,6 +30,8 @@ from stn_deploy.runtimes.base import load_inlined
 
 #: ops that end the forward walk from θ: the classifier's (or the next STN's) weighted layers
 WEIGHTED = ("Conv", "Gemm", "ConvTranspose")
+#: ops that only move or view a tensor
+SHAPE_OPS = ("Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity")
 #: ops that mark a sampler (the portable decomposition gathers with GatherElements)
 SAMPLER_OPS = ("GridSample", "GatherElements")
 
@@ -86,13 +88,23 @@ def float_region(model: onnx.ModelProto) -> set[int]:
     ]
     walks = {i: walk(i, set()) for i in starts}
     # a grid generator written as one Gemm (stn-deploy optimize's affine-grid-gemm: θ x M):
-    # weighted, but it feeds a sampler directly, so the walk from θ goes through it
+    # weighted, but it reads θ straight from its producer (through shape ops only) and feeds a
+    # sampler, so the walk from θ goes through it
     constants = constant_names(model)
+    producers = {out: i for i, n in enumerate(nodes) for out in n.output}
+
+    def from_weighted(name: str) -> bool:
+        k = producers.get(name)
+        while k is not None and nodes[k].op_type in SHAPE_OPS:
+            k = producers.get(nodes[k].input[0])
+        return k is not None and nodes[k].op_type in WEIGHTED
+
     grid_gemms = {
         i
         for i in starts
         if nodes[i].op_type == "Gemm"
         and any(x in constants for x in nodes[i].input[1:2])
+        and from_weighted(nodes[i].input[0])
         and any(nodes[j].op_type in SAMPLER_OPS for j in walks[i])
     }
     region: set[int] = set()
@@ -102,7 +114,6 @@ def float_region(model: onnx.ModelProto) -> set[int]:
             region |= seen | {i}
     # the sampler's other inputs: what it reads the image through (the portable form's Pad,
     # Shape, Reshape of the image) up to a graph input, a weighted node or the region
-    producers = {out: i for i, n in enumerate(nodes) for out in n.output}
     thetas = {i for i in region if nodes[i].op_type in WEIGHTED}
     stack = [j for j in region if j not in thetas]
     while stack:
