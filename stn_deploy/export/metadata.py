@@ -29,9 +29,9 @@ KEYS = {
     "normalization_std": "JSON list: per-channel std the pixels are divided by",
     "class_labels": "JSON list of class names, in output order",
     "precision": "numeric precision of the weights and compute: fp32, fp16 or int8",
-    "export_args": "JSON: target, sampler, opset, inline, expose_stn, dynamic_batch, separable "
-    "as given to export_model (enough to export the same file again from the same weights), "
-    "plus exporter (only when not the default torchscript, i.e. dynamo) and output_names "
+    "export_args": "JSON: target, sampler, opset, inline, expose_stn, dynamic_batch, separable, "
+    "exporter (dynamo or torchscript) and optimize (none, exact or auto) as export_model used "
+    "them (enough to export the same file again from the same weights), plus output_names "
     "(only when given)",
 }
 #: written only by ``--lowering auto``: every candidate's parity and timings, and the choice
