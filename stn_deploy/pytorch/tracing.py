@@ -26,7 +26,7 @@ from stn_deploy.pytorch.grid_generators import (
     matmul_affine_grids,
     separable_attention,
 )
-from stn_deploy.pytorch.native_output import captured_native_output
+from stn_deploy.runtimes.stderr import captured_fds
 
 EXPORTERS = ("dynamo", "torchscript")
 
@@ -139,7 +139,7 @@ def _torchscript_trace(model, shapes, names, opset, dynamic_batch, separable_ctx
             separable_ctx,
             warnings.catch_warnings(),
             torch.inference_mode(False),
-            captured_native_output(),
+            captured_fds((1, 2)),  # its C++ graph dump on a failure
         ):
             warnings.simplefilter("ignore")
             torch.onnx.export(

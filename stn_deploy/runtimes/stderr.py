@@ -1,4 +1,5 @@
-"""Capturing what a native library prints on file descriptor 2 (ncnn's load errors)."""
+"""Capturing what a native library prints on file descriptors 1 and 2 (ncnn's load errors,
+torch's TorchScript graph dumps)."""
 
 from __future__ import annotations
 
@@ -21,17 +22,31 @@ class Captured:
 
 
 @contextlib.contextmanager
-def captured_stderr() -> Iterator[Captured]:
-    """Redirect fd 2 into a temporary file for the block."""
-    sys.stderr.flush()
+def captured_fds(fds: tuple[int, ...] = (2,)) -> Iterator[Captured]:
+    """Redirect file descriptors ``fds`` (2: stderr; 1: stdout) into one temporary file for
+    the block: what native code prints there, which Python's stream redirection cannot catch,
+    ends up in the :class:`Captured` text instead of on the terminal."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
     captured = Captured()
     with tempfile.TemporaryFile() as fh:
-        saved = os.dup(2)
+        saved = [os.dup(fd) for fd in fds]
         try:
-            os.dup2(fh.fileno(), 2)
+            for fd in fds:
+                os.dup2(fh.fileno(), fd)
             yield captured
         finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            for fd, copy in zip(fds, saved, strict=True):
+                os.dup2(copy, fd)
+                os.close(copy)
             fh.seek(0)
             captured.text = fh.read().decode("utf-8", "replace")
+
+
+def captured_stderr() -> contextlib.AbstractContextManager[Captured]:
+    """Redirect fd 2 into a temporary file for the block."""
+    return captured_fds((2,))
