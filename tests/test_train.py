@@ -1,6 +1,7 @@
 """Training on generated data: outputs, learning, determinism, resume."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from stn_deploy.pytorch.models import load_checkpoint
 from stn_deploy.pytorch.train import TrainOptions, train
 
 QUIET = {"progress": False, "log": lambda *_: None}
+FACTORY = f"{Path(__file__).parent / 'corpus' / 'models.py'}:stn_out_size"  # a user's factory
 
 
 def _opts(**kw):
@@ -190,6 +192,14 @@ def test_recipe_options_are_deterministic_for_a_seed(tmp_path, recipe):
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
+def test_out_size_sets_the_canvas_the_classifier_sees(tmp_path):
+    kw = dict(model="paper-st-cnn", limit_train=64, limit_test=16, epochs=1, out_size=32)
+    train(_opts(**kw), tmp_path / "run", **QUIET)
+    loaded = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert loaded.config.args["out_size"] == 32
+    assert loaded.model.rectify(torch.zeros(2, 1, 42, 42)).shape == (2, 1, 32, 32)
+
+
 def _changed(before: dict, after: dict) -> set[str]:
     return {k for k in before if not torch.equal(before[k], after[k])}
 
@@ -237,6 +247,9 @@ def test_theta_reg_penalises_the_distance_from_identity():
         ({"freeze_loc_epochs": 1, "freeze_classifier_epochs": 1}, "exclude each other"),
         ({"epoch_images": 10**6}, "epoch_images is 1000000, the training set has 256"),
         ({"epoch_images": 0}, "epoch_images must"),
+        ({"model": "paper-cnn", "out_size": 32}, "sampler options do not apply"),
+        ({"model": FACTORY, "out_size": 32}, "out_size applies to"),
+        ({"model": FACTORY, "padding_mode": "border"}, "padding_mode"),
     ],
 )
 def test_bad_recipe_options(tmp_path, kw, match):

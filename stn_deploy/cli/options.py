@@ -155,6 +155,12 @@ COMMAND_FLAGS: dict[str, dict[str, str]] = {
     "convert": {"to": "--to", "out": "--out", "onnx2tf": "--onnx2tf"},
     "lower": {"dst": "OUT"},
     "optimize": {"dst": "OUT", "mode": "--mode", "runtime": "--runtime", "passes": "--passes"},
+    "train": {
+        "mode": "--mode",
+        "padding_mode": "--padding-mode",
+        "align_corners": "--align-corners",
+        "out_size": "--out-size",
+    },
 }
 
 

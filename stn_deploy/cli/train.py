@@ -79,6 +79,13 @@ _D = TrainOptions()  # the CLI's defaults are the API's
     help="Sampler padding [model default: zeros].",
 )
 @click.option(
+    "--out-size",
+    type=click.IntRange(4, 512),
+    default=None,
+    help="Side of the STN's output canvas, what the classifier sees [model default: 28]; "
+    "a larger canvas keeps more of the zoomed-in digit.",
+)
+@click.option(
     "--loc-lr-scale",
     type=float,
     default=_D.loc_lr_scale,

@@ -93,6 +93,10 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+#: Options that set a zoo model's arguments; a factory sets its own.
+ZOO_ONLY = ("dropout", "mode", "padding_mode", "align_corners", "out_size")
+
+
 def _build(opts: TrainOptions, canvas: int) -> LoadedModel:
     norm = {"mean": [MNIST_MEAN], "std": [MNIST_STD]}
     if opts.model in ZOO:
@@ -100,6 +104,7 @@ def _build(opts: TrainOptions, canvas: int) -> LoadedModel:
             "mode": opts.mode,
             "padding_mode": opts.padding_mode,
             "align_corners": opts.align_corners,
+            "out_size": opts.out_size,
         }
         if ZOO[opts.model].transform == "none":
             if any(v is not None for v in sampler_args.values()):
@@ -111,9 +116,10 @@ def _build(opts: TrainOptions, canvas: int) -> LoadedModel:
             opts.model, in_size=canvas, normalization=norm, dropout=opts.dropout, **sampler_args
         )
         return LoadedModel(model_from_config(config, opts.model), config, source=opts.model)
-    if opts.dropout is not None:
+    given = [k for k in ZOO_ONLY if getattr(opts, k) is not None]
+    if given:
         raise StnDeployError(
-            "{dropout} applies to zoo models only; set it in your factory", param="dropout"
+            f"{{{given[0]}}} applies to zoo models only; set it in your factory", param=given[0]
         )
     loaded = load_factory(opts.model, (1, canvas, canvas))
     loaded.config.normalization = norm

@@ -45,6 +45,7 @@ class TrainOptions:
     seed: int = 0
     mode: str | None = None
     padding_mode: str | None = None
+    out_size: int | None = None  # the STN's output side (None: the model's, 28)
     align_corners: bool | None = None
     dropout: float | None = None  # None: the model's default (0.5, the tutorial's)
     loc_lr_scale: float = 1.0  # the localisation nets' lr relative to lr
