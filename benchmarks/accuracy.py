@@ -5,8 +5,11 @@ time, one process and one torch thread each, so each gets one of the machine's t
 the same wall-clock budget (``--max-minutes``) with the same optimiser, schedule and seed.
 Because the models differ in speed, ``--epochs`` may give each its own epoch count (sized so
 its schedule ends inside the budget); ``--max-minutes`` stops any run after the epoch that
-would overrun. The recipe options (``--loc-lr-scale``, ``--theta-reg``, ``--freeze-loc-epochs``,
-``--padding-mode``) apply to the model with a spatial transformer only.
+would overrun. ``--epochs auto`` sizes each model's schedule to the budget per column: a short
+calibration run of each model (both at once, as in the real run) measures its seconds per
+training image and per test image, and the epoch count is the budget's worth, less a margin.
+The recipe options (``--loc-lr-scale``, ``--theta-reg``, ``--freeze-loc-epochs``,
+``--padding-mode``, ``--out-size``) apply to the model with a spatial transformer only.
 
 Writes ``benchmarks/results/accuracy-TAG.{json,md}`` (table, learning curves, machine, the time
 each run took and its training throughput in img/s) and each run's per-epoch metrics and STN
@@ -32,7 +35,11 @@ COLUMNS = ("r", "rts", "p", "e", "tc")
 #: Jaderberg et al. 2015, Table 1 (error %): (CNN, ST-CNN) per column.
 PAPER = {"r": (1.2, 0.7), "rts": (0.8, 0.5), "p": (1.5, 0.8), "e": (1.4, 1.2), "tc": (3.5, 1.7)}
 CNNS = ("mnist-cnn", "paper-cnn")
-RECIPE = ("loc_lr_scale", "theta_reg", "freeze_loc_epochs", "padding_mode")
+RECIPE = ("loc_lr_scale", "theta_reg", "freeze_loc_epochs", "padding_mode", "out_size")
+#: --epochs auto: (training images, test images) of the calibration run, and the budget share
+#: the schedule is sized to (the rest absorbs the first epoch's warm-up and the machine's noise).
+CALIBRATION_IMAGES = (1536, 1024)
+BUDGET_USE = 0.92
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -42,7 +49,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--columns", default="rts", help="comma list of r,rts,p,e,tc")
     ap.add_argument("--pair", default="paper-cnn,paper-st-cnn", help="CNN,ST-CNN zoo names")
     ap.add_argument(
-        "--epochs", default="10", help="N for both, or per model: paper-cnn=5,paper-st-cnn=10"
+        "--epochs",
+        default="10",
+        help="N for both, per model (paper-cnn=5,paper-st-cnn=10), or auto (sized to the budget)",
     )
     ap.add_argument("--max-minutes", type=float, default=30.0, help="training budget per model")
     ap.add_argument("--optimizer", default="adam")
@@ -55,6 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--loc-lr-scale", type=float, default=None, help="localisation lr factor")
     ap.add_argument("--theta-reg", type=float, default=None, help="identity regularisation")
     ap.add_argument("--freeze-loc-epochs", type=int, default=None, help="warm-up epochs")
+    ap.add_argument("--out-size", type=int, default=None, help="the ST-CNN's output canvas side")
     ap.add_argument("--epoch-images", type=int, default=None, help="training images per epoch")
     ap.add_argument("--limit-train", type=int, default=None, help="training set size")
     ap.add_argument("--limit-test", type=int, default=None, help="test images (default: 10k)")
@@ -76,7 +86,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def _epochs(spec: str, pair: list[str], ap) -> dict[str, int]:
+def _epochs(spec: str, pair: list[str], ap) -> dict[str, int] | None:
+    if spec == "auto":
+        return None  # calibrated per column
     if "=" not in spec:
         return dict.fromkeys(pair, int(spec))
     given = dict(item.split("=", 1) for item in spec.split(","))
@@ -85,9 +97,11 @@ def _epochs(spec: str, pair: list[str], ap) -> dict[str, int]:
     return {m: int(n) for m, n in given.items()}
 
 
-def train_command(args: argparse.Namespace, model: str, column: str, out: Path) -> list[str]:
+def train_command(
+    args: argparse.Namespace, model: str, column: str, out: Path, epochs: int
+) -> list[str]:
     cmd = [sys.executable, "-m", "stn_deploy", "train", model, "--distortion", column]
-    cmd += ["--epochs", str(args.epochs_of[model]), "--optimizer", args.optimizer]
+    cmd += ["--epochs", str(epochs), "--optimizer", args.optimizer]
     cmd += ["--lr", str(args.lr), "--schedule", args.schedule, "--seed", str(args.seed)]
     cmd += ["--batch-size", str(args.batch_size), "--threads", "1"]
     cmd += ["--max-minutes", str(args.max_minutes), "--out", str(out), "--force", "--no-progress"]
@@ -103,13 +117,11 @@ def train_command(args: argparse.Namespace, model: str, column: str, out: Path) 
     return cmd
 
 
-def run_column(args: argparse.Namespace, column: str) -> list[dict]:
-    """Train the pair on ``column`` at once; one row per model."""
-    runs = args.runs / column
+def _train_pair(commands: dict[str, list[str]], runs: Path, column: str) -> dict[str, dict]:
+    """Run one training command per model at once; each run's metrics.json."""
     runs.mkdir(parents=True, exist_ok=True)
     procs = {}
-    for m in args.pair:
-        cmd = train_command(args, m, column, runs / m)
+    for m, cmd in commands.items():
         print("$", " ".join(cmd[1:]), flush=True)
         log = open(runs / f"{m}.log", "w")
         procs[m] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log)
@@ -118,13 +130,41 @@ def run_column(args: argparse.Namespace, column: str) -> list[dict]:
         log.close()
         if code != 0:
             raise SystemExit(f"training {m} on {column} failed: see {runs / m}.log")
-    return [
-        _row(args, column, m, json.loads((runs / m / "metrics.json").read_text()))
-        for m in args.pair
-    ]
+    return {m: json.loads((runs / m / "metrics.json").read_text()) for m in commands}
 
 
-def _row(args: argparse.Namespace, column: str, model: str, metrics: dict) -> dict:
+def calibrate(args: argparse.Namespace, column: str) -> dict[str, int]:
+    """Epochs per model that fill ``--max-minutes``, from a short run of each (both at once)."""
+    n_train, n_test = (
+        (args.limit_train or 64, args.limit_test or 32) if args.synthetic else (CALIBRATION_IMAGES)
+    )
+    cal = argparse.Namespace(**{**vars(args), "epoch_images": n_train, "limit_test": n_test})
+    runs = args.runs / column / "calibration"
+    cmds = {m: train_command(cal, m, column, runs / m, 1) for m in args.pair}
+    metrics = _train_pair(cmds, runs, column)
+    epoch_images = args.epoch_images or args.limit_train or 60000
+    test_images = args.limit_test or 10000
+    epochs = {}
+    for m, met in metrics.items():
+        h = met["history"][0]
+        per_train = 1.0 / h["images_per_s"]
+        per_test = max(0.0, h["seconds"] - n_train * per_train) / n_test
+        per_epoch = epoch_images * per_train + test_images * per_test
+        epochs[m] = max(1, int(BUDGET_USE * args.max_minutes * 60 / per_epoch))
+        print(f"calibration {column} {m}: {per_epoch:.1f} s per epoch -> {epochs[m]} epochs")
+    return epochs
+
+
+def run_column(args: argparse.Namespace, column: str) -> list[dict]:
+    """Train the pair on ``column`` at once; one row per model."""
+    epochs = args.epochs_of or calibrate(args, column)
+    runs = args.runs / column
+    cmds = {m: train_command(args, m, column, runs / m, epochs[m]) for m in args.pair}
+    metrics = _train_pair(cmds, runs, column)
+    return [_row(args, column, m, metrics[m], epochs[m]) for m in args.pair]
+
+
+def _row(args: argparse.Namespace, column: str, model: str, metrics: dict, planned: int) -> dict:
     hist = metrics["history"]
     role = 0 if model in CNNS else 1
     seen = sum(h["images_per_s"] * h["seconds"] for h in hist)  # ~images trained (eval excluded)
@@ -133,7 +173,7 @@ def _row(args: argparse.Namespace, column: str, model: str, metrics: dict) -> di
         "model": model,
         "params": metrics["params"],
         "epochs": metrics["epochs_run"],
-        "epochs_planned": args.epochs_of[model],
+        "epochs_planned": planned,
         "train_minutes": round(metrics["train_seconds"] / 60, 1),
         "images_per_s": round(sum(h["images_per_s"] for h in hist) / len(hist)),
         "test_error": round(metrics["final"]["test_error"], 2),
@@ -179,13 +219,19 @@ def _markdown(args, rows: list[dict], command: str, machine: dict) -> list[str]:
         or "none (defaults)"
     )
     data = "generated digits" if args.synthetic else "MNIST"
+    sizing = (
+        f" (--epochs auto: {BUDGET_USE:.0%} of the budget at the rate of a calibration run "
+        f"of {CALIBRATION_IMAGES[0]} training and {CALIBRATION_IMAGES[1]} test images)"
+        if args.epochs_of is None
+        else ""
+    )
     lines = [
         f"# Distorted {data}: {args.pair[0]} vs {args.pair[1]}, same budget per pair",
         "",
         f"Generated by `{command}`.",
         f"Each pair trained at once, one process and one torch thread each, budget "
         f"{args.max_minutes:g} min per model; {args.optimizer} lr {args.lr}, {args.schedule} "
-        f"schedule sized to the planned epochs, batch {args.batch_size}, seed {args.seed}; "
+        f"schedule sized to the planned epochs{sizing}, batch {args.batch_size}, seed {args.seed}; "
         f"ST-CNN recipe: {recipe}. Training images are re-distorted every epoch "
         f"({args.epoch_images or args.limit_train or 60000} per epoch, drawn from "
         f"{args.limit_train or 60000}); the test set is "

@@ -35,6 +35,21 @@ def test_accuracy_script_runs_end_to_end_on_generated_data(tmp_path, capsys):
     assert "| TC | paper-st-cnn |" in md and "Machine:" in md and "generated digits" in md
 
 
+def test_accuracy_script_sizes_epochs_to_the_budget(tmp_path):
+    """--epochs auto: a calibration run per model, then a schedule that fits the budget."""
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    argv = ["--synthetic", "--columns", "r", "--epochs", "auto", "--max-minutes", "0.1"]
+    argv += ["--tag", "a", "--out", str(out), "--runs", str(runs)]
+    assert accuracy.main(argv) == 0
+    rows = json.loads((out / "accuracy-a.json").read_text())["rows"]
+    for r in rows:
+        cal = json.loads((runs / "r" / "calibration" / r["model"] / "metrics.json").read_text())
+        per_epoch = cal["history"][0]["seconds"]  # --synthetic: calibration epoch = real epoch
+        assert r["epochs_planned"] == max(1, int(accuracy.BUDGET_USE * 6 / per_epoch))
+        assert r["epochs"] == r["epochs_planned"] or r["stopped_early"]
+    assert "--epochs auto" in (out / "accuracy-a.md").read_text()
+
+
 @pytest.mark.parametrize(
     "argv",
     [["--columns", "xyz"], ["--pair", "paper-cnn"], ["--epochs", "paper-cnn=1,mnist-cnn=2"]],
