@@ -42,6 +42,8 @@ class TorchSide:
         source: where the model came from (checkpoint path, zoo name or factory), for messages.
         distortion: the MNIST variant the model was trained on, if known (verify's ``mnist``
             input set is distorted the same way).
+        input_shapes: every input's per-sample shape, in ``forward``'s order, for a model with
+            several inputs (empty: the one ``input_shape``); see :attr:`shapes`.
     """
 
     input_shape: tuple[int, ...]
@@ -50,6 +52,12 @@ class TorchSide:
     stock_export: Callable[[Path], Path]
     source: str = ""
     distortion: str | None = None
+    input_shapes: tuple[tuple[int, ...], ...] = ()
+
+    @property
+    def shapes(self) -> tuple[tuple[int, ...], ...]:
+        """Every input's per-sample shape (``(input_shape,)`` for a one-input model)."""
+        return tuple(self.input_shapes) or (tuple(self.input_shape),)
 
     def reexport(self, export_args: Mapping[str, Any]) -> Any:
         """The model exported again with ``export_args`` (an ONNX file's ``export_args``

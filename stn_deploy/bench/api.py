@@ -9,6 +9,8 @@ Example:
 from __future__ import annotations
 
 import datetime as _dt
+import functools
+import inspect
 import sys
 import tempfile
 import time
@@ -27,12 +29,13 @@ from stn_deploy.bench.plan import (
     check_batch_sizes,
     check_compare,
     input_dtype,
+    inputs_reason,
     precision_of,
-    resolve_input_shape,
+    resolve_input_shapes,
     runtime_names,
 )
 from stn_deploy.bench.result import BASELINES, BenchResult, BenchRow, Route
-from stn_deploy.bench.runner import RunSettings, run_routes
+from stn_deploy.bench.runner import RunSettings, fixed_batch, run_routes
 from stn_deploy.bench.sweep import Variant, make_variants
 from stn_deploy.errors import StnDeployError
 from stn_deploy.export.metadata import stn_metadata
@@ -61,7 +64,9 @@ class BenchOptions:
         io_binding, cuda_graph: also time the ORT GPU EPs with device-resident inputs and
             outputs / with a captured CUDA graph; other EPs get a skip row saying why.
         compare: baselines, ``torch`` (eager) and/or ``stock-export``; both need ``torch_side``.
-        input_shape: per-image shape ``C,H,W`` (default: checkpoint, golden bundle, model).
+        input_shape: per-image shape ``C,H,W`` (default: checkpoint, golden bundle, model); a
+            model with several inputs takes one shape per input, ``;``-separated
+            (``"3,16,16;6"``, as export), each input's default found the same way.
         sampler_sweep: also time every other grid-sample lowering of the model.
         progress: a progress bar on stderr (None: when stderr is a terminal).
         strict: raise instead of writing a skip or failure row.
@@ -90,16 +95,48 @@ class BenchOptions:
 
 
 @dataclass
-class _Input:
-    """The model's one input as bench feeds it."""
+class _Feed:
+    """One input of the model as bench feeds it: seeded standard-normal samples of ``shape``."""
 
-    meta: dict[str, str]
     spec: TensorSpec
     shape: tuple[int, ...]
     shape_source: str
     dtype: np.dtype
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.spec.name,
+            "shape": list(self.shape),
+            "dtype": self.dtype.name,
+            "fixed_batch": self.spec.fixed_batch(),
+            "shape_source": self.shape_source,
+        }
+
+
+@dataclass
+class _Input:
+    """The model's inputs as bench feeds them (the first one's fields as properties)."""
+
+    meta: dict[str, str]
+    feeds: list[_Feed]
     precision: str
     fixed: int | None
+
+    @property
+    def spec(self) -> TensorSpec:
+        return self.feeds[0].spec
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.feeds[0].shape
+
+    @property
+    def shape_source(self) -> str:
+        return self.feeds[0].shape_source
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.feeds[0].dtype
 
 
 def bench_model(
@@ -112,7 +149,8 @@ def bench_model(
     """Time ``model_path`` on each runtime at each batch size, with baselines in the same run.
 
     Args:
-        model_path: an ONNX file with one image input.
+        model_path: an ONNX file; each of its inputs gets seeded standard-normal samples of
+            its own shape and dtype.
         options: a :class:`BenchOptions`; ``kwargs`` (its field names) override its fields.
         torch_side: the torch model as bench needs it (:class:`~stn_deploy.torch_side.
             TorchSide`, built by the caller), for the ``torch`` and ``stock-export`` baselines
@@ -132,7 +170,8 @@ def bench_model(
     sizes, names, baselines = _check_args(o, torch_side)
     model_path = Path(model_path)
     inp = _describe_input(model_path, o, torch_side)
-    check_batch_memory([inp.fixed] if inp.fixed else sizes, inp.shape, inp.dtype)
+    for feed in inp.feeds:
+        check_batch_memory([inp.fixed] if inp.fixed else sizes, feed.shape, feed.dtype)
 
     available = {n: availability(BENCH_ALIASES.get(n, (n, {}))[0]) for n in names}
     if o.strict:
@@ -146,14 +185,16 @@ def bench_model(
         duration=o.duration,
         threads=o.threads,
         opt_level=o.opt_level,
-        torch_session=torch_side.open_session if torch_side is not None else None,
+        torch_session=_torch_session(torch_side, inp),
         shape=tuple(inp.shape),
         dtype=inp.dtype,
+        input_names=tuple(f.spec.name for f in inp.feeds),
+        more_shapes=tuple(f.shape for f in inp.feeds[1:]),
     )
     with tempfile.TemporaryDirectory(prefix="stn-deploy-bench-") as tmp:
         stock = _stock_export(baselines, torch_side, Path(tmp), o.strict)
         variants = _variants(model_path, inp.meta, torch_side, tmp, o) if o.sampler_sweep else []
-        plan = _Plan(model_path, available, inp.meta, inp.precision, o, notes)
+        plan = _Plan(model_path, available, inp.meta, inp.precision, o, notes, len(inp.feeds))
         routes = _plan_routes(plan, names, variants, stock, baselines)
         rows = _run_all(routes, sizes, settings, notes, o.progress, o.interleave)
     _speedups(rows)
@@ -201,24 +242,56 @@ def _check_args(
 
 
 def _describe_input(model_path: Path, o: BenchOptions, torch_side: TorchSide | None) -> _Input:
-    """The model's metadata and its one input: shape (and where it came from), dtype,
-    precision, fixed batch."""
+    """The model's metadata and its inputs: each one's shape (and where it came from) and
+    dtype; the precision and the fixed batch."""
     meta, specs = _read_model(model_path)
-    if len(specs) != 1:
+    if not specs:
+        raise StnDeployError(f"{model_path.name} has no input to feed")
+    torch_shapes = _torch_shapes(torch_side)
+    resolved = resolve_input_shapes(model_path, specs, o.input_shape, torch_shapes)
+    shapes = [tuple(shape) for shape, _ in resolved]
+    if torch_shapes is not None and [tuple(t) for t in torch_shapes] != shapes:
         raise StnDeployError(
-            f"bench feeds models with one input; {model_path.name} has {len(specs)}: "
-            f"{[s.name for s in specs]}"
+            f"the torch model takes input {_shown(torch_shapes)}, the ONNX model {_shown(shapes)}"
         )
-    spec = specs[0]
-    shape, shape_source = resolve_input_shape(model_path, spec, o.input_shape, torch_side)
-    if torch_side is not None and tuple(torch_side.input_shape) != tuple(shape):
-        raise StnDeployError(
-            f"the torch model takes input {list(torch_side.input_shape)}, "
-            f"the ONNX model {list(shape)}"
-        )
-    dtype = input_dtype(spec)
-    precision = precision_of(meta, dtype)
-    return _Input(meta, spec, tuple(shape), shape_source, dtype, precision, spec.fixed_batch())
+    feeds = [
+        _Feed(spec, shape, source, input_dtype(spec))
+        for spec, (shape, source) in zip(specs, resolved, strict=True)
+    ]
+    precision = precision_of(meta, feeds[0].dtype)
+    return _Input(meta, feeds, precision, fixed_batch(specs))
+
+
+def _shown(shapes: list[tuple[int, ...]]) -> str:
+    return "; ".join(str(list(s)) for s in shapes)
+
+
+def _torch_shapes(torch_side: TorchSide | None) -> list[tuple[int, ...]] | None:
+    """The torch model's per-sample input shapes (None: no torch model)."""
+    if torch_side is None:
+        return None
+    shapes = getattr(torch_side, "shapes", None) or (torch_side.input_shape,)
+    return [tuple(int(d) for d in s) for s in shapes]
+
+
+def _torch_session(torch_side: TorchSide | None, inp: _Input):
+    """The torch baseline's ``open_session``; for several inputs, told the file's input names
+    (fed to ``forward`` by position)."""
+    if torch_side is None:
+        return None
+    if len(inp.feeds) == 1 or not _takes(torch_side.open_session, "input_names"):
+        return torch_side.open_session  # a hand-written one: its rows say what it takes
+    names = [f.spec.name for f in inp.feeds]
+    return functools.partial(torch_side.open_session, input_names=names)
+
+
+def _takes(fn: Any, keyword: str) -> bool:
+    """Whether ``fn`` accepts ``keyword``."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == keyword or p.kind is p.VAR_KEYWORD for p in params)
 
 
 def _stock_export(
@@ -270,6 +343,7 @@ def _model_dict(model_path: Path, inp: _Input) -> dict[str, Any]:
         "input_dtype": inp.dtype.name,
         "fixed_batch": inp.fixed,
         "shape_source": inp.shape_source,
+        "inputs": [f.to_dict() for f in inp.feeds],
     }
 
 
@@ -317,6 +391,7 @@ class _Plan:
     precision: str
     options: BenchOptions
     notes: list[str]
+    inputs: int = 1
 
     @property
     def label(self) -> str:
@@ -339,6 +414,7 @@ def _plan_routes(
     routes: list[Route] = []
     for rt in names:
         unavailable = None if plan.available[rt].available else plan.available[rt].reason
+        unavailable = unavailable or inputs_reason(rt, plan.inputs)
         # OpenVINO asked to compute in bf16: say so in the precision column (the runner
         # relabels the route if the opened session computes in something else)
         computes = BENCH_ALIASES.get(rt, ("", {}))[1].get("precision")

@@ -26,6 +26,18 @@ BENCH_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
     "openvino-bf16": ("openvino", {"precision": "bf16"}),
 }
 
+#: runtimes that run models with one input only, and why (a route of a model with several
+#: inputs on them is a skip row saying so, not a failure)
+ONE_INPUT_RUNTIMES = {
+    "ncnn": "stn-deploy's ncnn conversion (pnnx) handles models with one image input only",
+}
+
+
+def inputs_reason(runtime: str, count: int) -> str | None:
+    """Why ``runtime`` cannot run a model with ``count`` inputs (None: it can)."""
+    why = ONE_INPUT_RUNTIMES.get(runtime)
+    return f"{why}; this model has {count}" if why and count > 1 else None
+
 
 def check_batch_sizes(sizes: int | str | Iterable[int]) -> list[int]:
     """``"1,8,64"``, ``64`` or ``[1, 8]`` -> distinct positive sizes in the given order: the one
@@ -134,6 +146,51 @@ def resolve_input_shape(
             f"{spec.name!r} {['N', *shown_dims(dims)]}"
         )
     return shape, source
+
+
+def split_input_shapes(input_shape: Any, count: int) -> list[Any]:
+    """``input_shape`` per input of a model with ``count`` inputs: ``"A;B"`` (the export
+    grammar: ``;`` separates inputs, in the file's order) -> ``["A", "B"]``; None -> None for
+    each. A single shape is the first input's only when the model has one input."""
+    if input_shape is None:
+        return [None] * count
+    parts = input_shape.split(";") if isinstance(input_shape, str) else [input_shape]
+    if len(parts) != count:
+        raise StnDeployError(
+            f"{{input_shape}} gives {len(parts)} shape(s) for a model with {count} inputs: "
+            "separate one per-sample shape per input with ';' (e.g. \"3,32,32;6\")",
+            param="input_shape",
+        )
+    return [p.strip() if isinstance(p, str) else p for p in parts]
+
+
+def resolve_input_shapes(
+    model_path: str | Path,
+    specs: Sequence[TensorSpec],
+    input_shape: Any = None,
+    torch_shapes: Sequence[Sequence[int]] | None = None,
+) -> list[tuple[tuple[int, ...], str]]:
+    """:func:`resolve_input_shape` of every input: ``input_shape`` split by
+    :func:`split_input_shapes`, the torch model's shapes (``torch_shapes``, one per input, in
+    ``forward``'s order) in place of the checkpoint's."""
+    given = split_input_shapes(input_shape, len(specs))
+    if torch_shapes is not None and len(torch_shapes) != len(specs):
+        raise StnDeployError(
+            f"the torch model takes {len(torch_shapes)} input(s), {Path(model_path).name} "
+            f"has {len(specs)}: {[s.name for s in specs]}"
+        )
+    out = []
+    for i, (spec, text) in enumerate(zip(specs, given, strict=True)):
+        side = None if torch_shapes is None else _Shape(tuple(torch_shapes[i]))
+        out.append(resolve_input_shape(model_path, spec, text, side))
+    return out
+
+
+class _Shape:
+    """One input's shape where :func:`resolve_input_shape` reads a torch side's."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.input_shape = shape
 
 
 def available_memory() -> int | None:

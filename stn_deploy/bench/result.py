@@ -8,7 +8,9 @@
     wall_s          seconds the whole run took
     model           path, name, lowering, precision (from the file's stn_deploy metadata, else
                     null), input_name, input_shape [C, H, W], input_dtype, fixed_batch (int or
-                    null), shape_source (where the input shape came from)
+                    null), shape_source (where the input shape came from): the first
+                    input's; inputs: every input as {name, shape, dtype, fixed_batch,
+                    shape_source}, in the file's order (one entry for a one-input model)
     settings        runtimes, batch_sizes, warmup, iters, duration_s, threads, opt_level,
                     io_binding, cuda_graph, compare, sampler_sweep, strict,
                     interleave
@@ -60,6 +62,7 @@ MODEL_KEYS = (
     "input_dtype",
     "fixed_batch",
     "shape_source",
+    "inputs",
 )
 SETTINGS_KEYS = (
     "runtimes",

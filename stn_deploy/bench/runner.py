@@ -18,7 +18,7 @@ from stn_deploy.bench.plan import BENCH_ALIASES
 from stn_deploy.bench.result import BenchRow, Route
 from stn_deploy.bench.stats import latency_stats
 from stn_deploy.errors import StnDeployError, one_line
-from stn_deploy.runtimes import RuntimeSession, RuntimeUnavailable, open_session
+from stn_deploy.runtimes import RuntimeSession, RuntimeUnavailable, TensorSpec, open_session
 from stn_deploy.timing import TURN_SECONDS, CallTimer
 
 
@@ -37,16 +37,44 @@ class RunSettings:
     shape: tuple[int, ...] = ()
     dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float32))
     seed: int = 0
-    _inputs: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)
+    #: the model file's input names, in order (empty: one input, under any name)
+    input_names: tuple[str, ...] = ()
+    #: the per-sample shape of each input after the first (a model with several inputs; the
+    #: first input's is ``shape``)
+    more_shapes: tuple[tuple[int, ...], ...] = ()
+    _inputs: dict[tuple, np.ndarray] = field(default_factory=dict)
 
-    def inputs(self, batch: int, dtype: np.dtype | None = None) -> np.ndarray:
-        """Seeded standard-normal inputs of ``batch`` images (cached: every route gets the same)."""
+    def inputs(self, batch: int, dtype: np.dtype | None = None, index: int = 0) -> np.ndarray:
+        """Seeded standard-normal inputs of ``batch`` samples for input ``index`` (0: the
+        first, of ``shape``; i: the i-th of :attr:`more_shapes`), cached: every route gets the
+        same."""
         dtype = np.dtype(dtype or self.dtype)
-        key = (batch, dtype.name)
+        key = (batch, dtype.name, index)
         if key not in self._inputs:
-            rng = np.random.default_rng([self.seed, batch])
-            self._inputs[key] = rng.standard_normal((batch, *self.shape), np.float32).astype(dtype)
+            shape = self.shape if index == 0 else self.more_shapes[index - 1]
+            seed = [self.seed, batch] if index == 0 else [self.seed, batch, index]
+            rng = np.random.default_rng(seed)
+            self._inputs[key] = rng.standard_normal((batch, *shape), np.float32).astype(dtype)
         return self._inputs[key]
+
+    def feeds(self, specs: list[TensorSpec], batch: int) -> dict[str, np.ndarray]:
+        """Inputs of ``batch`` samples for a session's inputs ``specs``: each matched to the
+        model file's inputs by name, else by position (a converted or stock file may rename
+        them), in its own dtype."""
+        count = 1 + len(self.more_shapes)
+        if len(specs) != count:
+            raise StnDeployError(f"the session takes {len(specs)} input(s), the model {count}")
+        names = list(self.input_names)
+        by_name = len(names) == count and sorted(names) == sorted(s.name for s in specs)
+        feeds = {}
+        for pos, spec in enumerate(specs):
+            index = names.index(spec.name) if by_name else pos
+            dtype = np.dtype(_dtype(spec.dtype))
+            # one input: the call a single-input bench has always made
+            feeds[spec.name] = (
+                self.inputs(batch, dtype, index) if index else self.inputs(batch, dtype)
+            )
+        return feeds
 
 
 def open_route(route: Route, s: RunSettings, **options: Any) -> RuntimeSession:
@@ -148,8 +176,7 @@ def _open_all(
         if note and note not in notes:
             notes.append(note)
         sessions[route.key] = session
-        spec = session.inputs[0]
-        fixed = spec.fixed_batch()
+        fixed = fixed_batch(session.inputs)
         plan = list(sizes)
         if fixed is not None and any(b != fixed for b in sizes):
             others = [b for b in sizes if b != fixed]
@@ -210,8 +237,7 @@ def run_routes(
                 session = sessions.get(route.key)
                 if session is None or b not in plans[route.key]:
                     continue
-                spec = session.inputs[0]
-                fixed = spec.fixed_batch()
+                fixed = fixed_batch(session.inputs)
                 if fixed is not None and b != fixed:
                     tick(route.label)
                     rows[route.key].append(
@@ -219,7 +245,7 @@ def run_routes(
                     )
                     continue
                 try:
-                    feeds = {spec.name: s.inputs(b, np.dtype(_dtype(spec.dtype)))}
+                    feeds = s.feeds(list(session.inputs), b)
                     call, keep = _mode_call(route, session, feeds, s)
                     timer = CallTimer(call, iters=s.iters, duration=s.duration)
                     # ORT runs once normally, then captures the CUDA graph: warm up past it
@@ -250,6 +276,12 @@ def run_routes(
         sessions.clear()
     ordered = [row for route in routes for row in rows[route.key]]
     return ordered, notes
+
+
+def fixed_batch(specs: list[TensorSpec]) -> int | None:
+    """The batch every input of a model is fixed at (the first input's fixed batch; None when
+    no input fixes it)."""
+    return next((f for f in (s.fixed_batch() for s in specs) if f is not None), None)
 
 
 def _reason(exc: BaseException, batch: int) -> str:

@@ -84,8 +84,8 @@ def format_table(result: Any) -> str:
 
     m = d["model"]
     lines = [
-        f"{m['name']}: input {m['input_name']} {m['input_shape']} {m['input_dtype']}"
-        f" ({m['shape_source']}), lowering {m['lowering'] or '?'}, precision {m['precision'] or '?'}",
+        f"{m['name']}: {_inputs_text(m, sources=True)}, lowering {m['lowering'] or '?'}, "
+        f"precision {m['precision'] or '?'}",
         line(headers),
         line(["-" * w for w in widths]),
     ]
@@ -93,6 +93,25 @@ def format_table(result: Any) -> str:
     lines += [f"note: {n}" for n in d["notes"]]
     lines.append("machine: " + format_machine(d["machine"]))
     return "\n".join(lines)
+
+
+def _inputs_text(m: dict[str, Any], *, sources: bool, quote: str = "") -> str:
+    """``input NAME [shape] dtype (source)``; ``inputs A [..] dtype (..), B [..] ...`` for a
+    model with several."""
+    inputs = m.get("inputs") or [
+        {
+            "name": m["input_name"],
+            "shape": m["input_shape"],
+            "dtype": m["input_dtype"],
+            "shape_source": m["shape_source"],
+        }
+    ]
+    parts = [
+        f"{quote}{i['name']}{quote} {i['shape']} {i['dtype']}"
+        + (f" ({i['shape_source']})" if sources else "")
+        for i in inputs
+    ]
+    return ("input " if len(parts) == 1 else "inputs ") + ", ".join(parts)
 
 
 def format_markdown(result: Any, title: str | None = None) -> str:
@@ -110,7 +129,7 @@ def format_markdown(result: Any, title: str | None = None) -> str:
         f"# {title or 'Latency: ' + m['name']}",
         "",
         f"Model `{m['name']}` (lowering {m['lowering'] or '?'}, precision {m['precision'] or '?'}), "
-        f"input `{m['input_name']}` {m['input_shape']} {m['input_dtype']}. "
+        f"{_inputs_text(m, sources=False, quote='`')}. "
         f"Per route and batch size: {st['warmup']} warm-up calls, then {budget}; latency per call "
         "in µs, throughput in images/s. Speed-ups are the baseline's p50 over the route's p50 at "
         "the same batch size (the stock export on the same runtime).",

@@ -140,8 +140,9 @@ def _check_outputs(paths: list[Path | None], plot: Path | None) -> None:
 @reference_options(
     "The torch model ONNX was exported from, for --compare, the torch runtime and "
     "--lowering-sweep: a checkpoint file, a zoo name with --weights, or a module:callable "
-    "factory with --input-shape (which also sets the timed input shape: C,H,W of one input, "
-    "default the reference's, else the golden bundle's)."
+    "factory with --input-shape (which also sets the timed input shape: C,H,W, or one shape "
+    "per input separated by ';' (\"3,64,64;6\"), default the reference's, else the golden "
+    "bundle's)."
 )
 @click.option(
     "--lowering-sweep",

@@ -375,7 +375,10 @@ TRUST_FACTORY_HELP = (
     "name yourself as the model)."
 )
 WEIGHTS_HELP = "Trained weights (a checkpoint file) for a zoo-name or factory {}."
-INPUT_SHAPE_HELP = "C,H,W input of a module:callable factory {} (e.g. 1,42,42)."
+INPUT_SHAPE_HELP = (
+    "C,H,W input of a module:callable factory {} (e.g. 1,42,42); several inputs: one shape "
+    "per input separated by ';' (e.g. \"3,64,64;6\")."
+)
 
 
 def model_kind(source: str) -> str:

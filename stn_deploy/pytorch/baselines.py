@@ -14,15 +14,19 @@ import contextlib
 import io
 import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from stn_deploy.errors import StnDeployError, one_line
 
 
-def stock_export(model: Any, input_shape: tuple[int, ...], path: str | Path) -> Path:
-    """Export ``model`` (a ``torch.nn.Module`` taking one ``(N, *input_shape)`` tensor) to
-    ``path`` with stock ``torch.onnx.export(dynamo=True)``, batch dimension dynamic.
+def stock_export(
+    model: Any, input_shape: Sequence[int] | Sequence[Sequence[int]], path: str | Path
+) -> Path:
+    """Export ``model`` (a ``torch.nn.Module`` taking one ``(N, *input_shape)`` tensor, or one
+    tensor per shape when ``input_shape`` is a sequence of shapes) to ``path`` with stock
+    ``torch.onnx.export(dynamo=True)``, batch dimension dynamic (one ``N`` for every input).
 
     The exporter's progress lines are swallowed (they would mix into ``--json`` output).
     Raises StnDeployError with one line when torch, onnxscript or the export fails.
@@ -38,7 +42,10 @@ def stock_export(model: Any, input_shape: tuple[int, ...], path: str | Path) -> 
             "the stock-export baseline needs onnxscript (pip install onnxscript)"
         ) from exc
     model = model.eval()
-    example = torch.zeros(2, *input_shape)
+    several = len(input_shape) > 0 and hasattr(input_shape[0], "__len__")
+    shapes = list(input_shape) if several else [input_shape]
+    examples = tuple(torch.zeros(2, *s) for s in shapes)
+    batch = torch.export.Dim("N")
     quiet = logging.getLogger("torch.onnx")  # "torchvision is not installed" warnings
     level = quiet.level
     quiet.setLevel(logging.ERROR)
@@ -51,9 +58,9 @@ def stock_export(model: Any, input_shape: tuple[int, ...], path: str | Path) -> 
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 model,
-                (example,),
+                examples,
                 dynamo=True,
-                dynamic_shapes=({0: torch.export.Dim("N")},),
+                dynamic_shapes=tuple({0: batch} for _ in examples),
                 verbose=False,
             )
             program.save(str(path))
@@ -68,4 +75,5 @@ def stock_export(model: Any, input_shape: tuple[int, ...], path: str | Path) -> 
 
 def stock_export_loaded(loaded: Any, path: str | Path) -> Path:
     """:func:`stock_export` of a :class:`~stn_deploy.pytorch.models.loading.LoadedModel`."""
-    return stock_export(loaded.model, tuple(loaded.input_shape), path)
+    shapes = [tuple(s) for s in getattr(loaded, "input_shapes", None) or [loaded.input_shape]]
+    return stock_export(loaded.model, shapes if len(shapes) > 1 else shapes[0], path)

@@ -42,4 +42,8 @@ def torch_side(loaded: Any) -> TorchSide:
         stock_export=stock_export,
         source=str(getattr(loaded, "source", "") or ""),
         distortion=(extra.get("trained_on") or {}).get("distortion"),
+        input_shapes=tuple(
+            tuple(int(d) for d in s)
+            for s in getattr(loaded, "input_shapes", None) or [loaded.input_shape]
+        ),
     )

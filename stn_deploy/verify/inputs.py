@@ -5,7 +5,10 @@ Every set is ``(N, C, H, W)`` float32 already normalised the way the model expec
 when the file does not say), under the model's single image input name.
 
 - ``golden``: the inputs of the golden bundle beside the model (``NAME.io.npz``).
-- ``random``: seeded uniform 0..1 pixels.
+- ``random``: seeded uniform 0..1 pixels. A model with several inputs gets seeded uniform 0..1
+  values in every input, each of its own shape (the file's static dims, else the golden
+  bundle's, else the torch model's); an image-shaped (4-D) input is normalised as above. The
+  other generated sets are images for a one-input model, so such a model skips them.
 - ``mnist``: the first N MNIST test images, distorted as the model expects (the variant it was
   trained on when known, else by canvas: 42 -> RTS, 60 -> TC, 28 -> R), with labels, so that the
   accuracy of every runtime can be reported. Only when the MNIST cache exists.
@@ -103,6 +106,48 @@ def random_set(
         {input_name: normalise(pixels, mean, std)},
         f"{count} seeded uniform 0..1 images (seed {seed})",
     )
+
+
+def random_inputs_set(
+    specs: list[TensorSpec], shapes: list[tuple[int, ...]], count: int, seed: int, meta
+) -> InputSet:
+    """Seeded uniform 0..1 values for every input of a model with several (``shapes``: each
+    one's per-sample shape); the first input's are :func:`random_set`'s, input ``i``'s come
+    from seed ``(seed, i)``; 4-D inputs are normalised with the model's metadata."""
+    feeds = {}
+    for i, (spec, shape) in enumerate(zip(specs, shapes, strict=True)):
+        rng = np.random.default_rng(seed if i == 0 else [seed, i])
+        x = rng.random((count, *shape), dtype=np.float32)
+        if len(shape) == 3:
+            x = normalise(x, *normalization(meta, shape[0]))
+        feeds[spec.name] = x
+    shown = ", ".join(f"{s.name} {list(sh)}" for s, sh in zip(specs, shapes, strict=True))
+    return InputSet(
+        "random", feeds, f"{count} seeded uniform 0..1 samples of each input: {shown} (seed {seed})"
+    )
+
+
+def multi_input_shapes(
+    specs: list[TensorSpec], bundle=None, torch_shapes=None
+) -> list[tuple[int, ...]] | str:
+    """Each input's per-sample shape: the file's static dims, else the golden bundle's array,
+    else the torch model's (``torch_shapes``, in the file's input order); or why one is not
+    known or cannot be fed random floats."""
+    shapes = []
+    for i, spec in enumerate(specs):
+        if not str(spec.dtype).startswith(("float", "bfloat")):
+            return f"input {spec.name!r} is {spec.dtype}: random inputs are floats"
+        dims = tuple(spec.shape[1:]) if spec.shape else None
+        if dims is not None and all(isinstance(d, int) and d > 0 for d in dims):
+            shapes.append(tuple(int(d) for d in dims))
+        elif bundle is not None and spec.name in bundle.inputs:
+            shapes.append(tuple(int(d) for d in bundle.inputs[spec.name].shape[1:]))
+        elif torch_shapes is not None and len(torch_shapes) == len(specs):
+            shapes.append(tuple(int(d) for d in torch_shapes[i]))
+        else:
+            shown = list(spec.shape) if spec.shape else "unknown"
+            return f"the shape of input {spec.name!r} ({shown}) is not known"
+    return shapes
 
 
 def _digits(count: int, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
@@ -229,7 +274,10 @@ def image_input(inputs: list[TensorSpec]) -> tuple[str, tuple[int, int, int]] | 
     """``(name, (C, H, W))`` of the model's single image input, or why generated inputs
     cannot feed it."""
     if len(inputs) != 1:
-        return f"the model has {len(inputs)} inputs (only golden inputs can feed it)"
+        return (
+            f"the model has {len(inputs)} inputs (these are images for a one-input model; "
+            "golden and random inputs can feed it)"
+        )
     spec = inputs[0]
     dims = spec.shape or ()
     if len(dims) != 4 or not all(isinstance(d, int) and d > 0 for d in dims[1:]):
@@ -254,10 +302,12 @@ def load_input_sets(
     count: int,
     seed: int,
     distortion: str | None = None,
+    torch_shapes=None,
 ) -> tuple[list[InputSet], dict[str, str]]:
     """The input sets named in ``kinds`` (in that order) that can be made for a model with
     inputs ``in_specs`` and stn-deploy metadata ``meta``, and ``{kind: why not}`` for the others.
-    ``bundle``: the golden bundle (None: no golden set)."""
+    ``bundle``: the golden bundle (None: no golden set); ``torch_shapes``: the torch model's
+    per-input shapes (a model with several inputs whose file leaves some dims open)."""
     sets: list[InputSet] = []
     skipped: dict[str, str] = {}
     image = image_input(in_specs)
@@ -268,6 +318,12 @@ def load_input_sets(
                 skipped[kind] = f"no golden bundle ({bundle_name})"
             else:
                 sets.append(golden_set(bundle, bundle_name))
+        elif kind == "random" and len(in_specs) > 1:
+            shapes = multi_input_shapes(in_specs, bundle, torch_shapes)
+            if isinstance(shapes, str):
+                skipped[kind] = shapes
+            else:
+                sets.append(random_inputs_set(in_specs, shapes, count, seed, meta))
         elif isinstance(image, str):
             skipped[kind] = image
         else:

@@ -128,6 +128,7 @@ def input_sets(opts: VerifyOptions, subject: Subject) -> tuple[list[InputSet], d
         count=opts.count,
         seed=opts.seed,
         distortion=opts.torch_side.distortion if opts.torch_side is not None else None,
+        torch_shapes=getattr(opts.torch_side, "shapes", None),
     )
     if opts.strict and kinds is not None and skipped:
         raise StnDeployError(
