@@ -58,3 +58,22 @@ def test_accuracy_script_rejects_bad_arguments(argv):
     with pytest.raises(SystemExit) as err:
         accuracy.parse_args(argv)
     assert err.value.code == 2
+
+
+def test_accuracy_runs_tabulates_finished_runs(tmp_path):
+    import accuracy_runs
+
+    from stn_deploy.pytorch.train import TrainOptions, train
+
+    kw = dict(model="paper-st-cnn", epochs=2, synthetic=True, limit_train=64, limit_test=32)
+    train(TrainOptions(**kw, threads=1), tmp_path / "a", progress=False, log=lambda *_: None)
+    train(TrainOptions(**kw, out_size=32), tmp_path / "b", progress=False, log=lambda *_: None)
+    out = tmp_path / "t.md"
+    assert accuracy_runs.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]) == 0
+    md = out.read_text()
+    errors = [json.loads((tmp_path / n / "metrics.json").read_text())["final"] for n in "ab"]
+    assert f"| a | paper-st-cnn |" in md and "`--synthetic True --limit-train 64" in md
+    assert "--out-size 32" in md.split("| b |")[1].split("\n")[0]
+    assert f"{errors[1]['test_error']:.2f}" in md.split("| b |")[1].split("\n")[0]
+    with pytest.raises(SystemExit):
+        accuracy_runs.main([str(tmp_path / "missing")])
