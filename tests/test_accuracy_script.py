@@ -72,7 +72,7 @@ def test_accuracy_runs_tabulates_finished_runs(tmp_path):
     assert accuracy_runs.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]) == 0
     md = out.read_text()
     errors = [json.loads((tmp_path / n / "metrics.json").read_text())["final"] for n in "ab"]
-    assert f"| a | paper-st-cnn |" in md and "`--synthetic True --limit-train 64" in md
+    assert "| a | paper-st-cnn |" in md and "`--synthetic True --limit-train 64" in md
     assert "--out-size 32" in md.split("| b |")[1].split("\n")[0]
     assert f"{errors[1]['test_error']:.2f}" in md.split("| b |")[1].split("\n")[0]
     with pytest.raises(SystemExit):
