@@ -7,8 +7,9 @@ checkpoint's, else the golden bundle beside the model, else the model's static d
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,26 +110,41 @@ def parse_input_shape(text: str | Sequence[int] | None) -> tuple[int, ...] | Non
     return parse_shape(text, ndim=None)
 
 
+def _read_golden(model_path: str | Path) -> tuple[Any, str] | None:
+    """The golden bundle beside ``model_path`` (checked to be this model's) and its file name."""
+    from stn_deploy.export.golden import bundle_path, check_bundle_matches, read_bundle
+
+    golden = bundle_path(model_path)
+    if not golden.is_file():
+        return None
+    bundle = read_bundle(golden)
+    check_bundle_matches(bundle, model_path)  # another model's shape would mislead
+    return bundle, golden.name
+
+
 def resolve_input_shape(
-    model_path: str | Path, spec: TensorSpec, input_shape: Any = None, torch_side: Any = None
+    model_path: str | Path,
+    spec: TensorSpec,
+    input_shape: Any = None,
+    torch_shape: Sequence[int] | None = None,
+    golden: Callable[[], tuple[Any, str] | None] | None = None,
 ) -> tuple[tuple[int, ...], str]:
-    """The per-image input shape and where it came from (see the module docstring)."""
+    """The per-image input shape and where it came from (see the module docstring):
+    ``input_shape``, else the torch model's ``torch_shape``, else the golden bundle's (read by
+    ``golden()``, default: from beside ``model_path``), else the file's static dims."""
     shape = parse_input_shape(input_shape)
     source = "--input-shape"
-    if shape is None and torch_side is not None:
-        shape, source = tuple(int(d) for d in torch_side.input_shape), "checkpoint"
+    if shape is None and torch_shape is not None:
+        shape, source = tuple(int(d) for d in torch_shape), "checkpoint"
     if shape is None:
-        from stn_deploy.export.golden import bundle_path, check_bundle_matches, read_bundle
-
-        golden = bundle_path(model_path)
-        if golden.is_file():
-            bundle = read_bundle(golden)
-            check_bundle_matches(bundle, model_path)  # another model's shape would mislead
+        found = golden() if golden is not None else _read_golden(model_path)
+        if found is not None:
+            bundle, name = found
             arr = bundle.inputs.get(spec.name)
             if arr is None and len(bundle.inputs) == 1:
                 (arr,) = bundle.inputs.values()
             if arr is not None and arr.ndim >= 2:
-                shape, source = tuple(int(d) for d in arr.shape[1:]), f"golden bundle {golden.name}"
+                shape, source = tuple(int(d) for d in arr.shape[1:]), f"golden bundle {name}"
     dims = spec.shape[1:] if spec.shape else None
     static = dims is not None and all(isinstance(d, int) and d > 0 for d in dims)
     if shape is None and static:
@@ -179,18 +195,13 @@ def resolve_input_shapes(
             f"the torch model takes {len(torch_shapes)} input(s), {Path(model_path).name} "
             f"has {len(specs)}: {[s.name for s in specs]}"
         )
-    out = []
-    for i, (spec, text) in enumerate(zip(specs, given, strict=True)):
-        side = None if torch_shapes is None else _Shape(tuple(torch_shapes[i]))
-        out.append(resolve_input_shape(model_path, spec, text, side))
-    return out
-
-
-class _Shape:
-    """One input's shape where :func:`resolve_input_shape` reads a torch side's."""
-
-    def __init__(self, shape: tuple[int, ...]) -> None:
-        self.input_shape = shape
+    golden = functools.cache(lambda: _read_golden(model_path))  # read once for all inputs
+    return [
+        resolve_input_shape(
+            model_path, spec, text, None if torch_shapes is None else torch_shapes[i], golden
+        )
+        for i, (spec, text) in enumerate(zip(specs, given, strict=True))
+    ]
 
 
 def available_memory() -> int | None:
