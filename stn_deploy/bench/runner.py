@@ -69,7 +69,11 @@ class RunSettings:
         feeds = {}
         for pos, spec in enumerate(specs):
             index = names.index(spec.name) if by_name else pos
-            feeds[spec.name] = self.inputs(batch, np.dtype(_dtype(spec.dtype)), index)
+            dtype = np.dtype(_dtype(spec.dtype))
+            # one input: the call a single-input bench has always made
+            feeds[spec.name] = (
+                self.inputs(batch, dtype, index) if index else self.inputs(batch, dtype)
+            )
         return feeds
 
 
